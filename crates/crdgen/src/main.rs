@@ -1,0 +1,36 @@
+//! `apollo-crdgen`: write (or check) the CRD YAML under `k8s/crds/`.
+
+use std::path::PathBuf;
+
+use argh::FromArgs;
+
+/// Generate the Apollo CustomResourceDefinitions from the Rust types.
+#[derive(FromArgs)]
+struct Args {
+    /// directory to write the CRD files into (default: k8s/crds)
+    #[argh(option, default = "PathBuf::from(\"k8s/crds\")")]
+    out_dir: PathBuf,
+    /// do not write; fail if the files in --out-dir are missing or stale
+    #[argh(switch)]
+    check: bool,
+    /// print all CRDs to stdout as one multi-document YAML instead of writing files
+    #[argh(switch)]
+    stdout: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Args = argh::from_env();
+    if args.stdout {
+        for file in apollo_crdgen::render()? {
+            println!("---\n{}", file.yaml.trim_end());
+        }
+    } else if args.check {
+        apollo_crdgen::check(&args.out_dir)?;
+        eprintln!("CRDs in {} are up to date", args.out_dir.display());
+    } else {
+        for path in apollo_crdgen::write(&args.out_dir)? {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}

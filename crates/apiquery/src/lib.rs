@@ -6,6 +6,7 @@ pub mod fields;
 pub mod jsonpath;
 pub mod labels;
 pub mod table;
+mod validation;
 
 pub use jsonpath::JsonPathError;
 
@@ -18,7 +19,6 @@ pub struct SelectorError {
 }
 
 impl SelectorError {
-    #[allow(dead_code)]
     pub(crate) fn new(message: impl Into<String>) -> Self {
         SelectorError {
             message: message.into(),

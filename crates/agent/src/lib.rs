@@ -1,0 +1,32 @@
+//! The Apollo device agent, as a library: configuration ([`config`]), the signed gateway
+//! client ([`client`]), the long-poll/report loop ([`agent`]) and logging setup.
+//!
+//! The agent talks only to the device gateway, never to Kubernetes (a test checks that no
+//! Kubernetes crate is in its dependency tree). In this stage it *observes* desired state:
+//! it verifies and holds the desired document and reports the spec hashes as observed;
+//! downloading and executing artifacts is the next stage.
+
+pub mod agent;
+pub mod backoff;
+pub mod client;
+pub mod config;
+
+pub use agent::{AGENT_VERSION, Agent, AgentState, Held};
+pub use config::{Args, Config, ConfigError, Env, LogFormat, ProcessEnv};
+
+/// Install the global log subscriber: text (one line per event) or JSON, to stderr; the level
+/// is `info` unless `RUST_LOG` says otherwise.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

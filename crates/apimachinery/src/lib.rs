@@ -4,4 +4,7 @@
 //! validation) and [`apply`] (server-side apply with `metadata.managedFields`).
 
 pub mod apply;
+mod formats;
+mod gofmt;
+mod regex;
 pub mod schema;

@@ -193,17 +193,14 @@ fn parse_path(s: &str) -> Result<Vec<Seg>, JsonPathError> {
         && c != '['
         && c != '@'
     {
-        {
-            let start = 0;
-            while i < b.len() && is_field_char(b[i].1) {
-                i += 1;
-            }
-            if i == 0 {
-                return perr(format!("unrecognized character in action: {c:?}"));
-            }
-            let end = b.get(i).map_or(s.len(), |x| x.0);
-            segs.push(Seg::Field(s[start..end].to_string()));
+        while i < b.len() && is_field_char(b[i].1) {
+            i += 1;
         }
+        if i == 0 {
+            return perr(format!("unrecognized character in action: {c:?}"));
+        }
+        let end = b.get(i).map_or(s.len(), |x| x.0);
+        segs.push(Seg::Field(s[..end].to_string()));
     }
     while i < b.len() {
         let (pos, c) = b[i];
@@ -217,11 +214,9 @@ fn parse_path(s: &str) -> Result<Vec<Seg>, JsonPathError> {
                         && n != '['
                         && n != '.'
                     {
-                        {
-                            let (seg, next) = read_field(s, &b, i)?;
-                            segs.push(seg);
-                            i = next;
-                        }
+                        let (seg, next) = read_field(s, &b, i)?;
+                        segs.push(seg);
+                        i = next;
                     }
                     continue;
                 }

@@ -3,12 +3,14 @@
 //! Process plumbing shared by `apollo-controller` and `apollo-gateway` (the agent stays free of
 //! it, and of Kubernetes): configuration from flags with `APOLLO_*` environment twins through a
 //! testable [`env::Env`] trait, human durations, tracing setup, signal-driven shutdown, the
-//! Kubernetes client, and the `/healthz`, `/readyz`, `/metrics` endpoints.
+//! Kubernetes client, applying YAML manifests, and the `/healthz`, `/readyz`, `/metrics`
+//! endpoints.
 
 pub mod duration;
 pub mod env;
 pub mod http;
 pub mod kubeclient;
+pub mod manifests;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -1,0 +1,3 @@
+//! `apollo-fleetsim`: fleet simulator and benchmarks.
+
+fn main() {}

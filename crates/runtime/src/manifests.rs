@@ -1,0 +1,275 @@
+//! Applying YAML manifests (`kubectl apply --server-side` for a file), for the demo, the
+//! benchmarks and tests: every document is server-side applied with a field manager, resolved
+//! through discovery, optionally moved into another namespace.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+
+/// Errors applying manifests.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A document is not valid YAML or not a Kubernetes object.
+    #[error("{path}: document {index}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Zero-based document index.
+        index: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The API server refused or failed.
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        /// Kind of the object.
+        kind: String,
+        /// Name of the object.
+        name: String,
+        /// Cause.
+        source: kube::Error,
+    },
+    /// The kind is not served (for a custom resource: its CRD is missing or not established).
+    #[error("{0} is not served by the API server")]
+    UnknownKind(String),
+}
+
+/// Applies manifests with one field manager, caching discovery per kind.
+pub struct Applier {
+    client: kube::Client,
+    manager: String,
+    namespace: Option<String>,
+    kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>,
+    discovery_timeout: Duration,
+}
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("manager", &self.manager)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Applier {
+    /// An applier using `client` and field manager `manager`. Namespaced objects go into
+    /// `namespace` when given (their own namespace otherwise, `default` when they have none).
+    pub fn new(client: kube::Client, manager: &str, namespace: Option<&str>) -> Self {
+        Self {
+            client,
+            manager: manager.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            kinds: HashMap::new(),
+            // A kind whose CRD was applied a moment ago may take a little while to be served.
+            discovery_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Applies every document of a multi-document YAML file; returns `kind/name` of each.
+    pub async fn apply_file(&mut self, path: &Path) -> Result<Vec<String>, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        self.apply_yaml(&text, &path.display().to_string()).await
+    }
+
+    /// Applies every `*.yaml` file of a directory, in name order.
+    pub async fn apply_dir(&mut self, dir: &Path) -> Result<Vec<String>, ManifestError> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|source| ManifestError::Read {
+                path: dir.display().to_string(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        let mut applied = Vec::new();
+        for file in files {
+            applied.extend(self.apply_file(&file).await?);
+        }
+        Ok(applied)
+    }
+
+    /// Applies every document of a multi-document YAML text (`origin` names it in errors).
+    pub async fn apply_yaml(
+        &mut self,
+        text: &str,
+        origin: &str,
+    ) -> Result<Vec<String>, ManifestError> {
+        let docs = parse_documents(text, origin)?;
+        let mut applied = Vec::new();
+        for (index, doc) in docs.into_iter().enumerate() {
+            applied.push(self.apply_object(doc, origin, index).await?);
+        }
+        Ok(applied)
+    }
+
+    async fn resolve(
+        &mut self,
+        gvk: &GroupVersionKind,
+    ) -> Result<(ApiResource, ApiCapabilities), ManifestError> {
+        if let Some(found) = self.kinds.get(gvk) {
+            return Ok(found.clone());
+        }
+        let deadline = Instant::now() + self.discovery_timeout;
+        loop {
+            match kube::discovery::pinned_kind(&self.client, gvk).await {
+                Ok(found) => {
+                    self.kinds.insert(gvk.clone(), found.clone());
+                    return Ok(found);
+                }
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => {
+                    return Err(ManifestError::UnknownKind(format!(
+                        "{}/{} {}",
+                        gvk.group, gvk.version, gvk.kind
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn apply_object(
+        &mut self,
+        mut obj: DynamicObject,
+        origin: &str,
+        index: usize,
+    ) -> Result<String, ManifestError> {
+        let types = obj.types.clone().ok_or_else(|| ManifestError::Parse {
+            path: origin.to_owned(),
+            index,
+            message: "missing apiVersion or kind".into(),
+        })?;
+        let gvk = GroupVersionKind::try_from(&types).map_err(|e| ManifestError::Parse {
+            path: origin.to_owned(),
+            index,
+            message: e.to_string(),
+        })?;
+        let name = obj
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| ManifestError::Parse {
+                path: origin.to_owned(),
+                index,
+                message: "missing metadata.name".into(),
+            })?;
+        let (resource, caps) = self.resolve(&gvk).await?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Cluster => {
+                obj.metadata.namespace = None;
+                Api::all_with(self.client.clone(), &resource)
+            }
+            Scope::Namespaced => {
+                let ns = self
+                    .namespace
+                    .clone()
+                    .or_else(|| obj.metadata.namespace.clone())
+                    .unwrap_or_else(|| "default".into());
+                rewrite_subject_namespaces(&mut obj, &ns, self.namespace.is_some());
+                obj.metadata.namespace = Some(ns.clone());
+                Api::namespaced_with(self.client.clone(), &ns, &resource)
+            }
+        };
+        if self.namespace.is_some() && caps.scope == Scope::Cluster {
+            let ns = self.namespace.clone().unwrap_or_default();
+            rewrite_subject_namespaces(&mut obj, &ns, true);
+        }
+        let params = PatchParams::apply(&self.manager).force();
+        api.patch(&name, &params, &Patch::Apply(&obj))
+            .await
+            .map_err(|source| ManifestError::Apply {
+                kind: gvk.kind.clone(),
+                name: name.clone(),
+                source,
+            })?;
+        Ok(format!("{}/{name}", gvk.kind.to_ascii_lowercase()))
+    }
+}
+
+/// When manifests move to another namespace, ServiceAccount subjects of (Cluster)RoleBindings
+/// move with them, so the bindings keep naming the accounts that were applied.
+fn rewrite_subject_namespaces(obj: &mut DynamicObject, ns: &str, moved: bool) {
+    if !moved {
+        return;
+    }
+    if let Some(subjects) = obj.data.get_mut("subjects").and_then(|s| s.as_array_mut()) {
+        for subject in subjects {
+            if subject["kind"] == "ServiceAccount" {
+                subject["namespace"] = serde_json::Value::String(ns.to_owned());
+            }
+        }
+    }
+}
+
+/// Splits a multi-document YAML text into objects, skipping empty documents.
+pub fn parse_documents(text: &str, origin: &str) -> Result<Vec<DynamicObject>, ManifestError> {
+    let values: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Parse {
+            path: origin.to_owned(),
+            index: 0,
+            message: e.to_string(),
+        })?;
+    values
+        .into_iter()
+        .filter(|v| !v.is_null())
+        .enumerate()
+        .map(|(index, v)| {
+            let err = |message: String| ManifestError::Parse {
+                path: origin.to_owned(),
+                index,
+                message,
+            };
+            let obj: DynamicObject = serde_json::from_value(v).map_err(|e| err(e.to_string()))?;
+            if obj.types.is_none() {
+                return Err(err(
+                    "not a Kubernetes object: apiVersion or kind missing".into()
+                ));
+            }
+            Ok(obj)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_multi_document_yaml() {
+        let docs = parse_documents(
+            "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: a\n---\n\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: b\nsubjects:\n- kind: ServiceAccount\n  name: a\n  namespace: default\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(docs.len(), 2);
+        let mut binding = docs[1].clone();
+        rewrite_subject_namespaces(&mut binding, "other", true);
+        assert_eq!(binding.data["subjects"][0]["namespace"], "other");
+    }
+
+    #[test]
+    fn reports_bad_documents() {
+        let err = parse_documents("a: [unclosed", "bad.yaml").unwrap_err();
+        assert!(err.to_string().contains("bad.yaml"), "{err}");
+        let err = parse_documents("just: a map\n", "x.yaml").unwrap_err();
+        assert!(err.to_string().contains("x.yaml"), "{err}");
+    }
+}

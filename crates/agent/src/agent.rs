@@ -162,22 +162,33 @@ impl Agent {
                     if let DesiredAnswer::Document { etag, document } = answer {
                         self.adopt(etag, document);
                     }
-                    // Pace: plain polling waits a heartbeat interval; long polls at least
-                    // the minimum gap (a gateway that answers at once must not spin us).
-                    let gap = if self.config.long_poll.is_zero() {
-                        self.state.borrow().heartbeat_interval
-                    } else {
-                        self.config.min_poll_gap
-                    };
-                    tokio::select! {
-                        _ = sleep_until(started + gap) => {}
-                        _ = self.refetch.notified() => plain_next = true,
+                    if self.pace(started).await {
+                        plain_next = true;
                     }
                 }
                 Err(e) => {
                     self.failed(&e);
                     sleep(backoff.next_delay()).await;
                 }
+            }
+        }
+    }
+
+    /// Wait before the next desired-state request: plain polling waits a heartbeat interval
+    /// (following interval changes from acks), long polls at least the minimum gap (a gateway
+    /// that answers at once must not make us spin). Returns true when cut short by a refetch.
+    async fn pace(&self, started: Instant) -> bool {
+        let mut state = self.state.subscribe();
+        loop {
+            let gap = if self.config.long_poll.is_zero() {
+                state.borrow_and_update().heartbeat_interval
+            } else {
+                self.config.min_poll_gap
+            };
+            tokio::select! {
+                _ = sleep_until(started + gap) => return false,
+                _ = self.refetch.notified() => return true,
+                _ = state.changed() => {}
             }
         }
     }

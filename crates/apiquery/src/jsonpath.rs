@@ -783,6 +783,50 @@ mod tests {
     }
 
     #[test]
+    fn nested_and_numeric_filters() {
+        let v = json!({"items": [
+            {"name": "a", "status": {"conditions": [{"type": "Ready", "status": "True"}]}, "w": 1.5},
+            {"name": "b", "status": {"conditions": [{"type": "Ready", "status": "False"}]}, "w": 0.5}
+        ]});
+        assert_eq!(
+            evaluate(
+                "{.items[?(@.status.conditions[0].status==\"True\")].name}",
+                &v
+            )
+            .unwrap(),
+            vec![json!("a")]
+        );
+        assert_eq!(
+            evaluate(".items[?(@.w>1.0)].name", &v).unwrap(),
+            vec![json!("a")]
+        );
+        assert_eq!(
+            evaluate(".items[?(@.w<1)].name", &v).unwrap(),
+            vec![json!("b")]
+        );
+        assert_eq!(
+            evaluate(".items[?(@.name!='a')].w", &v).unwrap(),
+            vec![json!(0.5)]
+        );
+        assert_eq!(
+            evaluate(".items[*].status.conditions[*].status", &v).unwrap(),
+            vec![json!("True"), json!("False")]
+        );
+        // a condition list entry whose key is missing is skipped, not an error
+        let w = json!({"c": [{"status": "x"}, {"type": "Ready", "status": "y"}]});
+        assert_eq!(
+            evaluate(".c[?(@.type==\"Ready\")].status", &w).unwrap(),
+            vec![json!("y")]
+        );
+        // several matches for the left side of a comparison fail in the real evaluator
+        let z = json!({"c": [{"t": ["a", "b"]}]});
+        assert!(evaluate(".c[?(@.t[*]==\"a\")]", &z).unwrap().is_empty());
+        // booleans
+        let b = json!({"c": [{"ok": true, "n": 1}, {"ok": false, "n": 2}]});
+        assert_eq!(evaluate(".c[?(@.ok==true)].n", &b).unwrap(), vec![json!(1)]);
+    }
+
+    #[test]
     fn recursive_descent() {
         let v = json!({"a": {"name": 1, "b": [{"name": 2}]}, "name": 0});
         let got = evaluate("{..name}", &v).unwrap();

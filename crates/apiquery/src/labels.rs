@@ -726,6 +726,33 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_variants() {
+        let l = labels(json!({"a": "x", "b": "y"}));
+        for s in [
+            "a in(x)",
+            "a  in  ( x , z )",
+            "a\tin\t(x)",
+            "a\nin (x)",
+            " a=x , b=y ",
+            "b notin(z)",
+            "!c,a",
+            "a ,!c",
+        ] {
+            assert!(sel(s).matches(&l), "{s:?}");
+        }
+        assert_eq!(sel("a notin(z)").to_string(), "a notin (z)");
+        // a NUL byte ends the input, as in the real lexer
+        assert_eq!(sel("a=x\0garbage").to_string(), "a=x");
+    }
+
+    #[test]
+    fn non_string_label_values_count_as_absent() {
+        let l = labels(json!({"n": 5}));
+        assert!(!sel("n").matches(&l));
+        assert!(sel("n!=5").matches(&l));
+    }
+
+    #[test]
     fn matches_object_reads_metadata_labels() {
         let s = sel("app=dp");
         assert!(s.matches_object(&json!({"metadata": {"labels": {"app": "dp"}}})));

@@ -960,6 +960,15 @@ mod tests {
         assert_eq!(print_value(&json!(0.0001)), "0.0001");
         assert_eq!(print_value(&json!(-2.25)), "-2.25");
         assert_eq!(print_value(&json!(3.0)), "3");
+        // inside arrays/objects numbers are printed the way encoding/json writes them
+        assert_eq!(
+            print_value(&json!([1e-7, 1.5, 1e21, 2, "s", null, true])),
+            "[1e-7,1.5,1e+21,2,\"s\",null,true]"
+        );
+        assert_eq!(
+            print_value(&json!({"b": {"d": 1, "c": 2}, "a": []})),
+            "{\"a\":[],\"b\":{\"c\":2,\"d\":1}}"
+        );
     }
 
     #[test]

@@ -87,6 +87,12 @@ impl Agent {
             config.key.clone(),
             config.request_timeout,
         );
+        Self::with_client(config, client)
+    }
+
+    /// An agent that talks through `client` (e.g. one sharing a connection pool with other
+    /// simulated agents); `client` must carry `config`'s key and gateway.
+    pub fn with_client(config: Config, client: GatewayClient) -> Self {
         let state = AgentState {
             heartbeat_interval: config.initial_heartbeat,
             ..AgentState::default()

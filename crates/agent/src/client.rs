@@ -84,10 +84,23 @@ pub enum DesiredAnswer {
     NotModified,
 }
 
+/// The HTTP client (connection pool) a [`GatewayClient`] sends through.
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// A pooled plain-HTTP client with the agent's connection settings.
+pub fn http_client(connect_timeout: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
+
 /// Signs, sends, verifies.
 #[derive(Clone)]
 pub struct GatewayClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: HttpClient,
     base: String,
     key: DeviceKey,
     request_timeout: Duration,
@@ -102,12 +115,17 @@ struct Answer {
 impl GatewayClient {
     /// A client for `base` (`http://host:port`).
     pub fn new(base: &str, key: DeviceKey, request_timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(request_timeout));
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+        Self::with_http(http_client(request_timeout), base, key, request_timeout)
+    }
+
+    /// A client sharing the connection pool `http` (a fleet simulator runs thousands of agents
+    /// over one pool; an agent process uses [`GatewayClient::new`]).
+    pub fn with_http(
+        http: HttpClient,
+        base: &str,
+        key: DeviceKey,
+        request_timeout: Duration,
+    ) -> Self {
         GatewayClient {
             http,
             base: base.trim_end_matches('/').to_string(),

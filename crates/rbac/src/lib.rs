@@ -25,7 +25,10 @@
 //!   [`Policy::new`] adds them unless objects of the same names are given.
 //! * [`forbidden_message`] / [`forbidden_status`]: the wording of the real 403, including the
 //!   `: RBAC: clusterrole.rbac.authorization.k8s.io "x" not found` suffix when a binding that
-//!   applies to the user points at a missing role ([`Policy::authorize_with_reason`]).
+//!   applies to the user points at a missing role ([`Policy::authorize_with_reason`], which
+//!   also gives the `RBAC: allowed by ClusterRoleBinding "b" of ClusterRole "r" to User "u"`
+//!   reason of an allow, as a SubjectAccessReview's `status.reason` shows it).
+//! * [`Policy::rules_for`]: the `status` of a SelfSubjectRulesReview (`kubectl auth can-i --list`).
 //!
 //! Not implemented: `aggregationRule` (aggregated ClusterRoles keep the rules they were given;
 //! the default `admin`/`edit`/`view` roles are not built in), the escalation and bind checks
@@ -252,7 +255,9 @@ impl Policy {
         self.authorize_with_reason(attrs).allowed
     }
 
-    /// The decision with the reason the real authorizer would give.
+    /// The decision with the reason the real authorizer would give: on allow
+    /// `RBAC: allowed by ClusterRoleBinding "b" of ClusterRole "r" to User "u"` (empty for
+    /// `system:masters`), on deny the missing-role errors met on the way (or empty).
     pub fn authorize_with_reason(&self, attrs: &Attributes) -> Decision {
         if attrs.user.groups.iter().any(|g| g == MASTERS_GROUP) {
             return Decision {
@@ -262,18 +267,23 @@ impl Policy {
         }
         let mut errors: Vec<String> = Vec::new();
         for b in &self.cluster_role_bindings {
-            if !b.subjects.iter().any(|s| applies_to(&attrs.user, s, "")) {
+            let Some(subject) = b.subjects.iter().find(|s| applies_to(&attrs.user, s, "")) else {
                 continue;
-            }
+            };
             match self.role_rules(&b.role_kind, &b.role_name, "") {
-                Ok(rules) => {
-                    if rules.iter().any(|r| rule_allows(attrs, r)) {
-                        return Decision {
-                            allowed: true,
-                            reason: String::new(),
-                        };
-                    }
+                Ok(rules) if rules.iter().any(|r| rule_allows(attrs, r)) => {
+                    return Decision {
+                        allowed: true,
+                        reason: format!(
+                            "RBAC: allowed by ClusterRoleBinding {} of {} {} to {}",
+                            go_quote(&b.name),
+                            b.role_kind,
+                            go_quote(&b.role_name),
+                            describe_subject(subject, "")
+                        ),
+                    };
                 }
+                Ok(_) => {}
                 Err(e) => errors.push(e),
             }
         }
@@ -283,48 +293,124 @@ impl Policy {
                 .iter()
                 .filter(|b| b.namespace == attrs.namespace)
             {
-                if !b
+                let Some(subject) = b
                     .subjects
                     .iter()
-                    .any(|s| applies_to(&attrs.user, s, &attrs.namespace))
-                {
+                    .find(|s| applies_to(&attrs.user, s, &attrs.namespace))
+                else {
                     continue;
-                }
+                };
                 match self.role_rules(&b.role_kind, &b.role_name, &b.namespace) {
-                    Ok(rules) => {
-                        if rules.iter().any(|r| rule_allows(attrs, r)) {
-                            return Decision {
-                                allowed: true,
-                                reason: String::new(),
-                            };
-                        }
+                    Ok(rules) if rules.iter().any(|r| rule_allows(attrs, r)) => {
+                        return Decision {
+                            allowed: true,
+                            reason: format!(
+                                "RBAC: allowed by RoleBinding {} of {} {} to {}",
+                                go_quote(&format!("{}/{}", b.name, b.namespace)),
+                                b.role_kind,
+                                go_quote(&b.role_name),
+                                describe_subject(subject, &b.namespace)
+                            ),
+                        };
                     }
+                    Ok(_) => {}
                     Err(e) => errors.push(e),
                 }
             }
         }
-        let reason = match errors.len() {
-            0 => String::new(),
-            1 => format!("RBAC: {}", errors[0]),
-            _ => {
-                let mut seen: Vec<&String> = Vec::new();
-                for e in &errors {
-                    if !seen.contains(&e) {
-                        seen.push(e);
-                    }
-                }
-                if seen.len() == 1 {
-                    format!("RBAC: {}", seen[0])
-                } else {
-                    let joined: Vec<&str> = seen.iter().map(|s| s.as_str()).collect();
-                    format!("RBAC: [{}]", joined.join(", "))
-                }
+        let mut seen: Vec<&str> = Vec::new();
+        for e in &errors {
+            if !seen.contains(&e.as_str()) {
+                seen.push(e);
             }
+        }
+        let reason = match seen.as_slice() {
+            [] => String::new(),
+            [one] => format!("RBAC: {one}"),
+            many => format!("RBAC: [{}]", many.join(", ")),
         };
         Decision {
             allowed: false,
             reason,
         }
+    }
+
+    /// The rules that apply to `user` in `namespace` (cluster-wide ones included), as a
+    /// SelfSubjectRulesReview's `status` reports them: `resourceRules`, `nonResourceRules`,
+    /// `incomplete` (a binding pointed at a missing role) and `evaluationError`.
+    /// `system:masters` gets the `*` rules of cluster-admin.
+    pub fn rules_for(&self, user: &UserInfo, namespace: &str) -> Value {
+        let mut rules: Vec<&Rule> = Vec::new();
+        let mut errors: Vec<String> = Vec::new();
+        let masters = Rule {
+            verbs: vec!["*".into()],
+            api_groups: vec!["*".into()],
+            resources: vec!["*".into()],
+            ..Rule::default()
+        };
+        let masters_urls = Rule {
+            verbs: vec!["*".into()],
+            non_resource_urls: vec!["*".into()],
+            ..Rule::default()
+        };
+        if user.groups.iter().any(|g| g == MASTERS_GROUP) {
+            rules.push(&masters);
+            rules.push(&masters_urls);
+        }
+        for b in &self.cluster_role_bindings {
+            if b.subjects.iter().any(|s| applies_to(user, s, "")) {
+                match self.role_rules(&b.role_kind, &b.role_name, "") {
+                    Ok(r) => rules.extend(r.iter()),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        if !namespace.is_empty() {
+            for b in self
+                .role_bindings
+                .iter()
+                .filter(|b| b.namespace == namespace)
+            {
+                if b.subjects.iter().any(|s| applies_to(user, s, namespace)) {
+                    match self.role_rules(&b.role_kind, &b.role_name, &b.namespace) {
+                        Ok(r) => rules.extend(r.iter()),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+        }
+        let mut resource_rules = Vec::new();
+        let mut non_resource_rules = Vec::new();
+        for r in rules {
+            if !r.resources.is_empty() {
+                let mut o = serde_json::Map::new();
+                o.insert("verbs".into(), json!(r.verbs));
+                o.insert("apiGroups".into(), json!(r.api_groups));
+                o.insert("resources".into(), json!(r.resources));
+                if !r.resource_names.is_empty() {
+                    o.insert("resourceNames".into(), json!(r.resource_names));
+                }
+                resource_rules.push(Value::Object(o));
+            }
+            if !r.non_resource_urls.is_empty() {
+                non_resource_rules
+                    .push(json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}));
+            }
+        }
+        let mut status = json!({
+            "resourceRules": resource_rules,
+            "nonResourceRules": non_resource_rules,
+            "incomplete": !errors.is_empty(),
+        });
+        if !errors.is_empty() {
+            errors.dedup();
+            let msg = match errors.as_slice() {
+                [one] => one.clone(),
+                many => format!("[{}]", many.join(", ")),
+            };
+            status["evaluationError"] = Value::String(msg);
+        }
+        status
     }
 
     fn role_rules(&self, kind: &str, name: &str, namespace: &str) -> Result<&[Rule], String> {
@@ -361,6 +447,19 @@ fn applies_to(user: &UserInfo, subject: &Subject, namespace: &str) -> bool {
             !ns.is_empty() && user.name == service_account_username(ns, &subject.name)
         }
         _ => false,
+    }
+}
+
+fn describe_subject(s: &Subject, binding_namespace: &str) -> String {
+    if s.kind == "ServiceAccount" {
+        let ns = if s.namespace.is_empty() {
+            binding_namespace
+        } else {
+            &s.namespace
+        };
+        format!("{} {}", s.kind, go_quote(&format!("{}/{ns}", s.name)))
+    } else {
+        format!("{} {}", s.kind, go_quote(&s.name))
     }
 }
 

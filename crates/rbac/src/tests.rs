@@ -674,3 +674,95 @@ fn malformed_objects_do_not_panic() {
     let u = sa("x");
     assert!(!p.authorize(&res(&u, "get", "", "pods", NS, "p")));
 }
+
+#[test]
+fn allow_reasons_name_the_binding() {
+    let p = project_policy();
+    let d = p.authorize_with_reason(&res(
+        &sa("apollo-deviceprocess-controller"),
+        "list",
+        "azure.com",
+        "deviceprocesses",
+        "",
+        "",
+    ));
+    assert!(d.allowed);
+    assert_eq!(
+        d.reason,
+        "RBAC: allowed by ClusterRoleBinding \"controller\" of ClusterRole \"controller\" to ServiceAccount \"apollo-deviceprocess-controller/default\""
+    );
+    let d = p.authorize_with_reason(&res(
+        &sa("apollo-deviceprocess-gateway"),
+        "list",
+        "azure.com",
+        "deviceprocesses",
+        NS,
+        "",
+    ));
+    assert_eq!(
+        d.reason,
+        "RBAC: allowed by RoleBinding \"gateway/default\" of Role \"gateway\" to ServiceAccount \"apollo-deviceprocess-gateway/default\""
+    );
+    let d = p.authorize_with_reason(&non_res(&sa("x"), "get", "/version"));
+    assert_eq!(
+        d.reason,
+        "RBAC: allowed by ClusterRoleBinding \"system:discovery\" of ClusterRole \"system:discovery\" to Group \"system:authenticated\""
+    );
+    let admin = UserInfo::authenticated("admin", &[MASTERS_GROUP]);
+    assert_eq!(
+        p.authorize_with_reason(&non_res(&admin, "get", "/x")),
+        Decision {
+            allowed: true,
+            reason: String::new()
+        }
+    );
+}
+
+#[test]
+fn rules_review() {
+    let p = project_policy();
+    let st = p.rules_for(&sa("apollo-deviceprocess-gateway"), NS);
+    assert_eq!(st["incomplete"], false);
+    let rr = st["resourceRules"].as_array().unwrap();
+    assert!(rr.contains(&json!({"verbs": ["get"], "apiGroups": [""], "resources": ["secrets"], "resourceNames": ["gateway-tls"]})));
+    assert!(rr.contains(&json!({"verbs": ["create"], "apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]})));
+    assert!(st["nonResourceRules"].as_array().unwrap().iter().any(|r| {
+        r["nonResourceURLs"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/apis/*"))
+    }));
+    // the gateway's Role does not apply in another namespace
+    let other = p.rules_for(&sa("apollo-deviceprocess-gateway"), "other");
+    assert!(
+        !other["resourceRules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["resources"] == json!(["secrets"]))
+    );
+    let broken = Policy::new(
+        vec![],
+        vec![],
+        vec![binding(
+            "RoleBinding",
+            Some(NS),
+            "b",
+            "Role",
+            "gone",
+            json!([{"kind": "User", "name": "u"}]),
+        )],
+        vec![],
+    );
+    let st = broken.rules_for(&UserInfo::authenticated("u", &[]), NS);
+    assert_eq!(st["incomplete"], true);
+    assert_eq!(
+        st["evaluationError"],
+        "role.rbac.authorization.k8s.io \"gone\" not found"
+    );
+    let admin = p.rules_for(&UserInfo::authenticated("admin", &[MASTERS_GROUP]), NS);
+    assert_eq!(
+        admin["resourceRules"][0],
+        json!({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})
+    );
+}

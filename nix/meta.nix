@@ -5,39 +5,24 @@ let
   cargo = builtins.fromTOML (builtins.readFile (root + "/Cargo.toml"));
   workspacePackage = cargo.workspace.package;
 
-  # Binary crates of the workspace: Cargo package name -> crate directory.
-  # A binary whose crate does not exist (yet) is left out of every output.
-  knownBinaries = [
-    {
-      name = "apollo-controller";
-      dir = "controller";
-    }
-    {
-      name = "apollo-gateway";
-      dir = "gateway";
-    }
-    {
-      name = "apollo-agent";
-      dir = "agent";
-    }
-    {
-      name = "apollo-crdgen";
-      dir = "crdgen";
-    }
-    {
-      name = "apollo-devcluster";
-      dir = "devcluster";
-    }
-    {
-      name = "apollo-fleetsim";
-      dir = "fleetsim";
-    }
-  ];
-
-  present = builtins.filter (b: builtins.pathExists (root + "/crates/${b.dir}/Cargo.toml")) knownBinaries;
+  # Binary crates of the workspace (members are `crates/*`): a crate with a
+  # [[bin]] section or a src/main.rs. New binary crates are picked up without
+  # editing this file; each becomes `packages.<system>.<cargo package name>`.
+  entries = builtins.readDir (root + "/crates");
+  crateDirs = builtins.filter (name: entries.${name} == "directory") (builtins.attrNames entries);
+  manifestOf = dir: root + "/crates/${dir}/Cargo.toml";
+  crates = map (dir: {
+    inherit dir;
+    manifest = builtins.fromTOML (builtins.readFile (manifestOf dir));
+  }) (builtins.filter (dir: builtins.pathExists (manifestOf dir)) crateDirs);
+  isBinary =
+    crate:
+    (crate.manifest.bin or [ ]) != [ ]
+    || builtins.pathExists (root + "/crates/${crate.dir}/src/main.rs");
+  binaries = map (crate: crate.manifest.package.name) (builtins.filter isBinary crates);
 in
 {
   inherit (workspacePackage) version repository license;
-  binaries = map (b: b.name) present;
-  hasBinary = name: builtins.elem name (map (b: b.name) present);
+  inherit binaries;
+  hasBinary = name: builtins.elem name binaries;
 }

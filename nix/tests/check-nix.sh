@@ -222,6 +222,26 @@ fi
 check "toolchain pins a version with both musl targets" bash -c \
   "[ \"\$(nix-instantiate --eval --strict --json -E 'let t = import ./nix/toolchain.nix; in builtins.all (x: builtins.elem x t.targets) [ \"x86_64-unknown-linux-musl\" \"aarch64-unknown-linux-musl\" ] && builtins.match \"[0-9]+[.][0-9]+[.][0-9]+\" t.version != null')\" = true ]"
 
+# --- flake wiring (every value evaluated against recording stand-ins) ----------
+if eval_json nix/tests/flake-stub.nix > "$tmp/flake-stub.json"; then
+  pass "flake packages, checks and dev shells evaluate (stubbed nixpkgs/crane/rust-overlay)"
+  check "flake wiring: static musl targets, shared deps, images, crds, checks, dev shell" \
+    python3 nix/tests/flake_check.py "$tmp/flake-stub.json"
+  python3 - "$tmp/flake-stub.json" "$tmp/flake-stub-bad.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["packages"]["x86_64-linux"]["apollo-gateway"]
+del p["CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS"]
+d["checks"]["x86_64-linux"]["clippy"]["cargoClippyExtraArgs"] = "--all-targets"
+json.dump(d, open(sys.argv[2], "w"))
+PY
+  check_fails "flake_check rejects a build without crt-static and clippy without -D warnings" \
+    python3 nix/tests/flake_check.py "$tmp/flake-stub-bad.json"
+else
+  fail "flake packages, checks and dev shells evaluate (stubbed nixpkgs/crane/rust-overlay)"
+  eval_json nix/tests/flake-stub.nix 2>&1 | sed 's/^/     /' >&2 || true
+fi
+
 # --- images and load scripts -------------------------------------------------------
 mkdir -p "$tmp/stub"
 if eval_json nix/tests/images-stub.nix --argstr stubDir "$tmp/stub" > "$tmp/images.json"; then

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Check the flake's wiring from the stubbed evaluation (flake-stub.nix).
+
+Usage: flake_check.py STUB_JSON
+  STUB_JSON: nix-instantiate --eval --strict --json nix/tests/flake-stub.nix
+
+Per system: every binary crate is a crane buildPackage for the system's musl
+target, from the nixpkgs cross set providing the musl C toolchain, with
++crt-static, sharing one dependency build; x86_64-linux also has the
+aarch64 binaries and images; images copy the static binaries of their own
+architecture; `crds` runs the generator; `default` joins all binaries; the
+checks run clippy -D warnings, nextest and fmt on the host target with one
+shared dependency build, the CRD staleness check, the compose check and the
+static check; the dev shell has the required tools and the CRD generator.
+"""
+
+import glob
+import json
+import os
+import sys
+import tomllib
+
+TARGETS = {
+    "x86_64": ("x86_64-unknown-linux-musl", "musl64", "amd64"),
+    "aarch64": ("aarch64-unknown-linux-musl", "aarch64-multiplatform-musl", "arm64"),
+}
+IMAGES = {"controller": "apollo-controller", "controller-alias": "apollo-controller",
+          "gateway": "apollo-gateway", "agent": "apollo-agent"}
+SHELL_TOOLS = ["cargo-nextest", "kind", "kubectl", "kustomize", "jq", "curl", "openssl",
+               "docker-compose", "shellcheck"]
+
+
+class Checker:
+    def __init__(self):
+        self.passed = 0
+        self.failed = []
+
+    def check(self, ok, what):
+        if ok:
+            self.passed += 1
+        else:
+            self.failed.append(what)
+        return ok
+
+
+def binaries():
+    found = []
+    for manifest in sorted(glob.glob("crates/*/Cargo.toml")):
+        with open(manifest, "rb") as f:
+            toml = tomllib.load(f)
+        if toml.get("bin") or os.path.exists(os.path.join(os.path.dirname(manifest), "src/main.rs")):
+            found.append(toml["package"]["name"])
+    return found
+
+
+def check_static(c, pkgs, name, arch, system, suffix=""):
+    target, cross, _ = TARGETS[arch]
+    p = pkgs.get(name + suffix)
+    where = f"{system} {name}{suffix}"
+    if not c.check(isinstance(p, dict), f"{where}: package exists"):
+        return None
+    env = target.upper().replace("-", "_")
+    c.check(p["_kind"] == "crane-buildPackage", f"{where}: crane buildPackage")
+    c.check(p["_pkgs"] == f"{system}/pkgsCross.{cross}", f"{where}: crane lib from pkgsCross.{cross}")
+    c.check(p.get("CARGO_BUILD_TARGET") == target, f"{where}: target {target}")
+    c.check("+crt-static" in p.get(f"CARGO_TARGET_{env}_RUSTFLAGS", ""), f"{where}: +crt-static")
+    c.check(f"--package {name}" in p.get("cargoExtraArgs", "") and "--locked" in p.get("cargoExtraArgs", ""),
+            f"{where}: builds --locked --package {name}")
+    c.check(p.get("doCheck") is False and p.get("strictDeps") is True, f"{where}: no tests in the static build, strictDeps")
+    c.check(p.get("meta", {}).get("mainProgram") == name, f"{where}: mainProgram")
+    c.check(p.get("_toolchain") == "/stub/rust-toolchain/1.95.0", f"{where}: pinned toolchain")
+    c.check(p.get("cargoArtifacts", "").startswith(f"/stub/crane-buildDepsOnly/apollo-{target}@"),
+            f"{where}: uses the shared {target} dependency build")
+    return p.get("cargoArtifacts")
+
+
+def check_images(c, img_pkg, arch, system, suffix=""):
+    target, cross, docker_arch = TARGETS[arch]
+    where = f"{system} images{suffix}"
+    if not c.check(isinstance(img_pkg, dict) and "_images" in img_pkg, f"{where}: package with images"):
+        return
+    images = img_pkg["_images"]
+    c.check(set(images) == set(IMAGES), f"{where}: images {sorted(IMAGES)}")
+    for key, binary in IMAGES.items():
+        i = images.get(key, {})
+        src = f"/stub/crane-buildPackage/{binary}@{system}/pkgsCross.{cross}/bin/{binary}"
+        c.check(f"cp {src} usr/local/bin/{binary}" in i.get("extraCommands", ""),
+                f"{where} {key}: copies the {target} {binary}")
+        c.check(i.get("architecture") == docker_arch, f"{where} {key}: architecture {docker_arch}")
+        c.check(i.get("includeStorePaths") is False, f"{where} {key}: no store paths")
+    script = img_pkg.get("script", "")
+    for key in IMAGES:
+        c.check(f"$out/{key}.tar" in script, f"{where}: has {key}.tar")
+    for s in ("load-into-kind", "load-into-docker", "SIZES.txt", "images.txt"):
+        c.check(s in script, f"{where}: has {s}")
+
+
+def main(argv):
+    with open(argv[0], encoding="utf-8") as f:
+        d = json.load(f)
+    bins = binaries()
+    c = Checker()
+    for system in ("x86_64-linux", "aarch64-linux"):
+        arch = system.split("-")[0]
+        target = TARGETS[arch][0]
+        pkgs = d["packages"][system]
+        artifacts = {check_static(c, pkgs, b, arch, system) for b in bins}
+        c.check(len(artifacts) == 1, f"{system}: one dependency build shared by all binaries ({artifacts})")
+        check_images(c, pkgs.get("images"), arch, system)
+        if arch == "x86_64":
+            cross_artifacts = {check_static(c, pkgs, b, "aarch64", system, "-aarch64") for b in bins}
+            c.check(len(cross_artifacts) == 1, f"{system}: one aarch64 dependency build shared ({cross_artifacts})")
+            check_images(c, pkgs.get("images-aarch64"), "aarch64", system, "-aarch64")
+        crds = pkgs.get("crds", {})
+        c.check("apollo-crdgen --out-dir $out" in crds.get("script", "")
+                and crds.get("env", {}).get("nativeBuildInputs", [None])[0].startswith(
+                    f"/stub/crane-buildPackage/apollo-crdgen@{system}/"),
+                f"{system} crds: generated by running apollo-crdgen")
+        default = pkgs.get("default", {})
+        c.check(default.get("_kind") == "symlink-join"
+                and sorted(default.get("paths", [])) == sorted(
+                    f"/stub/crane-buildPackage/{b}@{system}/pkgsCross.{TARGETS[arch][1]}" for b in bins),
+                f"{system} default: all static binaries")
+        compose = pkgs.get("compose", {})
+        services = compose.get("env", {}).get("passthru", {}).get("attrs", {}).get("services", {})
+        c.check(sorted(services) == ["agent-tor1-01", "agent-tor1-02"]
+                and all(s.get("image") == "apollo/agent:dev" for s in services.values()),
+                f"{system} compose: default agents with the flake's agent image")
+        c.check("docker-compose.yaml" in compose.get("script", ""), f"{system} compose: writes docker-compose.yaml")
+
+        checks = d["checks"][system]
+        clippy, nextest, fmt = checks.get("clippy", {}), checks.get("nextest", {}), checks.get("fmt", {})
+        c.check(clippy.get("_kind") == "crane-cargoClippy" and clippy.get("_pkgs") == system,
+                f"{system} clippy: host target")
+        c.check("--all-targets -- --deny warnings" in clippy.get("cargoClippyExtraArgs", ""),
+                f"{system} clippy: --all-targets -D warnings")
+        c.check(nextest.get("_kind") == "crane-cargoNextest" and nextest.get("_pkgs") == system,
+                f"{system} nextest: host target")
+        c.check(clippy.get("cargoArtifacts") == nextest.get("cargoArtifacts") is not None,
+                f"{system} clippy and nextest share one dependency build")
+        c.check("CARGO_BUILD_TARGET" not in clippy and "CARGO_BUILD_TARGET" not in nextest,
+                f"{system} clippy/nextest not cross")
+        c.check(fmt.get("_kind") == "crane-cargoFmt", f"{system} fmt: cargo fmt --check")
+        c.check("apollo-crdgen --out-dir k8s/crds --check" in checks.get("crds-up-to-date", {}).get("script", ""),
+                f"{system} crds-up-to-date: apollo-crdgen --check on k8s/crds")
+        cscript = checks.get("compose", {}).get("script", "")
+        c.check("compose_check.py" in cscript and "docker-compose -f docker-compose.yaml config" in cscript,
+                f"{system} compose check: policy test and docker compose config")
+        sscript = checks.get("static-binaries", {}).get("script", "")
+        c.check(all(f"/{b}@{system}/" in sscript for b in bins) and "INTERP" in sscript and "NEEDED" in sscript,
+                f"{system} static-binaries: every binary checked for interpreter and shared libraries")
+        shell = d["devShells"][system]["default"]
+        have = set(shell.get("packages", []))
+        for tool in SHELL_TOOLS:
+            c.check(f"/stub/package/{tool}" in have, f"{system} dev shell: {tool}")
+        c.check("/stub/rust-toolchain/1.95.0" in have, f"{system} dev shell: Rust toolchain")
+        c.check(any(p.startswith("/stub/crane-buildPackage/apollo-crdgen@") for p in have),
+                f"{system} dev shell: apollo-crdgen on PATH")
+        c.check(shell.get("KIND_CLUSTER") == "apollo-dev", f"{system} dev shell: KIND_CLUSTER=apollo-dev")
+
+    for what in c.failed:
+        print(f"flake_check: FAIL {what}", file=sys.stderr)
+    print(f"flake_check: {c.passed} checks passed, {len(c.failed)} failed")
+    return 0 if not c.failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,9 @@ let
   attrs = import ../compose.nix composeArgs;
   services = builtins.attrNames attrs.services;
   json = pkgs.writeText "docker-compose.json" (builtins.toJSON attrs);
-  yaml = (pkgs.formats.yaml { }).generate "docker-compose.yaml" attrs;
+  # YAML 1.1 output quotes every string a 1.1 reader could take for a bool.
+  yamlFormat = pkgs.formats.yaml_1_1 or pkgs.formats.yaml;
+  yaml = (yamlFormat { }).generate "docker-compose.yaml" attrs;
 
   write = pkgs.writeShellApplication {
     name = "apollo-write-compose";

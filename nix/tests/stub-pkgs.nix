@@ -58,7 +58,7 @@ let
         drv "run-command" name { inherit env script; } // (env.passthru or { });
       symlinkJoin = args: drv "symlink-join" args.name args;
       mkShell = args: drv "shell" "devshell" args;
-      formats.yaml = _: {
+      formats.yaml_1_1 = _: {
         generate = name: value: drv "yaml" name { inherit value; };
       };
     }

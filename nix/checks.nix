@@ -43,8 +43,12 @@ in
     commonArgs
     // {
       inherit cargoArtifacts;
-      # Tests may shell out to kubectl against the embedded dev API server.
-      nativeBuildInputs = [ pkgs.kubectl ];
+      # Tests shell out to kubectl (against the embedded dev API server) and
+      # python3 (the protocol's independent implementation).
+      nativeBuildInputs = [
+        pkgs.kubectl
+        pkgs.python3
+      ];
     }
   );
 

@@ -28,6 +28,11 @@ let
     inherit (pkgs) lib;
     inherit root;
   };
+  testSrc = import ./source.nix {
+    inherit (pkgs) lib;
+    inherit root;
+    forTests = true;
+  };
 
   revision = self.rev or self.dirtyRev or "unknown";
 
@@ -111,11 +116,11 @@ in
     // cross;
 
   checks = import ./checks.nix {
+    src = testSrc;
     inherit
       pkgs
       crane
       toolchain
-      src
       withCrdgen
       crdgen
       compose

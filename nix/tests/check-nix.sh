@@ -242,6 +242,36 @@ else
   eval_json nix/tests/flake-stub.nix 2>&1 | sed 's/^/     /' >&2 || true
 fi
 
+# --- the crds package and crds-up-to-date check scripts, with a real generator --
+crdgen="${APOLLO_CRDGEN:-}"
+for candidate in target/debug/apollo-crdgen target/release/apollo-crdgen "$(command -v apollo-crdgen || true)"; do
+  if [ -z "$crdgen" ] && [ -n "$candidate" ] && [ -x "$candidate" ]; then crdgen="$candidate"; fi
+done
+if [ -n "$crdgen" ] && [ -s "$tmp/flake-stub.json" ]; then
+  crdgen="$(cd "$(dirname "$crdgen")" && pwd)/$(basename "$crdgen")"
+  mkdir -p "$tmp/crdgen-bin" "$tmp/crds-src"
+  ln -sf "$crdgen" "$tmp/crdgen-bin/apollo-crdgen"
+  cp -r k8s "$tmp/crds-src/"
+  python3 - "$tmp/flake-stub.json" "$tmp" <<'PY'
+import json, re, sys
+d = json.load(open(sys.argv[1]))
+tmp = sys.argv[2]
+open(f"{tmp}/crds.sh", "w").write(d["packages"]["x86_64-linux"]["crds"]["script"])
+check = d["checks"]["x86_64-linux"]["crds-up-to-date"]["script"]
+open(f"{tmp}/crds-check.sh", "w").write(re.sub(r"cp -r \S+ source", f"cp -r {tmp}/crds-src source", check))
+PY
+  check "crds package script generates the CRDs ($crdgen)" \
+    env PATH="$tmp/crdgen-bin:$PATH" out="$tmp/crds-out" bash -euo pipefail "$tmp/crds.sh"
+  check "crds package output equals k8s/crds" diff -r "$tmp/crds-out" k8s/crds
+  check "crds-up-to-date check script passes on k8s/crds" \
+    bash -c "cd '$tmp' && PATH='$tmp/crdgen-bin':\$PATH out='$tmp/crds-check-out' bash -euo pipefail crds-check.sh"
+  printf '# stale\n' >> "$(find "$tmp/crds-src/k8s/crds" -name '*.yaml' | sort | head -n 1)"
+  check_fails "crds-up-to-date check script fails on a stale CRD" \
+    bash -c "cd '$tmp' && rm -rf source && PATH='$tmp/crdgen-bin':\$PATH out='$tmp/crds-check-out2' bash -euo pipefail crds-check.sh"
+else
+  skip "crds scripts with a real generator: no apollo-crdgen binary (cargo build -p apollo-crdgen, or APOLLO_CRDGEN=path)"
+fi
+
 # --- images and load scripts -------------------------------------------------------
 mkdir -p "$tmp/stub"
 if eval_json nix/tests/images-stub.nix --argstr stubDir "$tmp/stub" > "$tmp/images.json"; then

@@ -69,6 +69,8 @@ def check_static(c, pkgs, name, arch, system, suffix=""):
     c.check(p.get("doCheck") is False and p.get("strictDeps") is True, f"{where}: no tests in the static build, strictDeps")
     c.check(p.get("meta", {}).get("mainProgram") == name, f"{where}: mainProgram")
     c.check(p.get("_toolchain") == "/stub/rust-toolchain/1.95.0", f"{where}: pinned toolchain")
+    c.check('"crates"' in p.get("src", "") and '"k8s?"' in p.get("src", "") and "docs" not in p.get("src", ""),
+            f"{where}: source is the crates and k8s/, not docs")
     c.check(p.get("cargoArtifacts", "").startswith(f"/stub/crane-buildDepsOnly/apollo-{target}@"),
             f"{where}: uses the shared {target} dependency build")
     return p.get("cargoArtifacts")
@@ -141,6 +143,10 @@ def main(argv):
         c.check("CARGO_BUILD_TARGET" not in clippy and "CARGO_BUILD_TARGET" not in nextest,
                 f"{system} clippy/nextest not cross")
         c.check(fmt.get("_kind") == "crane-cargoFmt", f"{system} fmt: cargo fmt --check")
+        c.check('"docs?"' in nextest.get("src", "") and '"k8s?"' in nextest.get("src", ""),
+                f"{system} nextest: source includes docs/ and k8s/ (read by tests)")
+        c.check("/stub/package/python3" in nextest.get("nativeBuildInputs", []),
+                f"{system} nextest: python3 available to tests")
         c.check("apollo-crdgen --out-dir k8s/crds --check" in checks.get("crds-up-to-date", {}).get("script", ""),
                 f"{system} crds-up-to-date: apollo-crdgen --check on k8s/crds")
         cscript = checks.get("compose", {}).get("script", "")

@@ -215,7 +215,7 @@ impl Agent {
             .collect();
         info!(
             revision = %document.revision,
-            previous = current.as_deref().unwrap_or("none"),
+            previous = %current.as_deref().unwrap_or("none"),
             processes = %processes.join(","),
             "new desired revision"
         );
@@ -309,7 +309,7 @@ impl Agent {
                 .map(|o| o.spec_hash.as_str())
                 .collect();
             info!(
-                revision = report.revision.as_deref().unwrap_or("none"),
+                revision = %report.revision.as_deref().unwrap_or("none"),
                 spec_hashes = %hashes.join(","),
                 "observed state reported"
             );

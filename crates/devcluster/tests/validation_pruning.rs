@@ -1,0 +1,177 @@
+//! Field validation, structural pruning, defaulting and schema validation of custom resources.
+#![recursion_limit = "256"]
+
+mod common;
+
+use apollo_devcluster::testing::TestEnv;
+use common::*;
+use serde_json::json;
+
+fn with_bogus() -> serde_json::Value {
+    let mut w = widget("w1", "tor1-01");
+    w["spec"]["bogusField"] = json!("x");
+    w
+}
+
+#[tokio::test]
+async fn strict_rejects_unknown_fields_with_400() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let r = raw(
+        &env.admin().await,
+        "POST",
+        &format!("{}?fieldValidation=Strict", widgets_path(&env)),
+        Some("application/json"),
+        Some(&with_bogus()),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.reason(), "BadRequest");
+    assert!(
+        r.message()
+            .contains("strict decoding error: unknown field \"spec.bogusField\""),
+        "{}",
+        r.message()
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn ignore_prunes_silently_and_warn_is_the_default() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let client = env.admin().await;
+    let r = raw(
+        &client,
+        "POST",
+        &format!("{}?fieldValidation=Ignore", widgets_path(&env)),
+        Some("application/json"),
+        Some(&with_bogus()),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.body["spec"].get("bogusField").is_none());
+    assert!(r.warnings().is_empty());
+    let mut w2 = with_bogus();
+    w2["metadata"]["name"] = json!("w2");
+    let r = raw(
+        &client,
+        "POST",
+        &widgets_path(&env),
+        Some("application/json"),
+        Some(&w2),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.body["spec"].get("bogusField").is_none(), "pruned");
+    let warnings = r.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("unknown field") && w.contains("spec.bogusField")),
+        "{warnings:?}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn preserve_unknown_fields_and_defaults() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let mut w = widget("w1", "tor1-01");
+    w["spec"]["free"] = json!({"anything": {"goes": [1, 2]}});
+    let r = raw(
+        &env.admin().await,
+        "POST",
+        &widgets_path(&env),
+        Some("application/json"),
+        Some(&w),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["spec"]["free"]["anything"]["goes"], json!([1, 2]));
+    assert_eq!(r.body["spec"]["replicas"], json!(1), "default applied");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn type_and_enum_errors_are_422_naming_the_path() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let mut w = widget("w1", "tor1-01");
+    w["spec"]["replicas"] = json!("three");
+    w["spec"]["mode"] = json!("medium");
+    let r = raw(
+        &env.admin().await,
+        "POST",
+        &widgets_path(&env),
+        Some("application/json"),
+        Some(&w),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.reason(), "Invalid");
+    let msg = r.message();
+    assert!(
+        msg.starts_with(&format!("{KIND}.{GROUP} \"w1\" is invalid: ")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spec.replicas: Invalid value: \"string\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("spec.mode: Unsupported value: \"medium\""),
+        "{msg}"
+    );
+    let causes = r.body["details"]["causes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        causes.iter().any(|c| c["field"] == "spec.replicas"),
+        "{causes:?}"
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn strategic_merge_patch_on_custom_resource_is_415() {
+    let env = TestEnv::new().await;
+    let api = widgets(&env).await;
+    create_widget(&api, "w1", "tor1-01").await;
+    let r = raw(
+        &env.admin().await,
+        "PATCH",
+        &format!("{}/w1", widgets_path(&env)),
+        Some("application/strategic-merge-patch+json"),
+        Some(&json!({"spec": {"command": ["x"]}})),
+    )
+    .await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    assert_eq!(r.reason(), "UnsupportedMediaType");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn invalid_names_are_422() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let w = widget("Bad_Name", "tor1-01");
+    let r = raw(
+        &env.admin().await,
+        "POST",
+        &widgets_path(&env),
+        Some("application/json"),
+        Some(&w),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.message()
+            .contains("metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+        "{}",
+        r.message()
+    );
+    env.cleanup().await;
+}

@@ -1,0 +1,20 @@
+//! `apollo-controller`: parses flags (with `APOLLO_*` environment twins), sets up logging and
+//! the Kubernetes client, and runs the controller until SIGTERM/SIGINT.
+
+use anyhow::Context as _;
+use apollo_controller::{App, Args, Config};
+use apollo_runtime::env::ProcessEnv;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Args = argh::from_env();
+    let config = Config::from_args(args, &ProcessEnv)?;
+    apollo_runtime::telemetry::init(config.log_format, &config.log_filter);
+    let client = apollo_runtime::kubeclient::client(config.kubeconfig.as_deref())
+        .await
+        .context("building the Kubernetes client")?;
+    App::new(config, client)
+        .run(apollo_runtime::shutdown::signal())
+        .await?;
+    Ok(())
+}

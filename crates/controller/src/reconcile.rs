@@ -1,0 +1,635 @@
+//! Reconciling one DeviceProcessDeployment against the caches: the writes of [`crate::plan`],
+//! the deployment's status, events, error classification and retry backoff.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apollo_api::conditions;
+use apollo_api::{DeviceProcess, DeviceProcessDeployment};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::core::{PartialObjectMeta, SelectorExt};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::events::{EventType, Recorder};
+use crate::metrics::Metrics;
+use crate::plan::{self, FIELD_MANAGER, SpecError};
+
+/// How long a reconcile waits for the DeviceProcess and inventory caches to fill.
+const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the controller waits for its own writes to reach its caches before acting on
+/// the caches anyway.
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requeue delay while waiting for its own writes to show up in the caches.
+const EXPECTATION_REQUEUE: Duration = Duration::from_millis(200);
+
+/// A failed reconcile: a short reason (metrics label) and what happened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReconcileError {
+    /// `conflict`, `forbidden`, `invalid`, `not_found`, `unavailable`, `name_conflict`,
+    /// `cache_not_ready` or `missing_metadata`.
+    pub reason: &'static str,
+    /// Human-readable description.
+    pub message: String,
+}
+
+impl ReconcileError {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The metrics reason of a kube error.
+pub fn classify(error: &kube::Error) -> &'static str {
+    match error {
+        kube::Error::Api(status) => match status.code {
+            409 => "conflict",
+            403 => "forbidden",
+            404 => "not_found",
+            400 | 422 => "invalid",
+            401 => "unauthorized",
+            _ => "unavailable",
+        },
+        _ => "unavailable",
+    }
+}
+
+/// What the reconciler needs: client, caches, metrics, events, and per-deployment memory.
+pub struct Context {
+    pub(crate) client: kube::Client,
+    pub(crate) deployments: Store<DeviceProcessDeployment>,
+    pub(crate) processes: Store<DeviceProcess>,
+    pub(crate) inventory: Store<PartialObjectMeta<DynamicObject>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) recorder: Recorder,
+    pub(crate) resync: Option<Duration>,
+    pub(crate) retry_base: Duration,
+    pub(crate) retry_max: Duration,
+    failures: Mutex<HashMap<String, u32>>,
+    warned: Mutex<HashMap<String, HashSet<String>>>,
+    expectations: Mutex<HashMap<String, Expectations>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+/// Writes of the last reconcile that the caches have not shown yet.
+#[derive(Debug)]
+struct Expectations {
+    since: Instant,
+    /// DeviceProcess name → what the cache should show.
+    processes: HashMap<String, Expect>,
+    /// resourceVersion of the deployment after its status write.
+    deployment: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// Written at this resourceVersion.
+    AtLeast(u64),
+    /// Deleted; the object had this resourceVersion.
+    Gone(u64),
+}
+
+fn rv_of(meta: &kube::api::ObjectMeta) -> Option<u64> {
+    meta.resource_version.as_deref()?.parse().ok()
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        client: kube::Client,
+        deployments: Store<DeviceProcessDeployment>,
+        processes: Store<DeviceProcess>,
+        inventory: Store<PartialObjectMeta<DynamicObject>>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        resync: Option<Duration>,
+        retry_base: Duration,
+        retry_max: Duration,
+    ) -> Self {
+        Self {
+            client,
+            deployments,
+            processes,
+            inventory,
+            metrics,
+            recorder,
+            resync,
+            retry_base,
+            retry_max,
+            failures: Mutex::default(),
+            warned: Mutex::default(),
+            expectations: Mutex::default(),
+        }
+    }
+
+    fn resync_action(&self) -> Action {
+        self.resync
+            .map_or_else(Action::await_change, Action::requeue)
+    }
+
+    async fn wait_for_caches(&self) -> Result<(), ReconcileError> {
+        let ready = async {
+            self.processes.wait_until_ready().await.is_ok()
+                && self.inventory.wait_until_ready().await.is_ok()
+        };
+        match tokio::time::timeout(CACHE_SYNC_TIMEOUT, ready).await {
+            Ok(true) => Ok(()),
+            _ => Err(ReconcileError::new(
+                "cache_not_ready",
+                "the DeviceProcess and inventory caches have not synced yet",
+            )),
+        }
+    }
+
+    /// Whether the caches show the writes of this deployment's previous reconcile (so it does
+    /// not act twice on a stale view). Unknown or expired expectations count as met.
+    fn expectations_met(
+        &self,
+        uid: &str,
+        dpd: &DeviceProcessDeployment,
+        in_namespace: &[Arc<DeviceProcess>],
+    ) -> bool {
+        let Ok(mut all) = self.expectations.lock() else {
+            return true;
+        };
+        let Some(exp) = all.get(uid) else {
+            return true;
+        };
+        if exp.since.elapsed() > EXPECTATION_TIMEOUT {
+            all.remove(uid);
+            return true;
+        }
+        let deployment_seen = match (exp.deployment, rv_of(&dpd.metadata)) {
+            (Some(want), Some(have)) => have >= want,
+            _ => true,
+        };
+        let processes_seen = exp.processes.iter().all(|(name, expect)| {
+            let live = in_namespace
+                .iter()
+                .find(|dp| dp.metadata.name.as_deref() == Some(name));
+            match (expect, live) {
+                (Expect::AtLeast(want), Some(dp)) => {
+                    rv_of(&dp.metadata).is_none_or(|have| have >= *want)
+                }
+                (Expect::AtLeast(_), None) => false,
+                (Expect::Gone(_), None) => true,
+                (Expect::Gone(old), Some(dp)) => rv_of(&dp.metadata).is_none_or(|have| have > *old),
+            }
+        });
+        if deployment_seen && processes_seen {
+            all.remove(uid);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&self, uid: &str, processes: HashMap<String, Expect>, deployment: Option<u64>) {
+        if let Ok(mut all) = self.expectations.lock() {
+            if processes.is_empty() && deployment.is_none() {
+                all.remove(uid);
+            } else {
+                all.insert(
+                    uid.to_owned(),
+                    Expectations {
+                        since: Instant::now(),
+                        processes,
+                        deployment,
+                    },
+                );
+            }
+        }
+    }
+
+    /// True the first time `message` is seen for `uid` since the last clean reconcile.
+    fn first_warning(&self, uid: &str, message: &str) -> bool {
+        self.warned.lock().is_ok_and(|mut w| {
+            w.entry(uid.to_owned())
+                .or_default()
+                .insert(message.to_owned())
+        })
+    }
+
+    fn clear_warnings(&self, uid: &str) {
+        if let Ok(mut w) = self.warned.lock() {
+            w.remove(uid);
+        }
+    }
+
+    fn failure_count(&self, key: &str, bump: bool) -> u32 {
+        self.failures.lock().map_or(1, |mut f| {
+            let n = f.entry(key.to_owned()).or_insert(0);
+            if bump {
+                *n = n.saturating_add(1);
+            }
+            *n
+        })
+    }
+
+    fn reset_failures(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(key);
+        }
+    }
+
+    /// Refreshes the cache-derived gauges.
+    pub(crate) fn update_gauges(&self) {
+        let managed = self
+            .processes
+            .state()
+            .iter()
+            .filter(|dp| {
+                dp.owner_references().iter().any(|r| {
+                    r.controller == Some(true)
+                        && r.kind == "DeviceProcessDeployment"
+                        && r.api_version == apollo_api::API_VERSION
+                })
+            })
+            .count();
+        self.metrics
+            .managed_objects
+            .set(i64::try_from(managed).unwrap_or(i64::MAX));
+        self.metrics
+            .deployments
+            .set(i64::try_from(self.deployments.state().len()).unwrap_or(i64::MAX));
+    }
+
+    /// Delay before retrying a failed reconcile: `retry_base` doubled per consecutive failure,
+    /// capped at `retry_max`; conflicts retry at `retry_base`.
+    pub(crate) fn retry_delay(&self, key: &str, error: &ReconcileError) -> Duration {
+        let n = self.failure_count(key, true);
+        if error.reason == "conflict" {
+            return self.retry_base;
+        }
+        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
+        self.retry_base
+            .checked_mul(factor)
+            .map_or(self.retry_max, |d| d.min(self.retry_max))
+    }
+}
+
+fn key_of(dpd: &DeviceProcessDeployment) -> String {
+    format!("{}/{}", dpd.namespace().unwrap_or_default(), dpd.name_any())
+}
+
+/// Reconciles one deployment (the `Controller::run` reconciler).
+pub async fn reconcile(
+    dpd: Arc<DeviceProcessDeployment>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let result = reconcile_deployment(&dpd, &ctx).await;
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(|e| e.reason));
+    ctx.update_gauges();
+    if result.is_ok() {
+        ctx.reset_failures(&key_of(&dpd));
+    }
+    result
+}
+
+/// Retry policy of failed reconciles (the `Controller::run` error policy).
+pub fn error_policy(
+    dpd: Arc<DeviceProcessDeployment>,
+    error: &ReconcileError,
+    ctx: Arc<Context>,
+) -> Action {
+    let key = key_of(&dpd);
+    let delay = ctx.retry_delay(&key, error);
+    tracing::warn!(
+        deployment = %key,
+        reason = error.reason,
+        error = %error.message,
+        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+struct Failure {
+    class: &'static str,
+    event_reason: &'static str,
+    message: String,
+}
+
+async fn reconcile_deployment(
+    dpd: &DeviceProcessDeployment,
+    ctx: &Context,
+) -> Result<Action, ReconcileError> {
+    let (Some(namespace), Some(uid)) = (dpd.namespace(), dpd.uid()) else {
+        return Err(ReconcileError::new(
+            "missing_metadata",
+            "deployment without namespace or uid",
+        ));
+    };
+    if dpd.metadata.deletion_timestamp.is_some() {
+        // Its DeviceProcesses go with it through their ownerReferences.
+        return Ok(Action::await_change());
+    }
+    let name = dpd.name_any();
+    let key = format!("{namespace}/{name}");
+    ctx.wait_for_caches().await?;
+    let in_namespace: Vec<Arc<DeviceProcess>> = ctx
+        .processes
+        .state()
+        .into_iter()
+        .filter(|dp| dp.namespace().as_deref() == Some(namespace.as_str()))
+        .collect();
+    if !ctx.expectations_met(&uid, dpd, &in_namespace) {
+        tracing::debug!(deployment = %key, "waiting for the caches to show the last writes");
+        return Ok(Action::requeue(EXPECTATION_REQUEUE));
+    }
+    let Some(owner) = plan::owner_reference(dpd) else {
+        return Err(ReconcileError::new(
+            "missing_metadata",
+            "deployment without uid",
+        ));
+    };
+    let regarding = dpd.object_ref(&());
+    let processes: Api<DeviceProcess> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut expect = HashMap::new();
+    let mut failures: Vec<Failure> = Vec::new();
+
+    let validity = plan::validate(dpd);
+    let (counts, invalid) = match validity {
+        Err(err) => {
+            let owned: Vec<(String, &DeviceProcess)> = in_namespace
+                .iter()
+                .filter(|dp| plan::is_controlled_by(dp, &uid))
+                .map(|dp| (dp.spec.device_ref.name.clone(), dp.as_ref()))
+                .collect();
+            (plan::count(dpd, 0, &owned), Some(err))
+        }
+        Ok(selector) => {
+            let mut devices: Vec<String> = ctx
+                .inventory
+                .state()
+                .iter()
+                .filter(|obj| {
+                    obj.metadata.namespace.as_deref() == Some(namespace.as_str())
+                        && obj.metadata.deletion_timestamp.is_none()
+                        && selector
+                            .matches(obj.metadata.labels.as_ref().unwrap_or(&Default::default()))
+                })
+                .filter_map(|obj| obj.metadata.name.clone())
+                .collect();
+            devices.sort();
+            devices.dedup();
+            let p = plan::plan(dpd, &owner, &devices, &in_namespace);
+            let mut current: Vec<(String, DeviceProcess)> = p
+                .unchanged
+                .iter()
+                .map(|(device, dp)| (device.clone(), (**dp).clone()))
+                .collect();
+            for item in p.apply {
+                let dp_name = item.object.name_any();
+                ctx.metrics.wrote("apply", "deviceprocesses");
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                match processes
+                    .patch(&dp_name, &params, &Patch::Apply(&item.object))
+                    .await
+                {
+                    Ok(applied) => {
+                        if let Some(rv) = rv_of(&applied.metadata) {
+                            expect.insert(dp_name.clone(), Expect::AtLeast(rv));
+                        }
+                        let (reason, verb) = if item.exists {
+                            ("Updated", "updated")
+                        } else {
+                            ("Created", "created")
+                        };
+                        tracing::info!(
+                            deployment = %key,
+                            deviceprocess = %dp_name,
+                            device = %item.device,
+                            "DeviceProcess {verb}"
+                        );
+                        let note = if item.exists {
+                            format!(
+                                "Updated DeviceProcess {dp_name} for device {} to the current template",
+                                item.device
+                            )
+                        } else {
+                            format!("Created DeviceProcess {dp_name} for device {}", item.device)
+                        };
+                        ctx.recorder
+                            .publish(
+                                &regarding,
+                                Some(applied.object_ref(&())),
+                                EventType::Normal,
+                                reason,
+                                if item.exists { "Update" } else { "Create" },
+                                note,
+                            )
+                            .await;
+                        current.push((item.device, applied));
+                    }
+                    Err(error) => failures.push(Failure {
+                        class: classify(&error),
+                        event_reason: if item.exists {
+                            "FailedUpdate"
+                        } else {
+                            "FailedCreate"
+                        },
+                        message: format!(
+                            "cannot apply DeviceProcess {dp_name} for device {}: {error}",
+                            item.device
+                        ),
+                    }),
+                }
+            }
+            for dp in p.delete {
+                let dp_name = dp.name_any();
+                let device = dp.spec.device_ref.name.clone();
+                ctx.metrics.wrote("delete", "deviceprocesses");
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: dp.uid(),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::default()
+                };
+                match processes.delete(&dp_name, &params).await {
+                    Ok(_) => {
+                        if let Some(rv) = rv_of(&dp.metadata) {
+                            expect.insert(dp_name.clone(), Expect::Gone(rv));
+                        }
+                        let why = if ctx.inventory.state().iter().any(|obj| {
+                            obj.metadata.namespace.as_deref() == Some(namespace.as_str())
+                                && obj.metadata.name.as_deref() == Some(device.as_str())
+                                && obj.metadata.deletion_timestamp.is_none()
+                        }) {
+                            "no longer matches the selector"
+                        } else {
+                            "is no longer in the inventory"
+                        };
+                        tracing::info!(
+                            deployment = %key,
+                            deviceprocess = %dp_name,
+                            device = %device,
+                            "DeviceProcess deleted: device {why}"
+                        );
+                        ctx.recorder
+                            .publish(
+                                &regarding,
+                                Some(dp.object_ref(&())),
+                                EventType::Normal,
+                                "Deleted",
+                                "Delete",
+                                format!("Deleted DeviceProcess {dp_name}: device {device} {why}"),
+                            )
+                            .await;
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => failures.push(Failure {
+                        class: classify(&error),
+                        event_reason: "FailedDelete",
+                        message: format!("cannot delete DeviceProcess {dp_name}: {error}"),
+                    }),
+                }
+            }
+            for (_device, message) in p.conflicts {
+                failures.push(Failure {
+                    class: "name_conflict",
+                    event_reason: "NameConflict",
+                    message,
+                });
+            }
+            let current: Vec<(String, &DeviceProcess)> =
+                current.iter().map(|(d, dp)| (d.clone(), dp)).collect();
+            (plan::count(dpd, devices.len(), &current), None)
+        }
+    };
+
+    let status = plan::status(dpd, counts, invalid.as_ref(), &plan::now());
+    let mut status_rv = None;
+    if dpd.status.as_ref() != Some(&status) {
+        let deployments: Api<DeviceProcessDeployment> =
+            Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = json!({
+            "metadata": { "resourceVersion": dpd.resource_version() },
+            "status": status,
+        });
+        ctx.metrics
+            .wrote("patch", "deviceprocessdeployments/status");
+        match deployments
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(updated) => {
+                status_rv = rv_of(&updated.metadata);
+                tracing::info!(
+                    deployment = %key,
+                    desired = status.desired_number_scheduled,
+                    current = status.current_number_scheduled,
+                    up_to_date = status.updated_number_scheduled,
+                    connected = status.number_agent_connected,
+                    observed = status.number_spec_observed,
+                    "deployment status updated"
+                );
+            }
+            Err(error) => failures.push(Failure {
+                class: classify(&error),
+                event_reason: "FailedStatusUpdate",
+                message: format!("cannot update the status of {key}: {error}"),
+            }),
+        }
+    }
+    ctx.expect(&uid, expect, status_rv);
+
+    if let Some(err) = &invalid {
+        let already_reported = dpd.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == conditions::INVALID_SPEC
+                    && c.status == conditions::status::TRUE
+                    && c.message == err.message()
+            })
+        });
+        let text = format!("{}: {}", err.reason(), err.message());
+        if ctx.first_warning(&uid, &text) && !already_reported {
+            tracing::warn!(deployment = %key, reason = err.reason(), "{}", err.message());
+            publish_invalid(ctx, &regarding, err).await;
+        }
+    }
+
+    if failures.is_empty() {
+        if invalid.is_none() {
+            ctx.clear_warnings(&uid);
+        }
+        return Ok(ctx.resync_action());
+    }
+    for failure in &failures {
+        // Conflicts are retried quietly; everything else is reported once per message.
+        if failure.class != "conflict" && ctx.first_warning(&uid, &failure.message) {
+            ctx.recorder
+                .publish(
+                    &regarding,
+                    None,
+                    EventType::Warning,
+                    failure.event_reason,
+                    "Reconcile",
+                    failure.message.clone(),
+                )
+                .await;
+        }
+    }
+    let first = &failures[0];
+    let message = if failures.len() == 1 {
+        first.message.clone()
+    } else {
+        format!(
+            "{} (and {} more failures)",
+            first.message,
+            failures.len() - 1
+        )
+    };
+    Err(ReconcileError::new(first.class, message))
+}
+
+async fn publish_invalid(ctx: &Context, regarding: &ObjectReference, err: &SpecError) {
+    ctx.recorder
+        .publish(
+            regarding,
+            None,
+            EventType::Warning,
+            err.reason(),
+            "Validate",
+            format!(
+                "{}; no DeviceProcess is created, updated or deleted until it is fixed",
+                err.message()
+            ),
+        )
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_api_errors() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                ..kube::core::Status::default()
+            }))
+        };
+        assert_eq!(classify(&api(409)), "conflict");
+        assert_eq!(classify(&api(403)), "forbidden");
+        assert_eq!(classify(&api(422)), "invalid");
+        assert_eq!(classify(&api(503)), "unavailable");
+    }
+}

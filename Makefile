@@ -17,7 +17,7 @@ GATEWAY_IMAGE ?= apollo/gateway:dev
 # Static binaries: glibc with crt-static here; the Nix flake builds musl.
 TARGET       ?= x86_64-unknown-linux-gnu
 BIN_DIR      ?= bin
-BINS         := apollo-controller apollo-gateway apollo-agent apollo-crdgen apollo-devcluster apollo-demo
+BINS         := apollo-controller apollo-gateway apollo-agent apollo-crdgen apollo-devcluster apollo-demo apollo-fleetsim
 FAST         ?=
 
 .PHONY: help tools generate manifests build build-dev test lint fmt install uninstall deploy undeploy \
@@ -99,8 +99,11 @@ kind-load: images ## load the flake's images into the kind cluster
 compose: ## write docker-compose.yaml for the agents from compose.nix
 	nix-instantiate --eval --strict --json compose.nix | jq . > docker-compose.yaml
 
-bench: build ## short fleet benchmark (under 5 minutes)
-	$(BIN_DIR)/apollo-fleetsim bench --short
+bench: build ## short fleet benchmark (under 5 minutes): 1,000 devices, 1 s heartbeat
+	$(BIN_DIR)/apollo-fleetsim bench --short --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-short.json
+
+bench-full: build ## full fleet benchmark: 1,000 / 10,000 / 100,000 devices, 10 s heartbeat
+	$(BIN_DIR)/apollo-fleetsim bench --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-full.json
 
 nix-check: ## parse the flake and nix/, evaluate compose.nix, check flake.lock (needs Debian's nix-bin)
 	bash nix/tests/check-nix.sh

@@ -22,12 +22,12 @@ pub enum Error {
         message: String,
     },
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// File concerned.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Committed files differ from the generated ones.
     #[error(
@@ -81,17 +81,17 @@ pub fn render() -> Result<Vec<CrdFile>, Error> {
 
 /// Writes every CRD into `dir`; returns the paths written.
 pub fn write(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+    std::fs::create_dir_all(dir).map_err(|error| Error::Io {
         path: dir.to_owned(),
-        source,
+        error,
     })?;
     render()?
         .into_iter()
         .map(|file| {
             let path = dir.join(&file.file_name);
-            std::fs::write(&path, file.yaml).map_err(|source| Error::Io {
+            std::fs::write(&path, file.yaml).map_err(|error| Error::Io {
                 path: path.clone(),
-                source,
+                error,
             })?;
             Ok(path)
         })

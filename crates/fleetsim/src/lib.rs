@@ -4,10 +4,19 @@
 //! polling, heartbeats) against a gateway, and benchmarks how far one gateway and one
 //! controller scale.
 //!
+//! - [`bench`]: the scenarios of `apollo-fleetsim bench` and what each measures.
+//! - [`cluster`]: the system under test (development API server in process, controller and
+//!   gateway as processes) and a reflector to time status convergence.
+//! - [`fleet`]: N real agents (the agent library) in one process over one connection pool.
 //! - [`load`]: conditional-GET throughput against the gateway and a bare-hyper baseline.
 //! - [`procstat`]: RSS and CPU of the measured processes.
+//! - [`report`]: the results table and JSON.
 //! - [`stats`]: latency histograms.
 
+pub mod bench;
+pub mod cluster;
+pub mod fleet;
 pub mod load;
 pub mod procstat;
+pub mod report;
 pub mod stats;

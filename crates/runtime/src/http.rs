@@ -90,7 +90,7 @@ pub async fn serve_health(
 ) -> Result<(), RuntimeError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| RuntimeError::Listen { addr, source })?;
+        .map_err(|error| RuntimeError::Listen { addr, error })?;
     serve_health_on(listener, registry, readiness, shutdown).await
 }
 

@@ -24,12 +24,12 @@ pub enum RuntimeError {
     #[error("cannot configure the Kubernetes client: {0}")]
     Kube(String),
     /// A listener could not be bound or served.
-    #[error("cannot serve on {addr}: {source}")]
+    #[error("cannot serve on {addr}: {error}")]
     Listen {
         /// Address concerned.
         addr: std::net::SocketAddr,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 

@@ -14,12 +14,12 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file cannot be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Read {
         /// File.
         path: String,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A document is not valid YAML or not a Kubernetes object.
     #[error("{path}: document {index}: {message}")]
@@ -32,14 +32,14 @@ pub enum ManifestError {
         message: String,
     },
     /// The API server refused or failed.
-    #[error("applying {kind} {name}: {source}")]
+    #[error("applying {kind} {name}: {error}")]
     Apply {
         /// Kind of the object.
         kind: String,
         /// Name of the object.
         name: String,
         /// Cause.
-        source: kube::Error,
+        error: kube::Error,
     },
     /// The kind is not served (for a custom resource: its CRD is missing or not established).
     #[error("{0} is not served by the API server")]
@@ -80,9 +80,9 @@ impl Applier {
 
     /// Applies every document of a multi-document YAML file; returns `kind/name` of each.
     pub async fn apply_file(&mut self, path: &Path) -> Result<Vec<String>, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         self.apply_yaml(&text, &path.display().to_string()).await
     }
@@ -90,9 +90,9 @@ impl Applier {
     /// Applies every `*.yaml` file of a directory, in name order.
     pub async fn apply_dir(&mut self, dir: &Path) -> Result<Vec<String>, ManifestError> {
         let mut files: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|source| ManifestError::Read {
+            .map_err(|error| ManifestError::Read {
                 path: dir.display().to_string(),
-                source,
+                error,
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
@@ -195,10 +195,10 @@ impl Applier {
         let params = PatchParams::apply(&self.manager).force();
         api.patch(&name, &params, &Patch::Apply(&obj))
             .await
-            .map_err(|source| ManifestError::Apply {
+            .map_err(|error| ManifestError::Apply {
                 kind: gvk.kind.clone(),
                 name: name.clone(),
-                source,
+                error,
             })?;
         Ok(format!("{}/{name}", gvk.kind.to_ascii_lowercase()))
     }

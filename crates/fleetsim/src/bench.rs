@@ -1,0 +1,352 @@
+//! The benchmark scenarios of `apollo-fleetsim bench`, each printing numbers (never asserting
+//! timings): fan-out, connect, steady state, rollout (long poll vs polling), staleness, and
+//! conditional-GET throughput against a bare-hyper baseline measured in the same run.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use apollo_api::conditions::{AGENT_CONNECTED, SPEC_OBSERVED};
+use apollo_api::{DeviceProcess, spec_hash};
+use apollo_devcluster::User;
+use serde::Serialize;
+
+use crate::cluster::{Cluster, Component, NAMESPACE, free_port, wait_http_ok};
+use crate::fleet::{Fleet, FleetOptions};
+use crate::load::{self, LoadResult};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Repository root (for `k8s/`).
+    pub repo: PathBuf,
+    /// Directory holding `apollo-gateway` and `apollo-controller`.
+    pub bin_dir: PathBuf,
+    /// Fleet sizes.
+    pub sizes: Vec<usize>,
+    /// Heartbeat interval the gateway asks for.
+    pub heartbeat: Duration,
+    /// Heartbeats observed in the steady-state window.
+    pub steady_heartbeats: u32,
+    /// Duration of each throughput run.
+    pub load_duration: Duration,
+    /// Requests in flight during the throughput runs.
+    pub load_concurrency: usize,
+}
+
+/// Results for one fleet size.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SizeResult {
+    pub devices: usize,
+    pub fanout_seconds: f64,
+    pub controller_writes_fanout: u64,
+    pub connect_seconds: f64,
+    pub steady_window_seconds: f64,
+    pub steady_reports: u64,
+    pub steady_status_writes: u64,
+    pub steady_controller_writes: u64,
+    pub gateway_lists: u64,
+    pub gateway_watches: u64,
+    pub gateway_rss_bytes: u64,
+    pub gateway_rss_bytes_per_device: f64,
+    pub gateway_cpu_ms_per_1000_heartbeats: f64,
+    pub rollout_long_poll_seconds: Option<f64>,
+    pub rollout_polling_seconds: Option<f64>,
+    pub stale_window_seconds: f64,
+    pub stale_devices: usize,
+    pub stale_flip_max_seconds: Option<f64>,
+    pub errors: Vec<String>,
+}
+
+/// Throughput comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputResult {
+    pub gateway: LoadResult,
+    pub baseline: LoadResult,
+    pub ratio: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub cores: usize,
+    pub heartbeat_seconds: f64,
+    pub sizes: Vec<SizeResult>,
+    pub throughput: Option<ThroughputResult>,
+    pub agent_binary_bytes: Option<u64>,
+}
+
+fn connected(dp: &DeviceProcess) -> bool {
+    dp.status
+        .as_ref()
+        .is_some_and(|s| s.is_true(AGENT_CONNECTED))
+}
+
+fn observed_current(dp: &DeviceProcess) -> bool {
+    dp.status.as_ref().is_some_and(|s| {
+        s.is_true(SPEC_OBSERVED) && s.observed_spec_hash.as_deref() == Some(&spec_hash(&dp.spec))
+    })
+}
+
+fn gateway_args(cluster: &Cluster, addr: &str, key: &Path, heartbeat: Duration) -> Vec<String> {
+    let ms = heartbeat.as_millis();
+    vec![
+        format!("--addr={addr}"),
+        format!(
+            "--kubeconfig={}",
+            cluster.dev.kubeconfig(User::Gateway).display()
+        ),
+        format!("--namespace={NAMESPACE}"),
+        format!("--master-key-file={}", key.display()),
+        format!("--heartbeat-interval={ms}ms"),
+        format!("--stale-after={}ms", ms * 3),
+    ]
+}
+
+/// Runs every scenario for one fleet size.
+pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<SizeResult> {
+    let mut r = SizeResult {
+        devices,
+        stale_window_seconds: (config.heartbeat * 3).as_secs_f64(),
+        ..SizeResult::default()
+    };
+    let cluster = Cluster::start(&config.repo).await?;
+    let tracker = cluster.track_device_processes();
+    let names = cluster.create_switches(devices).await?;
+
+    // Controller fan-out.
+    let controller_health = free_port()?;
+    let controller = Component::spawn(
+        &config.bin_dir.join("apollo-controller"),
+        &[
+            format!(
+                "--kubeconfig={}",
+                cluster.dev.kubeconfig(User::Controller).display()
+            ),
+            format!("--namespace={NAMESPACE}"),
+            format!("--metrics-addr={}", free_port()?),
+            format!("--health-addr={controller_health}"),
+        ],
+        cluster.dir.join("controller.log"),
+    )?;
+    let writes_before = cluster.writes_by(User::Controller);
+    let start = Instant::now();
+    cluster.create_deployment(&["v1"]).await?;
+    tracker
+        .wait_for("fan-out", devices, Duration::from_secs(600), |_| true)
+        .await?;
+    r.fanout_seconds = start.elapsed().as_secs_f64();
+    r.controller_writes_fanout = cluster.writes_by(User::Controller) - writes_before;
+
+    // Gateway and fleet: connect.
+    let (master, key_file) = cluster.master_key()?;
+    let addr = free_port()?;
+    let gateway = Component::spawn(
+        &config.bin_dir.join("apollo-gateway"),
+        &gateway_args(&cluster, &addr.to_string(), &key_file, config.heartbeat),
+        cluster.dir.join("gateway.log"),
+    )?;
+    let url = format!("http://{addr}");
+    wait_http_ok(&format!("{url}/readyz"), Duration::from_secs(120)).await?;
+    let long_poll = FleetOptions {
+        gateway_url: url.clone(),
+        master,
+        long_poll: Duration::from_secs(30),
+        initial_heartbeat: config.heartbeat,
+    };
+    let mut fleet = Fleet::new(long_poll.clone());
+    let start = Instant::now();
+    for name in &names {
+        fleet.start(name);
+    }
+    let timeout = Duration::from_secs(60) + Duration::from_millis(devices as u64 * 5);
+    tracker
+        .wait_for("connect", devices, timeout, |dp| {
+            connected(dp) && observed_current(dp)
+        })
+        .await?;
+    r.connect_seconds = start.elapsed().as_secs_f64();
+
+    // Steady state: no writes, CPU per heartbeat, memory.
+    let status_before = cluster.count(User::Gateway, "patch", "deviceprocesses");
+    let controller_before = cluster.writes_by(User::Controller);
+    let (_, reports_before) = fleet.totals();
+    let cpu_before = gateway.sample().cpu;
+    let window = config.heartbeat * config.steady_heartbeats;
+    let start = Instant::now();
+    // Measuring over a fixed window is the point here (how much happens in it), not waiting
+    // for something to happen.
+    tokio::time::sleep(window).await;
+    r.steady_window_seconds = start.elapsed().as_secs_f64();
+    let sample = gateway.sample();
+    let (_, reports_after) = fleet.totals();
+    r.steady_reports = reports_after - reports_before;
+    r.steady_status_writes =
+        cluster.count(User::Gateway, "patch", "deviceprocesses") - status_before;
+    r.steady_controller_writes = cluster.writes_by(User::Controller) - controller_before;
+    r.gateway_rss_bytes = sample.rss_bytes;
+    r.gateway_rss_bytes_per_device = sample.rss_bytes as f64 / devices as f64;
+    if r.steady_reports > 0 {
+        r.gateway_cpu_ms_per_1000_heartbeats =
+            (sample.cpu - cpu_before).as_secs_f64() * 1000.0 / (r.steady_reports as f64 / 1000.0);
+    }
+    r.gateway_lists = cluster.count(User::Gateway, "list", "deviceprocesses");
+    r.gateway_watches = cluster.count(User::Gateway, "watch", "deviceprocesses");
+
+    // Rollout with long poll, then with plain polling.
+    let rollout_timeout = Duration::from_secs(120) + Duration::from_millis(devices as u64 * 10);
+    let start = Instant::now();
+    cluster.patch_template_args(&["v2"]).await?;
+    match tracker
+        .wait_for("rollout (long poll)", devices, rollout_timeout, |dp| {
+            dp.spec.execution.args == ["v2"] && observed_current(dp)
+        })
+        .await
+    {
+        Ok(_) => r.rollout_long_poll_seconds = Some(start.elapsed().as_secs_f64()),
+        Err(e) => r.errors.push(e.to_string()),
+    }
+    let mut polling = Fleet::new(FleetOptions {
+        long_poll: Duration::ZERO,
+        ..long_poll
+    });
+    fleet.shutdown();
+    for name in &names {
+        polling.start(name);
+    }
+    let start = Instant::now();
+    cluster.patch_template_args(&["v3"]).await?;
+    match tracker
+        .wait_for("rollout (polling)", devices, rollout_timeout, |dp| {
+            dp.spec.execution.args == ["v3"] && observed_current(dp)
+        })
+        .await
+    {
+        Ok(_) => r.rollout_polling_seconds = Some(start.elapsed().as_secs_f64()),
+        Err(e) => r.errors.push(e.to_string()),
+    }
+
+    // Staleness: silence a tenth of the fleet.
+    let silent: Vec<&String> = names.iter().step_by(10).collect();
+    r.stale_devices = silent.len();
+    for name in &silent {
+        polling.stop(name);
+    }
+    let start = Instant::now();
+    let silent_set: std::collections::HashSet<&str> = silent.iter().map(|s| s.as_str()).collect();
+    match tracker
+        .wait_for(
+            "stale",
+            silent.len(),
+            Duration::from_secs(30) + config.heartbeat * 6,
+            |dp| silent_set.contains(dp.spec.device_ref.name.as_str()) && !connected(dp),
+        )
+        .await
+    {
+        Ok(_) => r.stale_flip_max_seconds = Some(start.elapsed().as_secs_f64()),
+        Err(e) => r.errors.push(e.to_string()),
+    }
+
+    polling.shutdown();
+    gateway.stop().await;
+    controller.stop().await;
+    cluster.dev.shutdown().await;
+    Ok(r)
+}
+
+/// Conditional-GET throughput of the gateway against the bare-hyper baseline.
+pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputResult> {
+    let devices = 256;
+    let cluster = Cluster::start(&config.repo).await?;
+    let tracker = cluster.track_device_processes();
+    let names = cluster.create_switches(devices).await?;
+    let controller = Component::spawn(
+        &config.bin_dir.join("apollo-controller"),
+        &[
+            format!(
+                "--kubeconfig={}",
+                cluster.dev.kubeconfig(User::Controller).display()
+            ),
+            format!("--namespace={NAMESPACE}"),
+            format!("--metrics-addr={}", free_port()?),
+            format!("--health-addr={}", free_port()?),
+        ],
+        cluster.dir.join("controller.log"),
+    )?;
+    cluster.create_deployment(&["v1"]).await?;
+    tracker
+        .wait_for("fan-out", devices, Duration::from_secs(120), |_| true)
+        .await?;
+    let (master, key_file) = cluster.master_key()?;
+    let addr = free_port()?;
+    let gateway = Component::spawn(
+        &config.bin_dir.join("apollo-gateway"),
+        &gateway_args(&cluster, &addr.to_string(), &key_file, config.heartbeat),
+        cluster.dir.join("gateway.log"),
+    )?;
+    wait_http_ok(&format!("http://{addr}/readyz"), Duration::from_secs(60)).await?;
+    let keys: Vec<_> = names.iter().map(|n| master.derive(n)).collect();
+    let gateway_result = load::conditional_get_load(
+        &format!("http://{addr}"),
+        &keys,
+        config.load_concurrency,
+        config.load_duration,
+    )
+    .await;
+    let baseline_addr = load::spawn_baseline_304().await?;
+    let baseline = load::conditional_get_load(
+        &format!("http://{baseline_addr}"),
+        &keys,
+        config.load_concurrency,
+        config.load_duration,
+    )
+    .await;
+    gateway.stop().await;
+    controller.stop().await;
+    cluster.dev.shutdown().await;
+    Ok(ThroughputResult {
+        ratio: gateway_result.rps / baseline.rps.max(1e-9),
+        gateway: gateway_result,
+        baseline,
+    })
+}
+
+/// Runs everything and returns the report.
+pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let throughput = match run_throughput(config).await {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("throughput run failed: {e:#}");
+            None
+        }
+    };
+    let mut sizes = Vec::new();
+    for &n in &config.sizes {
+        eprintln!("== {n} devices");
+        match run_size(config, n)
+            .await
+            .with_context(|| format!("{n} devices"))
+        {
+            Ok(r) => sizes.push(r),
+            Err(e) => {
+                eprintln!("{e:#}");
+                sizes.push(SizeResult {
+                    devices: n,
+                    errors: vec![format!("{e:#}")],
+                    ..SizeResult::default()
+                });
+            }
+        }
+    }
+    let agent_binary_bytes = std::fs::metadata(config.bin_dir.join("apollo-agent"))
+        .ok()
+        .map(|m| m.len());
+    Ok(BenchReport {
+        cores,
+        heartbeat_seconds: config.heartbeat.as_secs_f64(),
+        sizes,
+        throughput,
+        agent_binary_bytes,
+    })
+}

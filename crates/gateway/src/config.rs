@@ -1,0 +1,567 @@
+//! Command line and environment: argh flags, each with an `APOLLO_` environment twin (the flag
+//! wins), resolved through [`apollo_runtime::env`] so parsing is testable with `MapEnv`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use apollo_protocol::keys::MasterKeyRing;
+use apollo_runtime::duration::{HumanDuration, format_duration};
+use apollo_runtime::env::{Env, flag_or_env};
+use apollo_runtime::telemetry::LogFormat;
+use argh::FromArgs;
+
+use crate::Settings;
+
+/// Default `--addr`.
+pub const DEFAULT_ADDR: &str = ":8080";
+/// Default `--heartbeat-interval`.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Default `--auth-skew` (see docs/PROTOCOL.md §3.3).
+pub const DEFAULT_AUTH_SKEW: Duration = Duration::from_secs(60);
+/// Default `--header-timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--body-timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--max-connections`: one long poll per device for a 100,000-device fleet, plus room.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 150_000;
+/// Default `--max-long-polls`.
+pub const DEFAULT_MAX_LONG_POLLS: usize = 120_000;
+/// Default `--status-workers`.
+pub const DEFAULT_STATUS_WORKERS: usize = 8;
+/// Default `--shutdown-grace`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Apollo device gateway: serves each device's desired DeviceProcesses to its agent (ETag,
+/// long poll, per-device HMAC) and turns the agents' reports into DeviceProcess status and
+/// events. Every flag has an APOLLO_ environment twin (--stale-after → APOLLO_STALE_AFTER);
+/// a flag wins over its variable. Durations are written like 500ms, 2s, 1m.
+#[derive(FromArgs, Debug, Default, PartialEq)]
+pub struct Cli {
+    /// listen address HOST:PORT for the device API, /healthz, /readyz and /metrics (":8080" =
+    /// all interfaces; env APOLLO_ADDR; default :8080)
+    #[argh(option)]
+    pub addr: Option<String>,
+    /// kubeconfig file; empty = in-cluster config; absent = KUBECONFIG, ~/.kube/config, then
+    /// in-cluster (env APOLLO_KUBECONFIG)
+    #[argh(option)]
+    pub kubeconfig: Option<String>,
+    /// namespace whose DeviceProcesses are served (env APOLLO_NAMESPACE; default: the pod's
+    /// namespace, else the kubeconfig context's, else "default")
+    #[argh(option)]
+    pub namespace: Option<String>,
+    /// file holding the master key ring, one `apollo-mk1:...` key per line, current first
+    /// (env APOLLO_MASTER_KEY_FILE; required)
+    #[argh(option)]
+    pub master_key_file: Option<PathBuf>,
+    /// heartbeat interval asked of agents (env APOLLO_HEARTBEAT_INTERVAL; default 10s)
+    #[argh(option)]
+    pub heartbeat_interval: Option<HumanDuration>,
+    /// silence after which a device's agent is stale (env APOLLO_STALE_AFTER; default 3 x
+    /// heartbeat interval)
+    #[argh(option)]
+    pub stale_after: Option<HumanDuration>,
+    /// accepted clock skew of request timestamps (env APOLLO_AUTH_SKEW; default 60s)
+    #[argh(option)]
+    pub auth_skew: Option<HumanDuration>,
+    /// time allowed to receive a request's headers (env APOLLO_HEADER_TIMEOUT; default 10s)
+    #[argh(option)]
+    pub header_timeout: Option<HumanDuration>,
+    /// time allowed to receive a request's body (env APOLLO_BODY_TIMEOUT; default 10s)
+    #[argh(option)]
+    pub body_timeout: Option<HumanDuration>,
+    /// most open client connections; further ones wait in the accept backlog (env
+    /// APOLLO_MAX_CONNECTIONS; default 150000)
+    #[argh(option)]
+    pub max_connections: Option<usize>,
+    /// most long polls held at once; more get 429 (env APOLLO_MAX_LONG_POLLS; default 120000)
+    #[argh(option)]
+    pub max_long_polls: Option<usize>,
+    /// concurrent DeviceProcess status writers (env APOLLO_STATUS_WORKERS; default 8)
+    #[argh(option)]
+    pub status_workers: Option<usize>,
+    /// time given to open requests and pending status writes at shutdown (env
+    /// APOLLO_SHUTDOWN_GRACE; default 10s)
+    #[argh(option)]
+    pub shutdown_grace: Option<HumanDuration>,
+    /// log format: text or json (env APOLLO_LOG_FORMAT; default text; filter with RUST_LOG)
+    #[argh(option)]
+    pub log_format: Option<String>,
+    #[argh(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand)]
+pub enum Command {
+    Keys(KeysCommand),
+}
+
+/// Provision keys: `keys generate` prints a new master key, `keys derive` a device key.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "keys")]
+pub struct KeysCommand {
+    #[argh(subcommand)]
+    pub action: KeysAction,
+}
+
+/// `keys` actions.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand)]
+pub enum KeysAction {
+    Generate(GenerateCommand),
+    Derive(DeriveCommand),
+}
+
+/// Print a new random master key (one line, `apollo-mk1:<key-id>:<secret>`) to stdout.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "generate")]
+pub struct GenerateCommand {
+    /// key id (1-32 of A-Z a-z 0-9 - _; default: k + 8 random hex characters)
+    #[argh(option)]
+    pub key_id: Option<String>,
+}
+
+/// Print a device's key (`apollo-dk1:<key-id>:<device>:<secret>`, the form the agent takes
+/// in APOLLO_DEVICE_KEY or APOLLO_DEVICE_KEY_FILE) derived from the current master key.
+#[derive(FromArgs, Debug, PartialEq)]
+#[argh(subcommand, name = "derive")]
+pub struct DeriveCommand {
+    /// master key ring file (env APOLLO_MASTER_KEY_FILE)
+    #[argh(option)]
+    pub master_key_file: Option<PathBuf>,
+    /// device name, the DeviceProcesses' spec.deviceRef.name (env APOLLO_DEVICE_NAME)
+    #[argh(option)]
+    pub device: Option<String>,
+    /// derive from this key id of the ring instead of the current (first) key
+    #[argh(option)]
+    pub key_id: Option<String>,
+}
+
+/// Errors of the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Runtime(#[from] apollo_runtime::ConfigError),
+    #[error("invalid --addr {0:?}: expected HOST:PORT or :PORT")]
+    Addr(String),
+    #[error("a master key ring is required: --master-key-file or APOLLO_MASTER_KEY_FILE")]
+    MissingMasterKey,
+    #[error("cannot read master key file {path}: {source}")]
+    ReadKey {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("master key file {path}: {source}")]
+    BadKey {
+        path: PathBuf,
+        source: apollo_protocol::keys::KeyError,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The serving configuration resolved from flags and environment.
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub settings: Settings,
+    /// `Some("")`: in-cluster; `Some(path)`; `None`: kube's inference.
+    pub kubeconfig: Option<String>,
+    pub log_format: LogFormat,
+}
+
+/// argh reads `--flag value` only; this splits `--flag=value` (as Kubernetes manifests
+/// write it: `--addr=:8080`, `--kubeconfig=`) into two arguments. Arguments after a bare `--`
+/// are left alone.
+pub fn split_equals(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for arg in args {
+        if rest {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            rest = true;
+            out.push(arg);
+            continue;
+        }
+        match arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
+            Some((name, value)) if !name.is_empty() => {
+                out.push(format!("--{name}"));
+                out.push(value.to_string());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+/// Parses a listen address: `:8080` (all interfaces), `HOST:PORT`, `localhost:PORT`.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = || ConfigError::Addr(text.to_string());
+    let text = text.trim();
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+    }
+    Err(bad())
+}
+
+/// Reads a master key ring file.
+pub fn read_key_ring(path: &std::path::Path) -> Result<MasterKeyRing, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadKey {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    MasterKeyRing::parse(&text).map_err(|source| ConfigError::BadKey {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn duration(
+    flag: Option<HumanDuration>,
+    env: &dyn Env,
+    key: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    Ok(flag_or_env(flag, env, key)?.map(|d| d.0))
+}
+
+impl Cli {
+    /// Resolves the serving configuration (flags, then `APOLLO_*` variables, then defaults).
+    pub fn serve_config(&self, env: &dyn Env) -> Result<ServeConfig, ConfigError> {
+        let addr_text = flag_or_env(self.addr.clone(), env, "APOLLO_ADDR")?
+            .unwrap_or_else(|| DEFAULT_ADDR.to_string());
+        let addr = parse_addr(&addr_text)?;
+        let kubeconfig = flag_or_env(self.kubeconfig.clone(), env, "APOLLO_KUBECONFIG")?;
+        let namespace = flag_or_env(self.namespace.clone(), env, "APOLLO_NAMESPACE")?
+            .filter(|ns| !ns.is_empty());
+        let key_file = flag_or_env(self.master_key_file.clone(), env, "APOLLO_MASTER_KEY_FILE")?
+            .filter(|p| !p.as_os_str().is_empty())
+            .ok_or(ConfigError::MissingMasterKey)?;
+        let keys = read_key_ring(&key_file)?;
+        let heartbeat_interval =
+            duration(self.heartbeat_interval, env, "APOLLO_HEARTBEAT_INTERVAL")?
+                .unwrap_or(DEFAULT_HEARTBEAT);
+        let stale_after = duration(self.stale_after, env, "APOLLO_STALE_AFTER")?
+            .unwrap_or(heartbeat_interval * 3);
+        let auth_skew =
+            duration(self.auth_skew, env, "APOLLO_AUTH_SKEW")?.unwrap_or(DEFAULT_AUTH_SKEW);
+        let header_timeout = duration(self.header_timeout, env, "APOLLO_HEADER_TIMEOUT")?
+            .unwrap_or(DEFAULT_HEADER_TIMEOUT);
+        let body_timeout = duration(self.body_timeout, env, "APOLLO_BODY_TIMEOUT")?
+            .unwrap_or(DEFAULT_BODY_TIMEOUT);
+        let max_connections = flag_or_env(self.max_connections, env, "APOLLO_MAX_CONNECTIONS")?
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let max_long_polls = flag_or_env(self.max_long_polls, env, "APOLLO_MAX_LONG_POLLS")?
+            .unwrap_or(DEFAULT_MAX_LONG_POLLS);
+        let status_workers = flag_or_env(self.status_workers, env, "APOLLO_STATUS_WORKERS")?
+            .unwrap_or(DEFAULT_STATUS_WORKERS);
+        let shutdown_grace = duration(self.shutdown_grace, env, "APOLLO_SHUTDOWN_GRACE")?
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+        let log_format = flag_or_env(self.log_format.clone(), env, "APOLLO_LOG_FORMAT")?
+            .unwrap_or_else(|| "text".to_string());
+        let log_format: LogFormat = log_format.parse().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "invalid log format {log_format:?}: expected text or json"
+            ))
+        })?;
+        let settings = Settings {
+            addr,
+            namespace,
+            keys,
+            heartbeat_interval,
+            stale_after,
+            auth_skew,
+            header_timeout,
+            body_timeout,
+            max_connections,
+            max_long_polls,
+            status_workers,
+            shutdown_grace,
+            instance: env
+                .var("POD_NAME")
+                .or_else(|| env.var("HOSTNAME"))
+                .filter(|h| !h.is_empty()),
+        };
+        settings.validate()?;
+        Ok(ServeConfig {
+            settings,
+            kubeconfig,
+            log_format,
+        })
+    }
+}
+
+impl Settings {
+    /// Checks relations between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.heartbeat_interval < Duration::from_millis(10) {
+            return invalid(format!(
+                "--heartbeat-interval {} is too short (at least 10ms)",
+                format_duration(self.heartbeat_interval)
+            ));
+        }
+        if self.stale_after < self.heartbeat_interval {
+            return invalid(format!(
+                "--stale-after {} must be at least --heartbeat-interval {}",
+                format_duration(self.stale_after),
+                format_duration(self.heartbeat_interval)
+            ));
+        }
+        if self.auth_skew < Duration::from_secs(1) {
+            return invalid("--auth-skew must be at least 1s".into());
+        }
+        for (name, d) in [
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+        ] {
+            if d.is_zero() {
+                return invalid(format!("{name} must be more than 0s"));
+            }
+        }
+        if self.max_connections == 0 || self.max_long_polls == 0 || self.status_workers == 0 {
+            return invalid(
+                "--max-connections, --max-long-polls and --status-workers must be at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apollo_protocol::keys::MasterKey;
+    use apollo_runtime::env::MapEnv;
+
+    fn key_file() -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            f.path(),
+            format!("{}\n", MasterKey::new("k1", [3; 32]).unwrap()),
+        )
+        .unwrap();
+        f
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, argh::EarlyExit> {
+        let args = split_equals(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Cli::from_args(&["apollo-gateway"], &refs)
+    }
+
+    #[test]
+    fn defaults() {
+        let f = key_file();
+        let env = MapEnv::from_pairs([("APOLLO_MASTER_KEY_FILE", f.path().to_str().unwrap())]);
+        let c = parse(&[]).unwrap().serve_config(&env).unwrap();
+        let s = &c.settings;
+        assert_eq!(s.addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(s.heartbeat_interval, Duration::from_secs(10));
+        assert_eq!(s.stale_after, Duration::from_secs(30));
+        assert_eq!(s.namespace, None);
+        assert_eq!(s.keys.current().id(), "k1");
+        assert_eq!(c.kubeconfig, None);
+        assert_eq!(s.auth_skew, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn flags_win_over_env_and_stale_follows_heartbeat() {
+        let f = key_file();
+        let path = f.path().to_str().unwrap();
+        let env = MapEnv::from_pairs([
+            ("APOLLO_ADDR", "127.0.0.1:9000"),
+            ("APOLLO_HEARTBEAT_INTERVAL", "2s"),
+            ("APOLLO_NAMESPACE", "fleet"),
+            ("APOLLO_KUBECONFIG", "/env/kubeconfig"),
+        ]);
+        let cli = parse(&[
+            "--addr",
+            ":18080",
+            "--master-key-file",
+            path,
+            "--kubeconfig=",
+        ])
+        .unwrap();
+        let c = cli.serve_config(&env).unwrap();
+        assert_eq!(c.settings.addr, "0.0.0.0:18080".parse().unwrap());
+        assert_eq!(c.settings.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(c.settings.stale_after, Duration::from_secs(6));
+        assert_eq!(c.settings.namespace.as_deref(), Some("fleet"));
+        assert_eq!(c.kubeconfig.as_deref(), Some(""), "empty flag = in-cluster");
+        let cli = parse(&[
+            "--master-key-file",
+            path,
+            "--heartbeat-interval",
+            "500ms",
+            "--stale-after",
+            "2s",
+        ])
+        .unwrap();
+        let c = cli.serve_config(&env).unwrap();
+        assert_eq!(c.settings.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(c.settings.stale_after, Duration::from_secs(2));
+        assert_eq!(c.kubeconfig.as_deref(), Some("/env/kubeconfig"));
+        assert_eq!(c.settings.addr, "127.0.0.1:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn every_flag_has_an_env_twin() {
+        let f = key_file();
+        let env = MapEnv::from_pairs([
+            ("APOLLO_MASTER_KEY_FILE", f.path().to_str().unwrap()),
+            ("APOLLO_STALE_AFTER", "1m"),
+            ("APOLLO_AUTH_SKEW", "30s"),
+            ("APOLLO_HEADER_TIMEOUT", "1s"),
+            ("APOLLO_BODY_TIMEOUT", "2s"),
+            ("APOLLO_MAX_CONNECTIONS", "10"),
+            ("APOLLO_MAX_LONG_POLLS", "5"),
+            ("APOLLO_STATUS_WORKERS", "2"),
+            ("APOLLO_SHUTDOWN_GRACE", "3s"),
+            ("APOLLO_LOG_FORMAT", "json"),
+        ]);
+        let c = parse(&[]).unwrap().serve_config(&env).unwrap();
+        let s = &c.settings;
+        assert_eq!(s.stale_after, Duration::from_secs(60));
+        assert_eq!(s.auth_skew, Duration::from_secs(30));
+        assert_eq!(s.header_timeout, Duration::from_secs(1));
+        assert_eq!(s.body_timeout, Duration::from_secs(2));
+        assert_eq!(s.max_connections, 10);
+        assert_eq!(s.max_long_polls, 5);
+        assert_eq!(s.status_workers, 2);
+        assert_eq!(s.shutdown_grace, Duration::from_secs(3));
+        assert!(matches!(c.log_format, LogFormat::Json));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let f = key_file();
+        let path = f.path().to_str().unwrap();
+        let none = MapEnv::default();
+        let err = parse(&[]).unwrap().serve_config(&none).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingMasterKey), "{err}");
+        let env = MapEnv::from_pairs([
+            ("APOLLO_MASTER_KEY_FILE", path),
+            ("APOLLO_STALE_AFTER", "30"),
+        ]);
+        let err = parse(&[]).unwrap().serve_config(&env).unwrap_err();
+        assert!(err.to_string().contains("APOLLO_STALE_AFTER"), "{err}");
+        let err = parse(&["--master-key-file", path, "--addr", "nonsense"])
+            .unwrap()
+            .serve_config(&none)
+            .unwrap_err();
+        assert!(err.to_string().contains("nonsense"), "{err}");
+        let err = parse(&[
+            "--master-key-file",
+            path,
+            "--heartbeat-interval",
+            "10s",
+            "--stale-after",
+            "5s",
+        ])
+        .unwrap()
+        .serve_config(&none)
+        .unwrap_err();
+        assert!(err.to_string().contains("--stale-after"), "{err}");
+        assert!(parse(&["--heartbeat-interval", "10"]).is_err());
+        // A bad key file is reported without its content.
+        let bad = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(bad.path(), "apollo-mk1:k1:c2VjcmV0\n").unwrap();
+        let err = parse(&["--master-key-file", bad.path().to_str().unwrap()])
+            .unwrap()
+            .serve_config(&none)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
+    fn equals_form_is_accepted() {
+        let args = split_equals(
+            [
+                "--addr=:8080",
+                "--kubeconfig=",
+                "keys",
+                "--device",
+                "a=b",
+                "--",
+                "--x=y",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(
+            args,
+            [
+                "--addr",
+                ":8080",
+                "--kubeconfig",
+                "",
+                "keys",
+                "--device",
+                "a=b",
+                "--",
+                "--x=y"
+            ]
+        );
+        let f = key_file();
+        let key = format!("--master-key-file={}", f.path().display());
+        let args = split_equals(["--addr=:8080".to_string(), "--kubeconfig=".into(), key]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let c = parse(&refs)
+            .unwrap()
+            .serve_config(&MapEnv::default())
+            .unwrap();
+        assert_eq!(c.settings.addr.port(), 8080);
+        assert_eq!(c.kubeconfig.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_addr(":8080").unwrap(),
+            "0.0.0.0:8080".parse().unwrap()
+        );
+        assert_eq!(
+            parse_addr("localhost:1").unwrap(),
+            "127.0.0.1:1".parse().unwrap()
+        );
+        assert_eq!(parse_addr("[::]:80").unwrap(), "[::]:80".parse().unwrap());
+        for bad in ["", "8080", ":", ":99999", "host"] {
+            assert!(parse_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = parse(&["keys", "derive", "--master-key-file", "/k", "--device", "d"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Keys(KeysCommand {
+                action: KeysAction::Derive(DeriveCommand {
+                    master_key_file: Some("/k".into()),
+                    device: Some("d".into()),
+                    key_id: None,
+                })
+            }))
+        );
+        let cli = parse(&["keys", "generate"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys(KeysCommand {
+                action: KeysAction::Generate(_)
+            }))
+        ));
+    }
+}

@@ -1,0 +1,61 @@
+//! `apollo-gateway`: the device gateway binary (serve by default; `keys generate` and
+//! `keys derive` for provisioning). See `apollo-gateway --help` and `docs/GATEWAY.md`.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use apollo_gateway::config::{Cli, Command, KeysAction, split_equals};
+use apollo_gateway::{Gateway, keys};
+use apollo_runtime::env::ProcessEnv;
+use argh::FromArgs;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args();
+    let program = args.next().unwrap_or_else(|| "apollo-gateway".to_string());
+    let args = split_equals(args);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cli = match Cli::from_args(&[program.as_str()], &refs) {
+        Ok(cli) => cli,
+        Err(exit) => {
+            return if exit.status.is_ok() {
+                println!("{}", exit.output);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}", exit.output);
+                ExitCode::from(2)
+            };
+        }
+    };
+    let result = match &cli.command {
+        Some(Command::Keys(k)) => match &k.action {
+            KeysAction::Generate(g) => keys::generate(g).map_err(anyhow::Error::from),
+            KeysAction::Derive(d) => keys::derive(d, &ProcessEnv).map_err(anyhow::Error::from),
+        }
+        .map(|key| println!("{key}")),
+        None => serve(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("apollo-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cli: &Cli) -> anyhow::Result<()> {
+    let config = cli.serve_config(&ProcessEnv)?;
+    apollo_runtime::telemetry::init(config.log_format, "info");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let client = apollo_runtime::kubeclient::client(config.kubeconfig.as_deref())
+            .await
+            .context("cannot build the Kubernetes client")?;
+        let gateway = Gateway::start(config.settings, client).await?;
+        gateway.run_until(apollo_runtime::shutdown::signal()).await;
+        Ok(())
+    })
+}

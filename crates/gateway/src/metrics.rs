@@ -1,0 +1,260 @@
+//! Prometheus metrics of the gateway, served on `/metrics` of the main listener.
+//!
+//! Exactly these families (OpenMetrics text; counters carry the `_total` suffix). No label
+//! ever names a device or an object, so the series count is fixed whatever the fleet size.
+//!
+//! | Family | Type | Labels |
+//! |---|---|---|
+//! | `apollo_gateway_http_requests_total` | counter | `route` (desired, report, healthz, readyz, metrics, other), `code` |
+//! | `apollo_gateway_desired_not_modified_ratio` | gauge | — (304 answers / all 200+304 answers of `desired`, since start) |
+//! | `apollo_gateway_long_polls_held` | gauge | — |
+//! | `apollo_gateway_auth_failures_total` | counter | `reason` (missing, malformed, unknown_key, bad_signature, skew, wrong_device, replay) |
+//! | `apollo_gateway_status_writes_total` | counter | `result` (success, conflict, error, gone) |
+//! | `apollo_gateway_events_total` | counter | `type` (Normal, Warning), `result` (created, failed) |
+//! | `apollo_gateway_connected_devices` | gauge | — |
+//! | `apollo_gateway_stale_transitions_total` | counter | — |
+//! | `apollo_gateway_api_requests_total` | counter | `verb` (list, watch, get, create, patch, update, delete) |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// `route` and `code` of an HTTP request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: &'static str,
+    pub code: u16,
+}
+
+/// A single `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// A single `result` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// `type` and `result` of an event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct EventLabels {
+    /// `Normal` or `Warning` (the `type` label).
+    pub kind: &'static str,
+    pub result: &'static str,
+}
+
+impl EncodeLabelSet for EventLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        [("type", self.kind), ("result", self.result)].encode(encoder)
+    }
+}
+
+/// A single `verb` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    pub verb: &'static str,
+}
+
+/// Every metric of the gateway, with its registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RouteLabels, Counter>,
+    not_modified_ratio: Gauge<f64, AtomicU64>,
+    desired_ok: AtomicU64,
+    desired_not_modified: AtomicU64,
+    pub long_polls_held: Gauge,
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    pub status_writes: Family<ResultLabels, Counter>,
+    pub events: Family<EventLabels, Counter>,
+    pub connected_devices: Gauge,
+    pub stale_transitions: Counter,
+    pub api_requests: Family<VerbLabels, Counter>,
+}
+
+impl Metrics {
+    /// A registry with every family registered.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RouteLabels, Counter>::default();
+        let not_modified_ratio = Gauge::<f64, AtomicU64>::default();
+        let long_polls_held = Gauge::default();
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let status_writes = Family::<ResultLabels, Counter>::default();
+        let events = Family::<EventLabels, Counter>::default();
+        let connected_devices = Gauge::default();
+        let stale_transitions = Counter::default();
+        let api_requests = Family::<VerbLabels, Counter>::default();
+        registry.register(
+            "apollo_gateway_http_requests",
+            "HTTP requests answered, by route and status code",
+            http_requests.clone(),
+        );
+        registry.register(
+            "apollo_gateway_desired_not_modified_ratio",
+            "Share of desired-state answers that were 304 Not Modified (since start)",
+            not_modified_ratio.clone(),
+        );
+        registry.register(
+            "apollo_gateway_long_polls_held",
+            "Long-poll requests currently held open",
+            long_polls_held.clone(),
+        );
+        registry.register(
+            "apollo_gateway_auth_failures",
+            "Requests refused by authentication, by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "apollo_gateway_status_writes",
+            "DeviceProcess /status patches sent to the API server, by result",
+            status_writes.clone(),
+        );
+        registry.register(
+            "apollo_gateway_events",
+            "Kubernetes Events emitted, by type and result",
+            events.clone(),
+        );
+        registry.register(
+            "apollo_gateway_connected_devices",
+            "Devices whose agent reported within the stale window",
+            connected_devices.clone(),
+        );
+        registry.register(
+            "apollo_gateway_stale_transitions",
+            "Devices that went from connected to stale",
+            stale_transitions.clone(),
+        );
+        registry.register(
+            "apollo_gateway_api_requests",
+            "Requests sent to the Kubernetes API server, by verb",
+            api_requests.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            http_requests,
+            not_modified_ratio,
+            desired_ok: AtomicU64::new(0),
+            desired_not_modified: AtomicU64::new(0),
+            long_polls_held,
+            auth_failures,
+            status_writes,
+            events,
+            connected_devices,
+            stale_transitions,
+            api_requests,
+        })
+    }
+
+    /// The registry (for encoding).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The OpenMetrics text of every family.
+    pub fn encode(&self) -> String {
+        apollo_runtime::http::encode_metrics(&self.registry)
+    }
+
+    /// Counts an HTTP answer.
+    pub fn http(&self, route: &'static str, code: u16) {
+        self.http_requests
+            .get_or_create(&RouteLabels { route, code })
+            .inc();
+    }
+
+    /// Counts a desired-state answer (200 or 304) for the 304 ratio.
+    pub fn desired_answer(&self, not_modified: bool) {
+        if not_modified {
+            self.desired_not_modified.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.desired_ok.fetch_add(1, Ordering::Relaxed);
+        }
+        let nm = self.desired_not_modified.load(Ordering::Relaxed) as f64;
+        let ok = self.desired_ok.load(Ordering::Relaxed) as f64;
+        if nm + ok > 0.0 {
+            self.not_modified_ratio.set(nm / (nm + ok));
+        }
+    }
+
+    /// Counts an authentication failure.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a status write.
+    pub fn status_write(&self, result: &'static str) {
+        self.status_writes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts an event.
+    pub fn event(&self, type_: &'static str, result: &'static str) {
+        self.events
+            .get_or_create(&EventLabels {
+                kind: type_,
+                result,
+            })
+            .inc();
+    }
+
+    /// Counts an API request.
+    pub fn api_request(&self, verb: &'static str) {
+        self.api_requests.get_or_create(&VerbLabels { verb }).inc();
+    }
+
+    /// Value of a counter family member, for tests and logs.
+    pub fn status_writes_of(&self, result: &'static str) -> u64 {
+        self.status_writes
+            .get_or_create(&ResultLabels { result })
+            .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_and_ratio() {
+        let m = Metrics::new();
+        m.http("desired", 200);
+        m.desired_answer(false);
+        m.desired_answer(true);
+        m.desired_answer(true);
+        m.desired_answer(true);
+        m.auth_failure("replay");
+        m.status_write("success");
+        m.event("Warning", "created");
+        m.api_request("patch");
+        m.stale_transitions.inc();
+        m.connected_devices.set(2);
+        let text = m.encode();
+        for needle in [
+            "apollo_gateway_http_requests_total{route=\"desired\",code=\"200\"} 1",
+            "apollo_gateway_desired_not_modified_ratio 0.75",
+            "apollo_gateway_long_polls_held 0",
+            "apollo_gateway_auth_failures_total{reason=\"replay\"} 1",
+            "apollo_gateway_status_writes_total{result=\"success\"} 1",
+            "apollo_gateway_events_total{type=\"Warning\",result=\"created\"} 1",
+            "apollo_gateway_connected_devices 2",
+            "apollo_gateway_stale_transitions_total 1",
+            "apollo_gateway_api_requests_total{verb=\"patch\"} 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+        let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!(families, 9, "{text}");
+    }
+}

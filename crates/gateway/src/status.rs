@@ -1,0 +1,911 @@
+//! Transition-based DeviceProcess status.
+//!
+//! For every DeviceProcess the module keeps two views of the part of `status` the gateway
+//! owns: **live** (what the API server last showed, from the watch or a write's answer) and
+//! **target** (what it should be, computed by [`compute`] from the previous target, the
+//! object's spec hash and generation, and the device's [`Agent`] in the liveness table).
+//!
+//! - A target is recomputed when the object changes (watch) or its device's agent changes
+//!   (report with new content, stale transition). A heartbeat that changes nothing recomputes
+//!   nothing and writes nothing.
+//! - A write is queued when target ≠ live; the queue holds object *names* (coalesced: one
+//!   entry per object however often it changes) and the writer sends the target *at write
+//!   time* (latest wins) as a merge patch on `/status`. Conflicts are retried at once, other
+//!   failures with exponential backoff; the object stays queued until live = target, so after
+//!   an API outage the status converges to the agents' last reports.
+//! - Events are emitted when the *target* transitions (see [`transitions`]), so each
+//!   transition gives exactly one event however many writes it takes.
+//! - `lastTransitionTime` changes only when a condition's status changes.
+//!
+//! At the initial sync the liveness table is seeded from objects whose status says
+//! `AgentConnected=True`, and targets start equal to the live status: after a gateway restart
+//! nothing is written and no event is emitted unless something really changed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apollo_api::conditions::{self, reasons, status as cs};
+use apollo_api::{AgentInfo, DeviceProcess, DeviceProcessStatus, Phase};
+use apollo_protocol::wire::ObservedProcess;
+use apollo_runtime::duration::format_duration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, watch};
+
+use crate::events::{self, EventSpec, Recorder, Regarding};
+use crate::liveness::{Agent, Liveness};
+use crate::metrics::Metrics;
+
+/// One condition as the gateway owns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond {
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// Whole seconds (the API server's precision).
+    pub last_transition: Timestamp,
+}
+
+impl Cond {
+    fn from_condition(c: &Condition) -> Cond {
+        Cond {
+            status: c.status.clone(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            last_transition: truncate(c.last_transition_time.0),
+        }
+    }
+
+    fn to_json(&self, type_: &str) -> Value {
+        json!({
+            "type": type_,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": Time(self.last_transition),
+        })
+    }
+}
+
+fn truncate(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+/// The part of `status` the gateway owns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct View {
+    pub phase: Option<Phase>,
+    pub observed_spec_hash: Option<String>,
+    pub observed_generation: Option<i64>,
+    pub connected: Option<Cond>,
+    pub spec_observed: Option<Cond>,
+    pub agent: Option<AgentInfo>,
+}
+
+impl View {
+    /// The view of an object's status.
+    pub fn from_status(status: Option<&DeviceProcessStatus>) -> View {
+        let Some(s) = status else {
+            return View::default();
+        };
+        View {
+            phase: s.phase,
+            observed_spec_hash: s.observed_spec_hash.clone(),
+            observed_generation: s.observed_generation,
+            connected: s
+                .condition(conditions::AGENT_CONNECTED)
+                .map(Cond::from_condition),
+            spec_observed: s
+                .condition(conditions::SPEC_OBSERVED)
+                .map(Cond::from_condition),
+            agent: s.agent.clone(),
+        }
+    }
+
+    /// The merge patch that makes the live status equal to this view.
+    pub fn to_patch(&self) -> Value {
+        let mut conds = Vec::new();
+        if let Some(c) = &self.connected {
+            conds.push(c.to_json(conditions::AGENT_CONNECTED));
+        }
+        if let Some(c) = &self.spec_observed {
+            conds.push(c.to_json(conditions::SPEC_OBSERVED));
+        }
+        json!({
+            "status": {
+                "phase": self.phase,
+                "observedSpecHash": self.observed_spec_hash,
+                "observedGeneration": self.observed_generation,
+                "conditions": conds,
+                "agent": self.agent,
+            }
+        })
+    }
+
+    fn status_of(c: &Option<Cond>) -> &str {
+        c.as_ref().map(|c| c.status.as_str()).unwrap_or("")
+    }
+}
+
+/// What [`compute`] needs of a DeviceProcess.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub name: &'a str,
+    pub generation: i64,
+    pub spec_hash: &'a str,
+}
+
+fn cond(prev: &Option<Cond>, status: &str, reason: &str, message: String, now: Timestamp) -> Cond {
+    let last_transition = match prev {
+        Some(p) if p.status == status => p.last_transition,
+        _ => truncate(now),
+    };
+    Cond {
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        last_transition,
+    }
+}
+
+/// The target status of a DeviceProcess.
+pub fn compute(
+    prev: &View,
+    facts: Facts<'_>,
+    agent: Option<&Agent>,
+    stale_after: Duration,
+    now: Timestamp,
+) -> View {
+    let mut next = prev.clone();
+    next.phase = Some(Phase::Pending);
+    let observed: Option<&ObservedProcess> = agent.and_then(|a| a.observed(facts.name));
+    match agent {
+        Some(a) => {
+            next.connected = Some(if a.stale {
+                cond(
+                    &prev.connected,
+                    cs::FALSE,
+                    reasons::HEARTBEAT_MISSED,
+                    format!(
+                        "No report from the device's agent for more than {}",
+                        format_duration(stale_after)
+                    ),
+                    now,
+                )
+            } else {
+                cond(
+                    &prev.connected,
+                    cs::TRUE,
+                    reasons::HEARTBEAT,
+                    "The device's agent is reporting".to_string(),
+                    now,
+                )
+            });
+            next.agent = Some(AgentInfo {
+                version: a.version.clone(),
+                instance_id: a.instance_id.clone(),
+            });
+            if let Some(o) = observed {
+                let generation = o.generation.or(if o.spec_hash == facts.spec_hash {
+                    Some(facts.generation)
+                } else if prev.observed_spec_hash.as_deref() == Some(o.spec_hash.as_str()) {
+                    prev.observed_generation
+                } else {
+                    None
+                });
+                next.observed_spec_hash = Some(o.spec_hash.clone());
+                next.observed_generation = generation;
+            }
+        }
+        None => {
+            if next.connected.is_none() {
+                next.connected = Some(cond(
+                    &None,
+                    cs::UNKNOWN,
+                    reasons::NEVER_CONNECTED,
+                    "No agent has reported for this device yet".to_string(),
+                    now,
+                ));
+            }
+        }
+    }
+    let not_listed = agent.is_some_and(|a| a.reported && observed.is_none());
+    next.spec_observed = Some(match (&next.observed_spec_hash, agent) {
+        (_, Some(_)) if not_listed => cond(
+            &prev.spec_observed,
+            cs::FALSE,
+            reasons::NOT_REPORTED,
+            "The agent has not reported this DeviceProcess yet".to_string(),
+            now,
+        ),
+        (Some(h), _) if h == facts.spec_hash => cond(
+            &prev.spec_observed,
+            cs::TRUE,
+            reasons::SPEC_HASH_MATCHED,
+            format!("The agent observed the current spec (hash {h})"),
+            now,
+        ),
+        (Some(h), _) => cond(
+            &prev.spec_observed,
+            cs::FALSE,
+            reasons::SPEC_HASH_MISMATCH,
+            format!(
+                "The agent observed spec hash {h}; the current spec hash is {}",
+                facts.spec_hash
+            ),
+            now,
+        ),
+        (None, Some(_)) => cond(
+            &prev.spec_observed,
+            cs::FALSE,
+            reasons::NOT_REPORTED,
+            "The agent has not reported this DeviceProcess yet".to_string(),
+            now,
+        ),
+        (None, None) => cond(
+            &prev.spec_observed,
+            cs::UNKNOWN,
+            reasons::NOT_REPORTED,
+            "No agent has reported for this device yet".to_string(),
+            now,
+        ),
+    });
+    next
+}
+
+/// The events of a target transition.
+pub fn transitions(
+    prev: &View,
+    next: &View,
+    device: &str,
+    stale_after: Duration,
+) -> Vec<EventSpec> {
+    let mut out = Vec::new();
+    let was = View::status_of(&prev.connected);
+    let is = View::status_of(&next.connected);
+    let instance = next
+        .agent
+        .as_ref()
+        .map(|a| a.instance_id.as_str())
+        .unwrap_or("");
+    let version = next
+        .agent
+        .as_ref()
+        .map(|a| a.version.as_str())
+        .unwrap_or("");
+    if is == cs::TRUE && was != cs::TRUE {
+        out.push(if was == cs::FALSE {
+            EventSpec {
+                type_: events::NORMAL,
+                reason: events::reasons::AGENT_RECONNECTED,
+                action: "Heartbeat",
+                note: format!(
+                    "Agent of device {device} reconnected (instance {instance}, version {version})"
+                ),
+            }
+        } else {
+            EventSpec {
+                type_: events::NORMAL,
+                reason: events::reasons::AGENT_CONNECTED,
+                action: "Heartbeat",
+                note: format!(
+                    "Agent of device {device} connected (instance {instance}, version {version})"
+                ),
+            }
+        });
+    } else if is == cs::TRUE
+        && was == cs::TRUE
+        && prev.agent.as_ref().map(|a| &a.instance_id)
+            != next.agent.as_ref().map(|a| &a.instance_id)
+    {
+        out.push(EventSpec {
+            type_: events::NORMAL,
+            reason: events::reasons::AGENT_RESTARTED,
+            action: "Heartbeat",
+            note: format!(
+                "Agent of device {device} restarted (instance {instance}, version {version})"
+            ),
+        });
+    }
+    if was == cs::TRUE && is == cs::FALSE {
+        out.push(EventSpec {
+            type_: events::WARNING,
+            reason: events::reasons::AGENT_STALE,
+            action: "Heartbeat",
+            note: format!(
+                "No report from the agent of device {device} for more than {}",
+                format_duration(stale_after)
+            ),
+        });
+    }
+    let observed_now = View::status_of(&next.spec_observed) == cs::TRUE;
+    let observed_before = View::status_of(&prev.spec_observed) == cs::TRUE;
+    if observed_now && (!observed_before || prev.observed_spec_hash != next.observed_spec_hash) {
+        let hash = next.observed_spec_hash.as_deref().unwrap_or("");
+        let generation = next
+            .observed_generation
+            .map(|g| format!(", generation {g}"))
+            .unwrap_or_default();
+        out.push(EventSpec {
+            type_: events::NORMAL,
+            reason: events::reasons::SPEC_OBSERVED,
+            action: "Observe",
+            note: format!("Agent of device {device} observed spec hash {hash}{generation}"),
+        });
+    }
+    out
+}
+
+#[derive(Debug)]
+struct Obj {
+    namespace: String,
+    uid: String,
+    device: String,
+    generation: i64,
+    spec_hash: String,
+    resource_version: String,
+    live: View,
+    target: View,
+    inflight: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    objects: HashMap<String, Obj>,
+    by_device: HashMap<String, HashSet<String>>,
+    synced: bool,
+}
+
+/// Whether resourceVersion `a` is older than `b` (both numeric, as on every real server;
+/// otherwise never).
+fn older(a: &str, b: &str) -> bool {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(a), Ok(b)) => a < b,
+        _ => false,
+    }
+}
+
+/// Names of objects waiting for a write, each at most once.
+#[derive(Debug, Default)]
+struct WorkQueue {
+    inner: Mutex<(VecDeque<String>, HashSet<String>)>,
+    notify: Notify,
+}
+
+impl WorkQueue {
+    fn push(&self, name: &str) {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if q.1.insert(name.to_string()) {
+            q.0.push_back(name.to_string());
+            drop(q);
+            self.notify.notify_one();
+        }
+    }
+
+    fn try_pop(&self) -> Option<String> {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let name = q.0.pop_front()?;
+        q.1.remove(&name);
+        Some(name)
+    }
+
+    async fn pop(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(name) = self.try_pop() {
+                return name;
+            }
+            notified.await;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.len()
+    }
+}
+
+/// The status controller.
+#[derive(Debug)]
+pub struct StatusController {
+    state: Mutex<State>,
+    queue: WorkQueue,
+    liveness: Arc<Liveness>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+/// What the writer does after a failure.
+fn backoff_after(failures: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1u64 << failures.min(6));
+    Duration::from_millis(ms.min(5_000))
+}
+
+impl StatusController {
+    /// A controller over the given liveness table.
+    pub fn new(liveness: Arc<Liveness>, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+        StatusController {
+            state: Mutex::new(State::default()),
+            queue: WorkQueue::default(),
+            liveness,
+            recorder,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An object from the watch (added, modified, or listed).
+    pub fn observe(&self, dp: &DeviceProcess) {
+        let name = dp.name_any();
+        let rv = dp.resource_version().unwrap_or_default();
+        let device = dp.spec.device_ref.name.clone();
+        let mut state = self.lock();
+        let state = &mut *state;
+        match state.objects.get_mut(&name) {
+            Some(obj) => {
+                if older(&rv, &obj.resource_version) {
+                    return;
+                }
+                if obj.device != device {
+                    if let Some(set) = state.by_device.get_mut(&obj.device) {
+                        set.remove(&name);
+                        if set.is_empty() {
+                            state.by_device.remove(&obj.device);
+                        }
+                    }
+                    state
+                        .by_device
+                        .entry(device.clone())
+                        .or_default()
+                        .insert(name.clone());
+                    obj.device = device;
+                }
+                obj.uid = dp.uid().unwrap_or_default();
+                obj.generation = dp.metadata.generation.unwrap_or(0);
+                obj.spec_hash = apollo_api::spec_hash(&dp.spec);
+                obj.resource_version = rv;
+                obj.live = View::from_status(dp.status.as_ref());
+                if !state.synced {
+                    obj.target = obj.live.clone();
+                }
+            }
+            None => {
+                let live = View::from_status(dp.status.as_ref());
+                state
+                    .by_device
+                    .entry(device.clone())
+                    .or_default()
+                    .insert(name.clone());
+                state.objects.insert(
+                    name.clone(),
+                    Obj {
+                        namespace: dp.namespace().unwrap_or_default(),
+                        uid: dp.uid().unwrap_or_default(),
+                        device,
+                        generation: dp.metadata.generation.unwrap_or(0),
+                        spec_hash: apollo_api::spec_hash(&dp.spec),
+                        resource_version: rv,
+                        target: live.clone(),
+                        live,
+                        inflight: false,
+                    },
+                );
+            }
+        }
+        if state.synced {
+            self.recompute(state, &name, Timestamp::now());
+        }
+    }
+
+    /// An object deleted.
+    pub fn forget(&self, name: &str) {
+        let mut state = self.lock();
+        if let Some(obj) = state.objects.remove(name)
+            && let Some(set) = state.by_device.get_mut(&obj.device)
+        {
+            set.remove(name);
+            if set.is_empty() {
+                state.by_device.remove(&obj.device);
+            }
+        }
+    }
+
+    /// Forgets every object not in `keep` (after a re-list).
+    pub fn retain(&self, keep: &HashSet<String>) {
+        let gone: Vec<String> = self
+            .lock()
+            .objects
+            .keys()
+            .filter(|n| !keep.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.forget(&name);
+        }
+    }
+
+    /// The first complete list: seeds the liveness table from `AgentConnected=True` objects,
+    /// then computes every target.
+    pub fn initial_sync(&self, now: tokio::time::Instant) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut seeds: HashMap<&str, (AgentInfo, Vec<ObservedProcess>)> = HashMap::new();
+        for (name, obj) in &state.objects {
+            let connected = obj
+                .live
+                .connected
+                .as_ref()
+                .is_some_and(|c| c.status == cs::TRUE);
+            if !connected {
+                continue;
+            }
+            let seed = seeds
+                .entry(obj.device.as_str())
+                .or_insert_with(|| (obj.live.agent.clone().unwrap_or_default(), Vec::new()));
+            if let Some(hash) = &obj.live.observed_spec_hash {
+                seed.1.push(ObservedProcess {
+                    name: name.clone(),
+                    spec_hash: hash.clone(),
+                    generation: obj.live.observed_generation,
+                });
+            }
+        }
+        let seeded = seeds.len();
+        for (device, (info, observed)) in seeds {
+            self.liveness.seed(
+                device,
+                Agent::new(info.instance_id, info.version, observed, false),
+                now,
+            );
+        }
+        state.synced = true;
+        let names: Vec<String> = state.objects.keys().cloned().collect();
+        let ts = Timestamp::now();
+        for name in &names {
+            self.recompute(state, name, ts);
+        }
+        tracing::info!(
+            objects = names.len(),
+            devices = state.by_device.len(),
+            live_devices = seeded,
+            "status initialised from the cache"
+        );
+    }
+
+    /// The device's agent changed (report or stale transition): recompute its objects.
+    pub fn device_changed(&self, device: &str) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(names) = state.by_device.get(device) else {
+            return;
+        };
+        if !state.synced {
+            return;
+        }
+        let names: Vec<String> = names.iter().cloned().collect();
+        let now = Timestamp::now();
+        for name in &names {
+            self.recompute(state, name, now);
+        }
+    }
+
+    fn recompute(&self, state: &mut State, name: &str, now: Timestamp) {
+        let Some(obj) = state.objects.get_mut(name) else {
+            return;
+        };
+        let agent = self.liveness.get(&obj.device);
+        let stale_after = self.liveness.stale_after();
+        let next = compute(
+            &obj.target,
+            Facts {
+                name,
+                generation: obj.generation,
+                spec_hash: &obj.spec_hash,
+            },
+            agent.as_ref(),
+            stale_after,
+            now,
+        );
+        if next != obj.target {
+            for ev in transitions(&obj.target, &next, &obj.device, stale_after) {
+                self.recorder.emit(
+                    Regarding {
+                        namespace: obj.namespace.clone(),
+                        name: name.to_string(),
+                        uid: obj.uid.clone(),
+                    },
+                    ev,
+                );
+            }
+            obj.target = next;
+        }
+        if obj.target != obj.live && !obj.inflight {
+            self.queue.push(name);
+        }
+    }
+
+    /// Objects waiting for a status write.
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The target view of an object (for tests and diagnostics).
+    pub fn target(&self, name: &str) -> Option<View> {
+        self.lock().objects.get(name).map(|o| o.target.clone())
+    }
+
+    /// Whether every object's live status equals its target.
+    pub fn converged(&self) -> bool {
+        let state = self.lock();
+        state
+            .objects
+            .values()
+            .all(|o| o.live == o.target && !o.inflight)
+    }
+
+    fn begin_write(&self, name: &str) -> Option<(String, Value)> {
+        let mut state = self.lock();
+        let obj = state.objects.get_mut(name)?;
+        if obj.target == obj.live || obj.inflight {
+            return None;
+        }
+        obj.inflight = true;
+        Some((obj.namespace.clone(), obj.target.to_patch()))
+    }
+
+    fn finish_write(&self, name: &str, answer: Option<&DeviceProcess>) {
+        let mut state = self.lock();
+        let Some(obj) = state.objects.get_mut(name) else {
+            return;
+        };
+        obj.inflight = false;
+        if let Some(dp) = answer {
+            let rv = dp.resource_version().unwrap_or_default();
+            if !older(&rv, &obj.resource_version) {
+                obj.resource_version = rv;
+                obj.live = View::from_status(dp.status.as_ref());
+            }
+        }
+        if obj.target != obj.live {
+            self.queue.push(name);
+        }
+    }
+
+    /// A status writer: runs until shutdown, then keeps writing what is queued for up to
+    /// `grace`.
+    pub async fn run_writer(
+        self: Arc<Self>,
+        client: kube::Client,
+        mut shutdown: watch::Receiver<bool>,
+        grace: Duration,
+    ) {
+        let mut failures: u32 = 0;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let name = if let Some(d) = deadline {
+                match self.queue.try_pop() {
+                    Some(n) if tokio::time::Instant::now() < d => n,
+                    _ => return,
+                }
+            } else {
+                tokio::select! {
+                    n = self.queue.pop() => n,
+                    _ = crate::stopped(&mut shutdown) => {
+                        deadline = Some(tokio::time::Instant::now() + grace);
+                        continue;
+                    }
+                }
+            };
+            let Some((namespace, patch)) = self.begin_write(&name) else {
+                continue;
+            };
+            let api: Api<DeviceProcess> = Api::namespaced(client.clone(), &namespace);
+            let result = api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            match result {
+                Ok(dp) => {
+                    self.metrics.status_write("success");
+                    if failures > 0 {
+                        tracing::info!("status writes succeed again");
+                    }
+                    failures = 0;
+                    tracing::debug!(object = %name, "status written");
+                    self.finish_write(&name, Some(&dp));
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    self.metrics.status_write("gone");
+                    self.finish_write(&name, None);
+                    self.drop_pending(&name);
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    self.metrics.status_write("conflict");
+                    self.finish_write(&name, None);
+                }
+                Err(e) => {
+                    self.metrics.status_write("error");
+                    if failures == 0 {
+                        tracing::warn!(object = %name, error = %e, "status write failed; retrying with backoff");
+                    }
+                    self.finish_write(&name, None);
+                    let delay = backoff_after(failures);
+                    failures = failures.saturating_add(1);
+                    if deadline.is_none() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = crate::stopped(&mut shutdown) => {}
+                        }
+                    } else {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A 404 means the object is gone (its deletion arrives by the watch): stop writing it.
+    fn drop_pending(&self, name: &str) {
+        let mut state = self.lock();
+        if let Some(obj) = state.objects.get_mut(name) {
+            obj.live = obj.target.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H1: &str = "1111111111111111";
+    const H2: &str = "2222222222222222";
+
+    fn facts(hash: &str) -> Facts<'_> {
+        Facts {
+            name: "dp",
+            generation: 3,
+            spec_hash: hash,
+        }
+    }
+
+    fn agent(instance: &str, hash: Option<&str>) -> Agent {
+        let observed = hash
+            .map(|h| {
+                vec![ObservedProcess {
+                    name: "dp".into(),
+                    spec_hash: h.into(),
+                    generation: None,
+                }]
+            })
+            .unwrap_or_default();
+        Agent::new(instance.into(), "0.1.0".into(), observed, true)
+    }
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(1_764_115_200 + s).unwrap()
+    }
+
+    const WINDOW: Duration = Duration::from_secs(30);
+
+    fn status(c: &Option<Cond>) -> &str {
+        View::status_of(c)
+    }
+
+    #[test]
+    fn lifecycle() {
+        // Never connected.
+        let v0 = compute(&View::default(), facts(H1), None, WINDOW, ts(0));
+        assert_eq!(v0.phase, Some(Phase::Pending));
+        assert_eq!(status(&v0.connected), "Unknown");
+        assert_eq!(status(&v0.spec_observed), "Unknown");
+        assert!(transitions(&View::default(), &v0, "d", WINDOW).is_empty());
+        // Connects and observes.
+        let a = agent("i1", Some(H1));
+        let v1 = compute(&v0, facts(H1), Some(&a), WINDOW, ts(5));
+        assert_eq!(status(&v1.connected), "True");
+        assert_eq!(status(&v1.spec_observed), "True");
+        assert_eq!(v1.observed_spec_hash.as_deref(), Some(H1));
+        assert_eq!(v1.observed_generation, Some(3));
+        assert_eq!(v1.agent.as_ref().unwrap().instance_id, "i1");
+        let evs = transitions(&v0, &v1, "d", WINDOW);
+        let reasons: Vec<_> = evs.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, ["AgentConnected", "SpecObserved"]);
+        // The same again (heartbeat): identical target, no event — even much later.
+        let v1b = compute(&v1, facts(H1), Some(&a), WINDOW, ts(500));
+        assert_eq!(v1b, v1);
+        // Spec changes: mismatch until the agent reports the new hash.
+        let v2 = compute(&v1, facts(H2), Some(&a), WINDOW, ts(600));
+        assert_eq!(status(&v2.spec_observed), "False");
+        assert_eq!(
+            v2.spec_observed.as_ref().unwrap().reason,
+            "SpecHashMismatch"
+        );
+        assert!(transitions(&v1, &v2, "d", WINDOW).is_empty());
+        let a2 = agent("i1", Some(H2));
+        let v3 = compute(&v2, facts(H2), Some(&a2), WINDOW, ts(601));
+        assert_eq!(status(&v3.spec_observed), "True");
+        assert_eq!(v3.observed_spec_hash.as_deref(), Some(H2));
+        let evs = transitions(&v2, &v3, "d", WINDOW);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].reason, "SpecObserved");
+        // Stale: False with one Warning; lastTransitionTime moves, observed hash kept.
+        let mut stale = a2.clone();
+        stale.stale = true;
+        let v4 = compute(&v3, facts(H2), Some(&stale), WINDOW, ts(700));
+        assert_eq!(status(&v4.connected), "False");
+        assert_eq!(v4.connected.as_ref().unwrap().reason, "HeartbeatMissed");
+        assert_eq!(v4.connected.as_ref().unwrap().last_transition, ts(700));
+        assert_eq!(status(&v4.spec_observed), "True");
+        let evs = transitions(&v3, &v4, "d", WINDOW);
+        assert_eq!(evs.len(), 1);
+        assert_eq!((evs[0].type_, evs[0].reason), ("Warning", "AgentStale"));
+        assert!(
+            transitions(
+                &v4,
+                &compute(&v4, facts(H2), Some(&stale), WINDOW, ts(800)),
+                "d",
+                WINDOW
+            )
+            .is_empty()
+        );
+        // Back: reconnected.
+        let v5 = compute(&v4, facts(H2), Some(&a2), WINDOW, ts(900));
+        let evs = transitions(&v4, &v5, "d", WINDOW);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].reason, "AgentReconnected");
+        assert_eq!(v5.spec_observed, v4.spec_observed, "SpecObserved untouched");
+        // Restart without going stale.
+        let b = agent("i2", Some(H2));
+        let v6 = compute(&v5, facts(H2), Some(&b), WINDOW, ts(901));
+        let evs = transitions(&v5, &v6, "d", WINDOW);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(evs[0].reason, "AgentRestarted");
+        assert_eq!(v6.connected.as_ref().unwrap().last_transition, ts(900));
+    }
+
+    #[test]
+    fn status_round_trips_through_the_api_form() {
+        let a = agent("i1", Some(H1));
+        let v = compute(&View::default(), facts(H1), Some(&a), WINDOW, ts(5));
+        let patch = v.to_patch();
+        let status: DeviceProcessStatus = serde_json::from_value(patch["status"].clone()).unwrap();
+        assert_eq!(View::from_status(Some(&status)), v);
+        assert_eq!(patch["status"]["phase"], "Pending");
+        assert_eq!(patch["status"]["observedSpecHash"], H1);
+        assert_eq!(patch["status"]["agent"]["instanceId"], "i1");
+        // Absent fields are removed explicitly (merge patch null).
+        let empty = View::default().to_patch();
+        assert!(empty["status"]["observedSpecHash"].is_null());
+    }
+
+    #[test]
+    fn not_listed_and_seeded() {
+        let v1 = compute(
+            &View::default(),
+            facts(H1),
+            Some(&agent("i1", Some(H1))),
+            WINDOW,
+            ts(0),
+        );
+        // A reporting agent that does not list the object: NotReported, hash kept.
+        let v2 = compute(&v1, facts(H1), Some(&agent("i1", None)), WINDOW, ts(1));
+        assert_eq!(v2.spec_observed.as_ref().unwrap().reason, "NotReported");
+        assert_eq!(v2.observed_spec_hash.as_deref(), Some(H1));
+        // A seeded agent (no report yet) that does not list it keeps the previous state.
+        let seeded = Agent::new("i1".into(), "0.1.0".into(), vec![], false);
+        let v3 = compute(&v1, facts(H1), Some(&seeded), WINDOW, ts(1));
+        assert_eq!(v3, v1);
+    }
+
+    #[test]
+    fn resource_versions() {
+        assert!(older("5", "10"));
+        assert!(!older("10", "5"));
+        assert!(!older("abc", "5"));
+    }
+}

@@ -1,0 +1,146 @@
+//! The one DeviceProcess watch of the gateway's namespace, feeding the desired index and the
+//! status controller, and the staleness sweeper.
+//!
+//! `kube::runtime::watcher` lists once, then watches from the list's resourceVersion,
+//! resuming after disconnects and re-listing only when the server answers 410 Gone; errors
+//! are retried with kube's default backoff. After each complete (re-)list, objects that
+//! vanished meanwhile are dropped. Readiness is set after the first complete list.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apollo_api::DeviceProcess;
+use apollo_runtime::http::Readiness;
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, ResourceExt};
+use tokio::sync::watch;
+
+use crate::desired::{DesiredStore, ProcessInput};
+use crate::liveness::Liveness;
+use crate::status::StatusController;
+
+/// The index entry of a DeviceProcess.
+pub fn process_input(dp: &DeviceProcess) -> Option<ProcessInput> {
+    let name = dp.metadata.name.clone()?;
+    let spec = serde_json::to_value(&dp.spec).ok()?;
+    Some(ProcessInput {
+        namespace: dp.namespace().unwrap_or_default(),
+        name,
+        device: dp.spec.device_ref.name.clone(),
+        generation: dp.metadata.generation.unwrap_or(0),
+        spec_hash: apollo_api::spec_hash(&dp.spec),
+        spec,
+    })
+}
+
+/// Runs the watch until shutdown.
+pub async fn run_watch(
+    api: Api<DeviceProcess>,
+    desired: Arc<DesiredStore>,
+    status: Arc<StatusController>,
+    readiness: Readiness,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut listing: Option<HashSet<String>> = None;
+    let mut synced = false;
+    let mut failing = false;
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = crate::stopped(&mut shutdown) => return,
+        };
+        let Some(event) = next else { return };
+        let event = match event {
+            Ok(e) => {
+                if failing {
+                    tracing::info!("DeviceProcess watch recovered");
+                    failing = false;
+                }
+                e
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "DeviceProcess watch failed; retrying with backoff (serving from cache)");
+                    failing = true;
+                }
+                continue;
+            }
+        };
+        match event {
+            Event::Init => listing = Some(HashSet::new()),
+            Event::InitApply(dp) => {
+                if let Some(seen) = listing.as_mut() {
+                    seen.insert(dp.name_any());
+                }
+                apply(&desired, &status, &dp);
+            }
+            Event::InitDone => {
+                if let Some(seen) = listing.take() {
+                    desired.retain(&seen);
+                    status.retain(&seen);
+                }
+                if !synced {
+                    synced = true;
+                    status.initial_sync(tokio::time::Instant::now());
+                    readiness.set_ready(true);
+                    tracing::info!(
+                        objects = desired.object_count(),
+                        devices = desired.device_count(),
+                        "cache synced; ready"
+                    );
+                }
+            }
+            Event::Apply(dp) => apply(&desired, &status, &dp),
+            Event::Delete(dp) => {
+                let name = dp.name_any();
+                desired.remove(&name);
+                status.forget(&name);
+            }
+        }
+    }
+}
+
+fn apply(desired: &DesiredStore, status: &StatusController, dp: &DeviceProcess) {
+    if let Some(input) = process_input(dp) {
+        desired.upsert(input);
+        status.observe(dp);
+    }
+}
+
+/// The sweep period for a stale window: a tenth of it, between 20 ms and 1 s.
+pub fn sweep_interval(stale_after: Duration) -> Duration {
+    (stale_after / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
+}
+
+/// Marks silent devices stale (and recomputes their status) until shutdown; prunes unused
+/// long-poll slots once a minute.
+pub async fn run_sweeper(
+    liveness: Arc<Liveness>,
+    status: Arc<StatusController>,
+    desired: Arc<DesiredStore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let period = sweep_interval(liveness.stale_after());
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::stopped(&mut shutdown) => return,
+        }
+        let now = tokio::time::Instant::now();
+        for (device, _) in liveness.sweep(now) {
+            status.device_changed(&device);
+        }
+        if now.duration_since(last_prune) > Duration::from_secs(60) {
+            desired.prune();
+            last_prune = now;
+        }
+    }
+}

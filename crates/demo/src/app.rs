@@ -1,0 +1,545 @@
+//! Setting the stage for each mode (binaries, API server, keys, identities) and running the
+//! nine steps in order.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::agents::{Agents, ComposeAgents, LocalAgents};
+use crate::cli::{ClusterArgs, LocalArgs, Timings, flag_duration};
+use crate::cluster::{Kube, server_url};
+use crate::httpc::Http;
+use crate::kubectl::{Kubectl, is_executable, which};
+use crate::procs::{Spec, Supervisor};
+use crate::report::{Out, Step, StepResult, TITLES, summary};
+use crate::steps::{self, Demo, Identities, LocalStack};
+
+/// The project's binaries the local mode runs.
+pub const BINARIES: [&str; 4] = [
+    "apollo-devcluster",
+    "apollo-controller",
+    "apollo-gateway",
+    "apollo-agent",
+];
+
+/// State shared with the signal handler: results so far, for the report on Ctrl-C.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub out: Out,
+    pub sup: Supervisor,
+    pub logs_dir: PathBuf,
+    pub results: Arc<Mutex<Vec<StepResult>>>,
+    pub started: Instant,
+}
+
+impl Shared {
+    pub fn new(logs_dir: &Path) -> Result<Shared> {
+        std::fs::create_dir_all(logs_dir)
+            .with_context(|| format!("cannot create logs directory {}", logs_dir.display()))?;
+        Ok(Shared {
+            out: Out::new(Some(&logs_dir.join("demo.log"))),
+            sup: Supervisor::new(logs_dir),
+            logs_dir: logs_dir.to_path_buf(),
+            results: Arc::default(),
+            started: Instant::now(),
+        })
+    }
+
+    fn push(&self, r: StepResult) {
+        if let Ok(mut v) = self.results.lock() {
+            v.push(r);
+        }
+    }
+
+    /// Results of every step; steps that did not run are FAIL with `missing`.
+    pub fn all_results(&self, missing: &str) -> Vec<StepResult> {
+        let mut v = self.results.lock().map(|v| v.clone()).unwrap_or_default();
+        for n in v.len() + 1..=TITLES.len() {
+            v.push(StepResult::not_run(n, missing));
+        }
+        v
+    }
+
+    /// Prints the summary; returns whether every step passed.
+    pub fn finish(&self, missing: &str) -> bool {
+        let results = self.all_results(missing);
+        summary(&self.out, &results, &self.logs_dir, self.started.elapsed());
+        results.iter().all(StepResult::passed)
+    }
+}
+
+/// The repository root: `--repo`, else the first ancestor of the current directory (then of
+/// this executable) holding `k8s/crds`.
+pub fn find_repo(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        if p.join("k8s/crds").is_dir() {
+            return Ok(p.to_path_buf());
+        }
+        bail!("{} has no k8s/crds directory", p.display());
+    }
+    let mut starts = vec![std::env::current_dir()?];
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    for start in starts {
+        for dir in start.ancestors() {
+            if dir.join("k8s/crds").is_dir() {
+                return Ok(dir.to_path_buf());
+            }
+        }
+    }
+    bail!(
+        "cannot find the repository (a directory with k8s/crds); run from the repository or pass --repo"
+    )
+}
+
+/// Located binaries.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub devcluster: PathBuf,
+    pub controller: PathBuf,
+    pub gateway: PathBuf,
+    pub agent: PathBuf,
+}
+
+/// Finds each binary: only in `bin_dir` when given; otherwise the most recently built of
+/// `<repo>/bin`, `<repo>/target/debug`, `<repo>/target/release`, then `PATH`.
+pub fn locate_bins(bin_dir: Option<&Path>, repo: &Path, need_devcluster: bool) -> Result<Bins> {
+    let dirs: Vec<PathBuf> = match bin_dir {
+        Some(d) => vec![d.to_path_buf()],
+        None => vec![
+            repo.join("bin"),
+            repo.join("target/debug"),
+            repo.join("target/release"),
+        ],
+    };
+    let mut missing = Vec::new();
+    let mut found = Vec::new();
+    for name in BINARIES {
+        let best = dirs
+            .iter()
+            .map(|d| d.join(name))
+            .filter(|p| is_executable(p))
+            .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        let best = best.or_else(|| if bin_dir.is_none() { which(name) } else { None });
+        match best {
+            Some(p) => found.push(p),
+            None if name == "apollo-devcluster" && !need_devcluster => {
+                found.push(PathBuf::from(name))
+            }
+            None => {
+                missing.push(name);
+                found.push(PathBuf::new());
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "missing binaries {} in {}; build them with `cargo build -p {}`",
+            missing.join(", "),
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            missing.join(" -p ")
+        );
+    }
+    Ok(Bins {
+        devcluster: found[0].clone(),
+        controller: found[1].clone(),
+        gateway: found[2].clone(),
+        agent: found[3].clone(),
+    })
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Runs `program args` to completion and returns its stdout (trimmed); stderr in the error.
+async fn capture(program: &Path, args: &[&str]) -> Result<String> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).kill_on_drop(true);
+    for k in crate::procs::scrubbed_env_keys() {
+        cmd.env_remove(k);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .map_err(|_| anyhow!("{} timed out", program.display()))?
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {} failed ({}): {}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{text}")?;
+    Ok(())
+}
+
+/// `keys generate` once, `keys derive` per device; key files readable by the owner only.
+async fn provision_keys(gateway: &Path, dir: &Path, devices: &[String]) -> Result<Vec<String>> {
+    std::fs::create_dir_all(dir)?;
+    let master = capture(gateway, &["keys", "generate"]).await?;
+    let master_file = dir.join("master.key");
+    write_secret(&master_file, &master)?;
+    let mf = master_file.display().to_string();
+    let mut did = vec![format!(
+        "$ apollo-gateway keys generate > {mf}   (master key ring, mode 0600)"
+    )];
+    for d in devices {
+        let key = capture(
+            gateway,
+            &["keys", "derive", "--master-key-file", &mf, "--device", d],
+        )
+        .await?;
+        let path = crate::agents::key_path(dir, d);
+        write_secret(&path, &key)?;
+        did.push(format!(
+            "$ apollo-gateway keys derive --master-key-file {mf} --device {d} > {}",
+            path.display()
+        ));
+    }
+    Ok(did)
+}
+
+fn devices() -> Vec<String> {
+    vec!["tor1-01".to_string(), "tor1-02".to_string()]
+}
+
+fn kubectl_bin(disabled: bool) -> Option<PathBuf> {
+    if disabled { None } else { which("kubectl") }
+}
+
+/// Runs the steps one after another, recording each result.
+async fn run_steps(shared: &Shared, demo: &mut Demo) {
+    for n in 1..=TITLES.len() {
+        let step = Step::begin(n, &shared.out);
+        let r = steps::run(n, demo, &step).await.map_err(|e| {
+            let mut reason = format!("{e:#}");
+            let exited = demo.sup.exited();
+            if !exited.is_empty() {
+                reason.push_str(&format!(" [{}]", exited.join("; ")));
+            }
+            reason
+        });
+        shared.push(step.finish(r));
+    }
+}
+
+fn header(out: &Out, lines: &[String]) {
+    out.line(&format!("━━ Apollo DeviceProcess demo {}", "━".repeat(48)));
+    for l in lines {
+        out.line(&format!("  {l}"));
+    }
+}
+
+/// `apollo-demo local`.
+pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
+    let out = &shared.out;
+    let timings = Timings::from_flags(
+        args.fast,
+        args.heartbeat.as_deref(),
+        args.stale_after.as_deref(),
+    )?;
+    let existing = args
+        .kubeconfig
+        .clone()
+        .or_else(|| std::env::var_os("APOLLO_DEMO_KUBECONFIG").map(PathBuf::from));
+    let repo = find_repo(args.repo.as_deref())?;
+    let bins = locate_bins(args.bin_dir.as_deref(), &repo, existing.is_none())?;
+    let ns = args.namespace.clone();
+    header(
+        out,
+        &[
+            format!(
+                "mode: local processes ({}), namespace {ns}",
+                match &existing {
+                    Some(k) => format!("existing cluster of {}", k.display()),
+                    None => "development API server".to_string(),
+                }
+            ),
+            format!(
+                "timings: heartbeat {}, stale window {}, \"within seconds\" = {}{}",
+                flag_duration(timings.heartbeat),
+                flag_duration(timings.stale),
+                flag_duration(timings.within),
+                if timings.fast {
+                    " (--fast)"
+                } else {
+                    " (runbook)"
+                }
+            ),
+            format!("logs: {}", shared.logs_dir.display()),
+            format!("repository: {}", repo.display()),
+            format!(
+                "binaries: {}",
+                [
+                    &bins.devcluster,
+                    &bins.controller,
+                    &bins.gateway,
+                    &bins.agent
+                ]
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+            ),
+        ],
+    );
+
+    let state = shared.logs_dir.join("state");
+    std::fs::create_dir_all(&state)?;
+    let mut setup = Vec::new();
+    let (admin, controller_kc, gateway_kc, api_url, ids) = match &existing {
+        Some(kc) => {
+            setup.push(format!(
+                "using the existing cluster of {} for every component (their own RBAC \
+                 identities need in-cluster ServiceAccounts: see `make demo`)",
+                kc.display()
+            ));
+            let url = server_url(kc).ok();
+            (
+                kc.clone(),
+                kc.clone(),
+                kc.clone(),
+                url,
+                Identities::default(),
+            )
+        }
+        None => {
+            let spec = Spec::new("devcluster", &bins.devcluster)
+                .arg("serve")
+                .arg("--listen")
+                .arg("127.0.0.1:0")
+                .arg("--dir")
+                .arg(state.display().to_string())
+                .arg("--namespace")
+                .arg(ns.clone());
+            let (pid, url) = shared
+                .sup
+                .start_until_line(&spec, "ready ", Duration::from_secs(30))
+                .await?;
+            setup.push(format!(
+                "started the development API server (pid {pid}) at {url}: {}",
+                spec.display()
+            ));
+            let kc = |u: &str| state.join(format!("{u}.kubeconfig"));
+            (
+                kc("admin"),
+                kc("controller"),
+                kc("gateway"),
+                Some(url),
+                Identities::dev(&ns),
+            )
+        }
+    };
+    let kube = Kube::connect(&admin, &ns).await?;
+    let keys_dir = shared.logs_dir.join("keys");
+    let devs = devices();
+    setup.extend(provision_keys(&bins.gateway, &keys_dir, &devs).await?);
+    let gateway_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let gateway_url = format!("http://{gateway_addr}");
+    setup.push(format!("export KUBECONFIG={}", admin.display()));
+    for l in &setup {
+        out.line(&format!("  setup    {l}"));
+    }
+
+    let agents = Agents::Local(LocalAgents {
+        sup: shared.sup.clone(),
+        bin: bins.agent.clone(),
+        gateway_url: gateway_url.clone(),
+        keys_dir: keys_dir.clone(),
+        long_poll: timings.long_poll.map(flag_duration),
+    });
+    let local = LocalStack {
+        controller_bin: bins.controller.clone(),
+        gateway_bin: bins.gateway.clone(),
+        controller_kubeconfig: controller_kc,
+        gateway_kubeconfig: gateway_kc,
+        gateway_addr,
+        master_key: keys_dir.join("master.key"),
+    };
+    let mut demo = Demo::new(
+        shared,
+        kube,
+        Kubectl::new(kubectl_bin(args.no_kubectl), &admin, &ns),
+        Http::new(&gateway_url),
+        agents,
+        timings,
+        repo,
+        devs,
+        ids,
+        api_url,
+        Some(local),
+        keys_dir,
+    );
+    run_steps(shared, &mut demo).await;
+    Ok(())
+}
+
+/// `apollo-demo cluster`.
+pub async fn cluster(args: &ClusterArgs, shared: &Shared) -> Result<()> {
+    let out = &shared.out;
+    let timings = Timings::from_flags(
+        false,
+        Some(args.heartbeat.as_str()),
+        args.stale_after.as_deref(),
+    )?;
+    let timings = Timings {
+        // Compose agents keep their default 30 s long poll.
+        long_poll: None,
+        ..timings
+    };
+    if args.agents != "compose" {
+        bail!("--agents {:?} is not supported: use compose", args.agents);
+    }
+    let repo = find_repo(args.repo.as_deref())?;
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
+        .ok_or_else(|| anyhow!("no kubeconfig: pass --kubeconfig"))?;
+    let ns = args.namespace.clone();
+    header(
+        out,
+        &[
+            format!(
+                "mode: cluster of {}, namespace {ns}, gateway {}, agents via docker compose",
+                kubeconfig.display(),
+                args.gateway_url
+            ),
+            format!(
+                "timings: heartbeat {}, stale window {} (must match the deployed gateway)",
+                flag_duration(timings.heartbeat),
+                flag_duration(timings.stale)
+            ),
+            format!("logs: {}", shared.logs_dir.display()),
+        ],
+    );
+    let kube = Kube::connect(&kubeconfig, &ns).await?;
+    let api_url = server_url(&kubeconfig).ok();
+    let agents = Agents::Compose(ComposeAgents {
+        compose_file: args.compose_file.clone(),
+        project: args.compose_project.clone(),
+    });
+    let keys_dir = repo.join("keys");
+    let mut demo = Demo::new(
+        shared,
+        kube,
+        Kubectl::new(kubectl_bin(args.no_kubectl), &kubeconfig, &ns),
+        Http::new(&args.gateway_url),
+        agents,
+        timings,
+        repo,
+        devices(),
+        Identities::default(),
+        api_url,
+        None,
+        keys_dir,
+    );
+    run_steps(shared, &mut demo).await;
+    Ok(())
+}
+
+/// Starts the controller and gateway of the local mode with their own kubeconfigs; waits for
+/// the gateway's `/readyz` and the controller's `/readyz`.
+pub async fn start_components(
+    sup: &Supervisor,
+    local: &LocalStack,
+    ns: &str,
+    timings: &Timings,
+) -> Result<Vec<String>> {
+    let mut did = Vec::new();
+    let health: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let controller = Spec::new("controller", &local.controller_bin)
+        .arg("--kubeconfig")
+        .arg(local.controller_kubeconfig.display().to_string())
+        .arg("--namespace")
+        .arg(ns)
+        .arg("--health-addr")
+        .arg(health.to_string())
+        .arg("--metrics-addr")
+        .arg(metrics.to_string());
+    let pid = sup.start(&controller).await?;
+    did.push(format!(
+        "started the controller (pid {pid}) as its own identity: {}",
+        controller.display()
+    ));
+    let gateway = Spec::new("gateway", &local.gateway_bin)
+        .arg("--addr")
+        .arg(local.gateway_addr.to_string())
+        .arg("--kubeconfig")
+        .arg(local.gateway_kubeconfig.display().to_string())
+        .arg("--namespace")
+        .arg(ns)
+        .arg("--master-key-file")
+        .arg(local.master_key.display().to_string())
+        .arg("--heartbeat-interval")
+        .arg(flag_duration(timings.heartbeat))
+        .arg("--stale-after")
+        .arg(flag_duration(timings.stale));
+    let pid = sup.start(&gateway).await?;
+    did.push(format!(
+        "started the gateway (pid {pid}) as its own identity: {}",
+        gateway.display()
+    ));
+    for (name, url) in [
+        ("gateway", format!("http://{}", local.gateway_addr)),
+        ("controller", format!("http://{health}")),
+    ] {
+        let http = Http::new(&url);
+        let t = Instant::now();
+        let ready = crate::wait::poll_until(Duration::from_secs(20), timings.poll, || {
+            let http = http.clone();
+            async move {
+                let r = http
+                    .get("/readyz", &[], Duration::from_secs(2))
+                    .await
+                    .ok()?;
+                (r.status == 200).then_some(())
+            }
+        })
+        .await;
+        if ready.is_none() {
+            let exited = sup.exited();
+            bail!(
+                "{name} not ready at {url}/readyz within 20s{}; see {}",
+                if exited.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", exited.join("; "))
+                },
+                sup.log_path(name).display()
+            );
+        }
+        did.push(format!(
+            "{name} ready ({url}/readyz = 200 after {} s)",
+            crate::wait::secs(t.elapsed())
+        ));
+    }
+    Ok(did)
+}

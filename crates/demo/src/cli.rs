@@ -1,0 +1,251 @@
+//! Command line (argh) and the timings it selects.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use argh::FromArgs;
+
+/// Apollo DeviceProcess demo: performs every step of the demo runbook, checks each outcome,
+/// measures each timing and ends with PASS/FAIL per step (exit 0 only if all pass).
+#[derive(FromArgs, Debug)]
+pub struct Cli {
+    #[argh(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Cmd {
+    Local(LocalArgs),
+    Cluster(ClusterArgs),
+}
+
+/// run everything as local processes: the development API server (unless --kubeconfig names
+/// an existing cluster), controller, gateway and two agents; no containers, no network
+#[derive(FromArgs, Debug, Default)]
+#[argh(subcommand, name = "local")]
+pub struct LocalArgs {
+    /// short intervals (500ms heartbeat, 1.5s stale window): the whole run takes well under a
+    /// minute; default is the runbook's 10s heartbeat and 30s stale window
+    #[argh(switch)]
+    pub fast: bool,
+    /// directory holding apollo-devcluster, apollo-controller, apollo-gateway and apollo-agent
+    /// (default: the newest of bin/, target/debug/, target/release/, then PATH)
+    #[argh(option)]
+    pub bin_dir: Option<PathBuf>,
+    /// where component logs go (default .demo/logs-<UTC timestamp>/)
+    #[argh(option)]
+    pub logs_dir: Option<PathBuf>,
+    /// use the existing cluster of this kubeconfig instead of starting the development API
+    /// server [env APOLLO_DEMO_KUBECONFIG]
+    #[argh(option)]
+    pub kubeconfig: Option<PathBuf>,
+    /// namespace to work in (default "default")
+    #[argh(option, default = "String::from(\"default\")")]
+    pub namespace: String,
+    /// repository root holding k8s/ (default: found from the current directory upwards)
+    #[argh(option)]
+    pub repo: Option<PathBuf>,
+    /// override the gateway heartbeat interval, e.g. 2s
+    #[argh(option)]
+    pub heartbeat: Option<String>,
+    /// override the stale window, e.g. 6s (default 3 x heartbeat)
+    #[argh(option)]
+    pub stale_after: Option<String>,
+    /// do not run kubectl even if it is installed (show the client's view instead)
+    #[argh(switch)]
+    pub no_kubectl: bool,
+    /// after the report, keep everything running until Ctrl-C (for poking around by hand)
+    #[argh(switch)]
+    pub hold: bool,
+}
+
+/// run the steps against a cluster where controller and gateway are already deployed (the
+/// kind demo), driving the agents through docker compose
+#[derive(FromArgs, Debug, Default)]
+#[argh(subcommand, name = "cluster")]
+pub struct ClusterArgs {
+    /// kubeconfig of the cluster (default: $KUBECONFIG, then ~/.kube/config)
+    #[argh(option)]
+    pub kubeconfig: Option<PathBuf>,
+    /// namespace the controller and gateway serve (default "default")
+    #[argh(option, default = "String::from(\"default\")")]
+    pub namespace: String,
+    /// the gateway as seen from this machine (default http://127.0.0.1:18080)
+    #[argh(option, default = "String::from(\"http://127.0.0.1:18080\")")]
+    pub gateway_url: String,
+    /// how agents run: compose (docker compose services agent-<device>) (default compose)
+    #[argh(option, default = "String::from(\"compose\")")]
+    pub agents: String,
+    /// compose file with the agent services (default: docker compose's own lookup)
+    #[argh(option)]
+    pub compose_file: Option<PathBuf>,
+    /// compose project name
+    #[argh(option)]
+    pub compose_project: Option<String>,
+    /// heartbeat interval the deployed gateway uses (default 10s)
+    #[argh(option, default = "String::from(\"10s\")")]
+    pub heartbeat: String,
+    /// stale window the deployed gateway uses (default 3 x heartbeat)
+    #[argh(option)]
+    pub stale_after: Option<String>,
+    /// where the demo log goes (default .demo/logs-<UTC timestamp>/)
+    #[argh(option)]
+    pub logs_dir: Option<PathBuf>,
+    /// repository root holding k8s/ (default: found from the current directory upwards)
+    #[argh(option)]
+    pub repo: Option<PathBuf>,
+    /// do not run kubectl even if it is installed
+    #[argh(switch)]
+    pub no_kubectl: bool,
+}
+
+/// Every interval and deadline the demo uses.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// Gateway heartbeat interval (what agents are told).
+    pub heartbeat: Duration,
+    /// Silence after which a device is stale.
+    pub stale: Duration,
+    /// "Within seconds": DeviceProcesses created, status written, new hash observed.
+    pub within: Duration,
+    /// Quiet period of step 5 (several heartbeats).
+    pub quiet: Duration,
+    /// Tolerance on the stale transition (sweep granularity, scheduling).
+    pub stale_slack: Duration,
+    /// Long-poll wait agents use (`--long-poll`); `None` leaves the agent's default.
+    pub long_poll: Option<Duration>,
+    /// Poll interval of checks.
+    pub poll: Duration,
+    /// Whether these are the short intervals of `--fast`.
+    pub fast: bool,
+}
+
+impl Timings {
+    /// The runbook's: 10 s heartbeat, 30 s stale window.
+    pub fn runbook() -> Timings {
+        Timings::with(Duration::from_secs(10), None, false)
+    }
+
+    /// `--fast`: 500 ms heartbeat, 1.5 s stale window.
+    pub fn fast() -> Timings {
+        Timings::with(Duration::from_millis(500), None, true)
+    }
+
+    pub fn with(heartbeat: Duration, stale: Option<Duration>, fast: bool) -> Timings {
+        let stale = stale.unwrap_or(heartbeat * 3);
+        Timings {
+            heartbeat,
+            stale,
+            within: Duration::from_secs(5),
+            quiet: (heartbeat * 3).max(Duration::from_secs(2)),
+            stale_slack: heartbeat + Duration::from_secs(1),
+            long_poll: if fast {
+                Some(Duration::from_secs(2))
+            } else {
+                Some(heartbeat)
+            },
+            poll: (heartbeat / 5).clamp(Duration::from_millis(50), Duration::from_millis(250)),
+            fast,
+        }
+    }
+
+    /// Earliest acceptable stale transition after the agent stopped: its last heartbeat may
+    /// have been up to one (jittered) heartbeat before the stop.
+    pub fn stale_min(&self) -> Duration {
+        self.stale.saturating_sub(self.heartbeat * 3 / 2)
+    }
+
+    /// Latest acceptable stale transition after the agent stopped.
+    pub fn stale_max(&self) -> Duration {
+        self.stale + self.stale_slack
+    }
+
+    /// Resolves the timing flags.
+    pub fn from_flags(fast: bool, heartbeat: Option<&str>, stale: Option<&str>) -> Result<Timings> {
+        let base = if fast {
+            Timings::fast()
+        } else {
+            Timings::runbook()
+        };
+        let hb = heartbeat.map(parse_duration).transpose()?;
+        let st = stale.map(parse_duration).transpose()?;
+        if hb.is_none() && st.is_none() {
+            return Ok(base);
+        }
+        Ok(Timings::with(hb.unwrap_or(base.heartbeat), st, fast))
+    }
+}
+
+/// `500ms`, `2s`, `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| anyhow!("invalid duration {s:?}: {e} (examples: 500ms, 2s, 1m)"))?;
+    if d.is_zero() {
+        return Err(anyhow!("invalid duration {s:?}: must be positive"));
+    }
+    Ok(d)
+}
+
+/// Go-style duration text for flags (`500ms`, `1.5s`, `30s`).
+pub fn flag_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timings() {
+        let f = Timings::fast();
+        assert_eq!(f.heartbeat, Duration::from_millis(500));
+        assert_eq!(f.stale, Duration::from_millis(1500));
+        assert!(f.stale_min() <= f.stale && f.stale <= f.stale_max());
+        let r = Timings::runbook();
+        assert_eq!(r.stale, Duration::from_secs(30));
+        assert_eq!(r.quiet, Duration::from_secs(30));
+        let o = Timings::from_flags(true, Some("1s"), Some("4s")).unwrap();
+        assert_eq!(
+            (o.heartbeat, o.stale),
+            (Duration::from_secs(1), Duration::from_secs(4))
+        );
+        assert!(Timings::from_flags(false, Some("soon"), None).is_err());
+        assert_eq!(flag_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(flag_duration(Duration::from_secs(30)), "30s");
+    }
+
+    #[test]
+    fn parses_subcommands() {
+        let cli =
+            Cli::from_args(&["apollo-demo"], &["local", "--fast", "--bin-dir", "bin"]).unwrap();
+        match cli.cmd {
+            Cmd::Local(a) => {
+                assert!(a.fast);
+                assert_eq!(a.bin_dir, Some(PathBuf::from("bin")));
+                assert_eq!(a.namespace, "default");
+            }
+            Cmd::Cluster(_) => panic!("wrong subcommand"),
+        }
+        let cli = Cli::from_args(
+            &["apollo-demo"],
+            &[
+                "cluster",
+                "--kubeconfig",
+                "k",
+                "--gateway-url",
+                "http://127.0.0.1:18080",
+                "--agents",
+                "compose",
+            ],
+        )
+        .unwrap();
+        assert!(matches!(cli.cmd, Cmd::Cluster(ref c) if c.agents == "compose"));
+    }
+}

@@ -1,0 +1,358 @@
+//! The demo's view of the Kubernetes API: applying the project's manifests, reading
+//! DeviceProcesses, deployments and events, and (on the development API server) its request
+//! counters.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use apollo_api::{DeviceProcess, DeviceProcessDeployment};
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::Scope;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::wait::poll_until;
+
+/// Field manager of everything the demo applies.
+pub const FIELD_MANAGER: &str = "apollo-demo";
+
+/// A client for one identity, with the namespace the demo works in.
+#[derive(Clone)]
+pub struct Kube {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl std::fmt::Debug for Kube {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kube")
+            .field("namespace", &self.namespace)
+            .field("kubeconfig", &self.kubeconfig)
+            .finish()
+    }
+}
+
+/// The server address of a kubeconfig's current context.
+pub fn server_url(kubeconfig: &Path) -> Result<String> {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("cannot read kubeconfig {}", kubeconfig.display()))?;
+    let ctx_name = kc
+        .current_context
+        .clone()
+        .ok_or_else(|| anyhow!("{} has no current-context", kubeconfig.display()))?;
+    let ctx = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == ctx_name)
+        .and_then(|c| c.context.clone())
+        .ok_or_else(|| anyhow!("context {ctx_name} not found"))?;
+    kc.clusters
+        .iter()
+        .find(|c| c.name == ctx.cluster)
+        .and_then(|c| c.cluster.as_ref())
+        .and_then(|c| c.server.clone())
+        .ok_or_else(|| anyhow!("cluster {} has no server", ctx.cluster))
+}
+
+impl Kube {
+    pub async fn connect(kubeconfig: &Path, namespace: &str) -> Result<Kube> {
+        let kc = Kubeconfig::read_from(kubeconfig)
+            .with_context(|| format!("cannot read kubeconfig {}", kubeconfig.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .with_context(|| format!("cannot use kubeconfig {}", kubeconfig.display()))?;
+        let client = kube::Client::try_from(config)?;
+        Ok(Kube {
+            client,
+            namespace: namespace.to_string(),
+            kubeconfig: kubeconfig.to_path_buf(),
+        })
+    }
+
+    /// Server-side applies every document of every `*.yaml` file in `path` (a file or a
+    /// directory, files in name order). Namespaced objects land in the demo's namespace.
+    /// Returns `kind/name` of each applied object.
+    pub async fn apply_path(&self, path: &Path) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+            {
+                let p = entry?.path();
+                if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                    files.push(p);
+                }
+            }
+            files.sort();
+        } else {
+            files.push(path.to_path_buf());
+        }
+        let mut applied = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read {}", f.display()))?;
+            let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
+                .map_err(|e| anyhow!("{}: invalid YAML: {e}", f.display()))?;
+            for doc in docs.into_iter().filter(|d| d.is_object()) {
+                let what = self
+                    .apply_doc(doc)
+                    .await
+                    .with_context(|| format!("applying {}", f.display()))?;
+                applied.push(what);
+            }
+        }
+        Ok(applied)
+    }
+
+    /// Server-side applies one object.
+    pub async fn apply_doc(&self, mut doc: Value) -> Result<String> {
+        let api_version = doc["apiVersion"]
+            .as_str()
+            .ok_or_else(|| anyhow!("document without apiVersion"))?
+            .to_string();
+        let kind = doc["kind"]
+            .as_str()
+            .ok_or_else(|| anyhow!("document without kind"))?
+            .to_string();
+        let name = doc["metadata"]["name"]
+            .as_str()
+            .ok_or_else(|| anyhow!("{kind} without metadata.name"))?
+            .to_string();
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), api_version.clone()),
+        };
+        let gvk = GroupVersionKind::gvk(&group, &version, &kind);
+        // A kind whose CRD was just created may take a moment to appear in discovery.
+        let (ar, caps) = poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
+            let gvk = gvk.clone();
+            async move { kube::discovery::pinned_kind(&self.client, &gvk).await.ok() }
+        })
+        .await
+        .ok_or_else(|| anyhow!("the server does not serve {api_version} {kind}"))?;
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => {
+                doc["metadata"]["namespace"] = Value::String(self.namespace.clone());
+                Api::namespaced_with(self.client.clone(), &self.namespace, &ar)
+            }
+            Scope::Cluster => Api::all_with(self.client.clone(), &ar),
+        };
+        if matches!(kind.as_str(), "RoleBinding" | "ClusterRoleBinding")
+            && let Some(subjects) = doc["subjects"].as_array_mut()
+        {
+            for s in subjects {
+                if s["kind"] == "ServiceAccount" {
+                    s["namespace"] = Value::String(self.namespace.clone());
+                }
+            }
+        }
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&name, &pp, &Patch::Apply(&doc))
+            .await
+            .with_context(|| format!("server-side apply of {kind} {name}"))?;
+        Ok(format!("{}/{name}", kind.to_lowercase()))
+    }
+
+    /// Waits until every CRD in `names` has `Established=True`.
+    pub async fn wait_established(&self, names: &[String], deadline: Duration) -> Result<()> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        for name in names {
+            let ok = poll_until(deadline, Duration::from_millis(100), || {
+                let api = api.clone();
+                async move {
+                    let crd = api.get_opt(name).await.ok()??;
+                    let established = crd
+                        .status?
+                        .conditions?
+                        .into_iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                }
+            })
+            .await;
+            if ok.is_none() {
+                bail!("CRD {name} not Established within {deadline:?}");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn crd(&self, name: &str) -> Result<CustomResourceDefinition> {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        Ok(api.get(name).await?)
+    }
+
+    pub fn device_processes(&self) -> Api<DeviceProcess> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn deployments(&self) -> Api<DeviceProcessDeployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// DeviceProcesses of `deployment`, by the controller's label.
+    pub async fn processes_of(&self, deployment: &str) -> Result<Vec<DeviceProcess>> {
+        let lp = ListParams::default().labels(&format!(
+            "{}={}",
+            apollo_api::labels::DEPLOYMENT,
+            apollo_api::naming::label_value(deployment)
+        ));
+        let mut items = self.device_processes().list(&lp).await?.items;
+        items.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        Ok(items)
+    }
+
+    /// Core/v1 events about the object `name` (of kind `kind`), oldest first.
+    pub async fn events_for(&self, kind: &str, name: &str) -> Result<Vec<Event>> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let lp = ListParams::default().fields(&format!(
+            "involvedObject.name={name},involvedObject.kind={kind}"
+        ));
+        let mut items = api.list(&lp).await?.items;
+        // Belt and braces: a server ignoring the field selector must not fool the count.
+        items.retain(|e| {
+            e.involved_object.name.as_deref() == Some(name)
+                && e.involved_object.kind.as_deref() == Some(kind)
+        });
+        items.sort_by_key(|e| event_time(e).unwrap_or_default());
+        Ok(items)
+    }
+
+    /// The development API server's request counters (`GET /_devcluster/requests`, admin
+    /// only). `None` when the server is not the development one.
+    pub async fn request_counts(&self) -> Option<RequestCounts> {
+        let req = http::Request::get("/_devcluster/requests")
+            .body(Vec::new())
+            .ok()?;
+        let v: Value = self.client.request(req).await.ok()?;
+        RequestCounts::from_json(&v)
+    }
+}
+
+/// When an event last happened (RFC 3339), for ordering and display.
+pub fn event_time(e: &Event) -> Option<String> {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .or_else(|| e.event_time.as_ref().map(|t| t.0.to_string()))
+        .or_else(|| {
+            e.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+        })
+}
+
+/// How many times an event occurred (`count`, or `series.count`, at least 1).
+pub fn event_occurrences(e: &Event) -> i64 {
+    let series = e.series.as_ref().and_then(|s| s.count).unwrap_or(0);
+    let count = e.count.unwrap_or(0);
+    i64::from(count.max(series).max(1))
+}
+
+/// One row of `/_devcluster/requests`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RequestRow {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub verb: String,
+    #[serde(default)]
+    pub resource: String,
+    #[serde(default)]
+    pub subresource: String,
+    #[serde(default)]
+    pub count: u64,
+}
+
+/// A snapshot of the development API server's request counters.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounts {
+    pub rows: Vec<RequestRow>,
+}
+
+impl RequestCounts {
+    /// Accepts a JSON array of rows, or an object holding one under `requests`/`items`.
+    pub fn from_json(v: &Value) -> Option<RequestCounts> {
+        let arr = v
+            .as_array()
+            .or_else(|| v.get("requests").and_then(Value::as_array))
+            .or_else(|| v.get("items").and_then(Value::as_array))?;
+        let rows = arr
+            .iter()
+            .filter_map(|r| serde_json::from_value(r.clone()).ok())
+            .collect();
+        Some(RequestCounts { rows })
+    }
+
+    /// Sum of counts matching the filters (`None` matches anything).
+    pub fn count(
+        &self,
+        user: Option<&str>,
+        verb: Option<&str>,
+        resource: Option<&str>,
+        subresource: Option<&str>,
+    ) -> u64 {
+        self.rows
+            .iter()
+            .filter(|r| user.is_none_or(|u| r.user == u))
+            .filter(|r| verb.is_none_or(|v| r.verb == v))
+            .filter(|r| resource.is_none_or(|x| r.resource == x))
+            .filter(|r| subresource.is_none_or(|s| r.subresource == s))
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// Rows of `user`, formatted `verb resource[/sub] ×count`.
+    pub fn rows_of(&self, user: &str) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter(|r| r.user == user)
+            .map(|r| {
+                let res = if r.subresource.is_empty() {
+                    r.resource.clone()
+                } else {
+                    format!("{}/{}", r.resource, r.subresource)
+                };
+                format!("{:<8} {:<40} {}", r.verb, res, r.count)
+            })
+            .collect()
+    }
+
+    /// Distinct users seen.
+    pub fn users(&self) -> Vec<String> {
+        let mut u: Vec<String> = self.rows.iter().map(|r| r.user.clone()).collect();
+        u.sort();
+        u.dedup();
+        u
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counts_parse_and_filter() {
+        let v = serde_json::json!([
+            {"user": "gw", "verb": "list", "resource": "deviceprocesses", "subresource": "", "count": 1},
+            {"user": "gw", "verb": "watch", "resource": "deviceprocesses", "subresource": "", "count": 2},
+            {"user": "gw", "verb": "patch", "resource": "deviceprocesses", "subresource": "status", "count": 4},
+            {"user": "admin", "verb": "list", "resource": "deviceprocesses", "subresource": "", "count": 7}
+        ]);
+        let c = RequestCounts::from_json(&v).unwrap();
+        assert_eq!(c.count(Some("gw"), Some("list"), None, None), 1);
+        assert_eq!(c.count(None, Some("list"), None, None), 8);
+        assert_eq!(c.count(Some("gw"), Some("patch"), None, Some("status")), 4);
+        assert_eq!(c.users(), vec!["admin", "gw"]);
+        let wrapped = serde_json::json!({"requests": v});
+        assert_eq!(RequestCounts::from_json(&wrapped).unwrap().rows.len(), 4);
+        assert!(RequestCounts::from_json(&serde_json::json!("x")).is_none());
+    }
+}

@@ -1,0 +1,130 @@
+//! # apollo-demo
+//!
+//! The demo runbook (`docs/DEMO.md`) as one self-checking command.
+//!
+//! - `apollo-demo local [--fast]` starts the development API server (or uses the cluster of
+//!   `--kubeconfig`), installs CRDs and RBAC, starts the controller and gateway with their own
+//!   identities and two agents as plain processes, then walks the runbook's nine steps.
+//! - `apollo-demo cluster` runs the same steps against a cluster where controller and gateway
+//!   are deployed (the kind demo, `scripts/demo-kind.sh`), with agents in docker compose.
+//!
+//! Each step prints what it did, what it expected, what it saw (kubectl output when kubectl is
+//! installed) and how long it took. The run ends with a summary table and one line per step,
+//! `PASS <n> <title> <seconds>` or `FAIL <n> <title> <reason>`; the exit status is 0 only when
+//! every step passed. Every process the demo started is stopped on exit, Ctrl-C included, and
+//! each component's log is kept in one folder, named at the start and the end.
+
+mod agents;
+mod app;
+mod cli;
+mod cluster;
+mod httpc;
+mod kubectl;
+mod metrics;
+mod procs;
+mod report;
+mod steps;
+mod wait;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+fn main() -> ExitCode {
+    let cli: cli::Cli = argh::from_env();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("apollo-demo: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("apollo-demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn logs_dir(explicit: Option<&PathBuf>) -> Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p.clone()),
+        None => Ok(report::default_logs_dir(&std::env::current_dir()?)),
+    }
+}
+
+async fn run(cli: cli::Cli) -> Result<ExitCode> {
+    let (logs, hold) = match &cli.cmd {
+        cli::Cmd::Local(a) => (logs_dir(a.logs_dir.as_ref())?, a.hold),
+        cli::Cmd::Cluster(a) => (logs_dir(a.logs_dir.as_ref())?, false),
+    };
+    let shared = app::Shared::new(&logs)?;
+    let work = async {
+        match &cli.cmd {
+            cli::Cmd::Local(a) => app::local(a, &shared).await,
+            cli::Cmd::Cluster(a) => app::cluster(a, &shared).await,
+        }
+    };
+    let outcome = tokio::select! {
+        r = work => Some(r),
+        sig = shutdown_signal() => {
+            shared.out.line(&format!("\ninterrupted ({sig}): stopping everything the demo started"));
+            None
+        }
+    };
+    let missing = match &outcome {
+        None => "interrupted".to_string(),
+        Some(Err(e)) => {
+            let msg = format!("setup failed: {e:#}");
+            shared.out.line(&format!("\n{msg}"));
+            msg
+        }
+        Some(Ok(())) => "not reached".to_string(),
+    };
+    let all_passed = shared.finish(&missing);
+    if hold && outcome.is_some() {
+        shared.out.line(&format!(
+            "\n--hold: everything keeps running; export KUBECONFIG={}/state/admin.kubeconfig and \
+             explore; Ctrl-C stops it",
+            logs.display()
+        ));
+        let sig = shutdown_signal().await;
+        shared.out.line(&format!("{sig}: stopping"));
+    }
+    for line in shared.sup.stop_all().await {
+        shared.out.line(&format!("  stopped  {line}"));
+    }
+    shared
+        .out
+        .line(&format!("component logs: {}", logs.display()));
+    Ok(match outcome {
+        None => ExitCode::from(130),
+        Some(_) if all_passed => ExitCode::SUCCESS,
+        Some(_) => ExitCode::FAILURE,
+    })
+}
+
+/// Resolves on SIGINT, SIGTERM or SIGHUP; names the signal.
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        // Without handlers, fall back to Ctrl-C only.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+    }
+}

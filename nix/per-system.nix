@@ -127,6 +127,10 @@ in
       ;
     inherit (meta) version;
     staticBinaries = native.binaries;
+  }
+  # `nix flake check` also builds the images (and so every release binary).
+  // {
+    inherit images;
   };
 
   devShells.default = import ./devshell.nix {

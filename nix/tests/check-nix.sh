@@ -205,7 +205,7 @@ for system in ("x86_64-linux", "aarch64-linux"):
     if pk != want:
         errors.append(f"packages.{system}: got {sorted(pk)}, want {sorted(want)}")
     ck = set(out["checks"][system])
-    want_ck = {"clippy", "nextest", "fmt", "compose", "static-binaries"} | ({"crds-up-to-date"} if "apollo-crdgen" in bins else set())
+    want_ck = {"clippy", "nextest", "fmt", "compose", "static-binaries", "images"} | ({"crds-up-to-date"} if "apollo-crdgen" in bins else set())
     if ck != want_ck:
         errors.append(f"checks.{system}: got {sorted(ck)}, want {sorted(want_ck)}")
     if out["devShells"][system] != ["default"]:

@@ -155,6 +155,8 @@ def main(argv):
         sscript = checks.get("static-binaries", {}).get("script", "")
         c.check(all(f"/{b}@{system}/" in sscript for b in bins) and "INTERP" in sscript and "NEEDED" in sscript,
                 f"{system} static-binaries: every binary checked for interpreter and shared libraries")
+        c.check(checks.get("images", {}).get("_kind") == "run-command" and "_images" in checks.get("images", {}),
+                f"{system} checks: the images are built by nix flake check")
         shell = d["devShells"][system]["default"]
         have = set(shell.get("packages", []))
         for tool in SHELL_TOOLS:

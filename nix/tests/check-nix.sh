@@ -14,11 +14,16 @@
 # - flake.lock is well-formed and locks every flake.nix input (lock_check.py)
 # - the flake's packages/checks/devShells are listed (inputs stubbed) and
 #   match the workspace's binary crates
+# - every flake value evaluated against recording stand-ins for nixpkgs,
+#   crane and rust-overlay, and its wiring asserted (flake-stub.nix,
+#   flake_check.py)
+# - the `crds` build and `crds-up-to-date` check scripts run with a real
+#   apollo-crdgen when one has been built (else skipped)
 # - image contents/configs and the load scripts (images_check.py)
 # - locked narHashes recomputed from source where available
 #   (verify-lock-hashes.sh; skipped unless APOLLO_NIX_SOURCES is set)
 #
-# Ends with "N passed, N failed"; exit status 1 when anything failed.
+# Ends with "check-nix: N passed, M failed"; exit status 1 when anything failed.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

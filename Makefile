@@ -19,6 +19,8 @@ TARGET       ?= x86_64-unknown-linux-gnu
 BIN_DIR      ?= bin
 BINS         := apollo-controller apollo-gateway apollo-agent apollo-crdgen apollo-devcluster apollo-demo apollo-fleetsim
 FAST         ?=
+DEVICES      ?= tor1-01 tor1-02
+GATEWAY_URL  ?= http://host.docker.internal:18080
 
 .PHONY: help tools generate manifests build build-dev test lint fmt install uninstall deploy undeploy \
         demo-local demo demo-down images kind-load compose bench bench-full nix-check clean
@@ -90,14 +92,18 @@ demo: ## the runbook on kind: cluster, flake images, controller, gateway, compos
 demo-down: ## delete the kind cluster and stop the compose agents
 	KIND_CLUSTER=$(KIND_CLUSTER) scripts/demo-kind.sh down
 
-images: ## distroless images from the flake (result/ holds one archive per image)
-	nix build .#images
+images: ## distroless images from the flake (result-images/ holds one archive per image, SIZES.txt)
+	nix build .#images --out-link result-images
+	cat result-images/SIZES.txt
 
 kind-load: images ## load the flake's images into the kind cluster
-	result/load-into-kind $(KIND_CLUSTER)
+	./result-images/load-into-kind --name $(KIND_CLUSTER)
 
-compose: ## write docker-compose.yaml for the agents from compose.nix
-	nix-instantiate --eval --strict --json compose.nix | jq . > docker-compose.yaml
+compose: ## write docker-compose.yaml for the agents from compose.nix (DEVICES, GATEWAY_URL)
+	nix-instantiate --eval --strict --json compose.nix \
+	  --arg devices '[ $(foreach d,$(DEVICES),"$(d)") ]' \
+	  --argstr gatewayUrl '$(GATEWAY_URL)' > docker-compose.yaml
+	@echo "each agent reads APOLLO_DEVICE_KEY from keys/<device>.env (not in git)"
 
 bench: build ## short fleet benchmark (under 5 minutes): 1,000 devices, 1 s heartbeat
 	$(BIN_DIR)/apollo-fleetsim bench --short --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-short.json
@@ -110,4 +116,4 @@ nix-check: ## parse the flake and nix/, evaluate compose.nix, check flake.lock (
 
 clean: ## remove build outputs and demo leftovers
 	$(CARGO) clean
-	rm -rf $(BIN_DIR) .demo result result-*
+	rm -rf $(BIN_DIR) .demo result result-* docker-compose.yaml

@@ -22,8 +22,8 @@
 //!   scalars are replaced.
 //! * The applier's field set becomes exactly the set of fields in its configuration.
 //! * Fields the applier owned in its previous apply, left out now and owned by no other
-//!   manager, are removed (a map or list emptied this way becomes `null`, as in the real
-//!   server).
+//!   manager, are removed. A map or list emptied this way stays as `{}` / `[]`, as in
+//!   Kubernetes 1.36.0-1.36.2 (structured-merge-diff v6.3.2); 1.35 and earlier leave `null`.
 //! * Another manager owning a field whose value changes is a conflict (409 with
 //!   `Apply failed with 1 conflict: conflict with "ctrl-spec": .spec.command`) unless `force`,
 //!   in which case the other manager loses that field. Fields removed from the object are
@@ -1368,15 +1368,16 @@ impl<'a> T<'a> {
         }
     }
 
-    /// The effective shape for the given values: structured only if every present value fits.
+    /// The effective shape for the given values: structured only if every present value fits
+    /// (`null` counts as an empty map or list, as in structured-merge-diff).
     fn kind_for(self, a: Option<&Value>, b: Option<&Value>) -> Kind<'a> {
         let k = self.kind(a.or(b));
         let fits = |v: Option<&Value>| {
             matches!(
                 (k, v),
                 (_, None)
-                    | (Kind::Map, Some(Value::Object(_)))
-                    | (Kind::List(_), Some(Value::Array(_)))
+                    | (Kind::Map, Some(Value::Object(_) | Value::Null))
+                    | (Kind::List(_), Some(Value::Array(_) | Value::Null))
                     | (Kind::Leaf, _)
             )
         };
@@ -1607,7 +1608,7 @@ fn merge_at(
 ) -> Result<Option<Value>, String> {
     let kind = t.kind_for(lhs, rhs);
     let empty_promote = |v: Option<&Value>| match v {
-        None => true,
+        None | Some(Value::Null) => true,
         Some(Value::Object(m)) => m.is_empty(),
         Some(Value::Array(a)) => a.is_empty(),
         _ => false,
@@ -1669,13 +1670,16 @@ fn merge_list(
         observed_rhs.push((pe.clone(), item));
         rhs_pes.push(pe);
     }
-    // lhs: duplicates tolerated (the first one is used)
+    // lhs: duplicates tolerated; a duplicated key is observed as null (so an applied item
+    // with that key replaces all of them), as in structured-merge-diff.
+    let null = Value::Null;
     let mut lhs_pes: Vec<PE> = Vec::new();
     let mut observed_lhs: Vec<(PE, &Value)> = Vec::new();
     for (i, item) in l.iter().enumerate() {
         let pe = item_pe_lenient(lk, item, i);
-        if !observed_lhs.iter().any(|(p, _)| *p == pe) {
-            observed_lhs.push((pe.clone(), item));
+        match observed_lhs.iter_mut().find(|(p, _)| *p == pe) {
+            Some(e) => e.1 = &null,
+            None => observed_lhs.push((pe.clone(), item)),
         }
         lhs_pes.push(pe);
     }
@@ -1780,7 +1784,7 @@ fn compare_at(
 ) {
     let kind = t.kind_for(lhs, rhs);
     let empty_promote = |v: Option<&Value>| match v {
-        None => true,
+        None | Some(Value::Null) => true,
         Some(Value::Object(m)) => m.is_empty(),
         Some(Value::Array(a)) => a.is_empty(),
         _ => false,
@@ -1894,45 +1898,64 @@ fn compare_at(
 // RemoveItems
 // ---------------------------------------------------------------------------------------
 
-/// Removes the paths in `set` (members remove the whole subtree). A map or list emptied by
-/// removal becomes `null`, as in structured-merge-diff; returns None for that case at the top.
+/// Removes the paths in `set` (members remove the whole subtree), as structured-merge-diff
+/// v6.3.2 (Kubernetes 1.36.0-1.36.2) does: a map or list that removal empties stays as `{}` /
+/// `[]` (Kubernetes 1.35 and earlier, and SMD v6.3.3+/v6.4.2+, leave `null` there instead).
+/// Returns `None` where the result is `null`.
 fn remove_items(v: &Value, set: &Set, t: T<'_>) -> Option<Value> {
+    // A container visited by removal keeps its kind even when emptied.
+    let keep_kind = |orig: &Value, removed: Option<Value>| match removed {
+        Some(x) => x,
+        None => match orig {
+            Value::Object(_) => Value::Object(Map::new()),
+            Value::Array(_) => Value::Array(Vec::new()),
+            _ => Value::Null,
+        },
+    };
     match (t.kind_for(Some(v), None), v) {
         (Kind::Map, Value::Object(m)) => {
             if m.is_empty() {
                 return None;
             }
             let mut out = Map::new();
+            let mut had_matches = false;
             for (k, child) in m {
                 let pe = PE::Field(k.clone());
                 if set.members.contains(&pe) {
                     continue;
                 }
                 let nv = match set.child(&pe) {
-                    Some(sub) => remove_items(child, sub, t.child(k)).unwrap_or(Value::Null),
+                    Some(sub) => {
+                        had_matches = true;
+                        keep_kind(child, remove_items(child, sub, t.child(k)))
+                    }
                     None => child.clone(),
                 };
                 out.insert(k.clone(), nv);
             }
-            (!out.is_empty()).then_some(Value::Object(out))
+            (!out.is_empty() || had_matches).then_some(Value::Object(out))
         }
         (Kind::List(lk), Value::Array(items)) => {
             if items.is_empty() {
                 return None;
             }
             let mut out = Vec::new();
+            let mut had_matches = false;
             for (i, item) in items.iter().enumerate() {
                 let pe = item_pe_lenient(lk, item, i);
                 if set.members.contains(&pe) {
                     continue;
                 }
                 let nv = match set.child(&pe) {
-                    Some(sub) => remove_items(item, sub, t.elem()).unwrap_or(Value::Null),
+                    Some(sub) => {
+                        had_matches = true;
+                        keep_kind(item, remove_items(item, sub, t.elem()))
+                    }
                     None => item.clone(),
                 };
                 out.push(nv);
             }
-            (!out.is_empty()).then_some(Value::Array(out))
+            (!out.is_empty() || had_matches).then_some(Value::Array(out))
         }
         (Kind::Map | Kind::List(_), _) => None,
         (Kind::Leaf, _) => Some(v.clone()),

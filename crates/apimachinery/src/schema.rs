@@ -117,6 +117,7 @@ impl Structural {
         if let Some(meta) = obj.get_mut("metadata") {
             let mut m = Vec::new();
             prune_object_meta(meta, "metadata", &mut m);
+            normalize_object_meta(meta, false);
             m.sort();
             out.extend(m);
         }
@@ -634,6 +635,26 @@ fn prune_object_meta(meta: &mut Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// The ObjectMeta round trip of the apiserver's decoder (Go struct, `omitempty`): empty
+/// strings, zero generation, empty or null maps and lists and null pointers disappear. For
+/// embedded resources a null `creationTimestamp` is dropped too.
+fn normalize_object_meta(meta: &mut Value, embedded: bool) {
+    let Value::Object(m) = meta else { return };
+    m.retain(|k, v| match k.as_str() {
+        "name" | "generateName" | "namespace" | "selfLink" | "uid" | "resourceVersion" => {
+            !(v.is_null() || v.as_str() == Some(""))
+        }
+        "generation" => !(v.is_null() || v.as_i64() == Some(0)),
+        "labels" | "annotations" => !(v.is_null() || v.as_object().is_some_and(Map::is_empty)),
+        "ownerReferences" | "finalizers" | "managedFields" => {
+            !(v.is_null() || v.as_array().is_some_and(Vec::is_empty))
+        }
+        "deletionTimestamp" | "deletionGracePeriodSeconds" => !v.is_null(),
+        "creationTimestamp" => !(embedded && v.is_null()),
+        _ => true,
+    });
+}
+
 fn child_path(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
@@ -657,6 +678,7 @@ fn coerce_embedded(x: &mut Value, s: Option<&Node>, path: &str, out: &mut Vec<St
                 && let Some(meta) = m.get_mut("metadata")
             {
                 prune_object_meta(meta, &child_path(path, "metadata"), out);
+                normalize_object_meta(meta, true);
             }
             for (k, v) in m.iter_mut() {
                 if let Some(prop) = s.prop(k) {

@@ -536,3 +536,22 @@ fn field_error_rendering() {
         "spec: Forbidden: nope"
     );
 }
+
+#[test]
+fn prune_normalizes_object_meta_like_the_go_round_trip() {
+    let s = dp_schema();
+    let mut o = valid_obj();
+    o["metadata"]["labels"] = json!({});
+    o["metadata"]["annotations"] = Value::Null;
+    o["metadata"]["finalizers"] = json!([]);
+    o["metadata"]["generateName"] = json!("");
+    o["metadata"]["creationTimestamp"] = Value::Null;
+    assert!(s.prune(&mut o).is_empty());
+    assert_eq!(
+        o["metadata"],
+        json!({"name": "x", "namespace": "default", "creationTimestamp": null})
+    );
+    o["spec"]["template"] = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"creationTimestamp": null, "labels": {}}});
+    s.prune(&mut o);
+    assert_eq!(o["spec"]["template"]["metadata"], json!({}));
+}

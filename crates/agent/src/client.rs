@@ -166,6 +166,15 @@ impl GatewayClient {
                     what: "desired document",
                     detail: "no ETag".into(),
                 })?;
+                if wire::revision_from_etag(&etag) != Some(document.revision.as_str()) {
+                    return Err(ClientError::BadBody {
+                        what: "desired document",
+                        detail: format!(
+                            "ETag {etag} does not name its revision {:?}",
+                            document.revision
+                        ),
+                    });
+                }
                 if document.device != self.key.device() {
                     return Err(ClientError::BadBody {
                         what: "desired document",

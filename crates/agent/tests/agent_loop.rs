@@ -417,3 +417,23 @@ async fn shutdown_during_a_held_long_poll_is_prompt() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_signed_document_whose_etag_is_not_its_revision_is_refused() {
+    let doc = document(vec![process("p", "3333333333333333", 1)]);
+    let behaviour = Behaviour {
+        tamper: Tamper::MismatchedEtag,
+        ..Behaviour::default()
+    };
+    let gw = FakeGateway::start(doc, behaviour).await;
+    let agent = spawn(gw.config());
+    let mut state = agent.agent.subscribe();
+    let s = wait_state(&mut state, "malformed-document error", |s| {
+        s.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("does not name its revision"))
+    })
+    .await;
+    assert_eq!(s.revision, None);
+    agent.shutdown().await;
+}

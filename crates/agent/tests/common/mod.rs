@@ -48,6 +48,8 @@ pub enum Tamper {
     OtherNonce,
     /// Sign with another device's key.
     OtherDevice,
+    /// Sign correctly, but send an ETag that does not name the document's revision.
+    MismatchedEtag,
 }
 
 #[derive(Debug, Clone)]
@@ -382,6 +384,10 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>>
         }
     };
 
+    let etag = match (behaviour.tamper, etag) {
+        (Tamper::MismatchedEtag, Some(_)) => Some("\"0000\"".to_string()),
+        (_, etag) => etag,
+    };
     let (sign_nonce, sign_key) = match behaviour.tamper {
         Tamper::OtherNonce => (auth::generate_nonce(), verified.device_key.clone()),
         Tamper::OtherDevice => (verified.nonce.clone(), master().derive("tor1-02")),

@@ -301,8 +301,11 @@ impl Store {
         Ok(())
     }
 
-    /// Drops all history: every older resourceVersion is now 410 Expired.
+    /// Drops all history and advances the revision: every resourceVersion handed out so far is
+    /// now 410 Expired for watches, Exact lists and continue tokens (as after an etcd
+    /// compaction past a client's last-seen revision); new lists report the new revision.
     pub fn compact(&mut self) {
+        self.rv += 1;
         let rv = self.rv;
         for t in self.tables.values_mut() {
             t.history.clear();

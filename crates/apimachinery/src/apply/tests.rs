@@ -1104,3 +1104,182 @@ fn removal_inside_a_map_of_maps_keeps_an_empty_map() {
         json!({"spec": {"mapOfMaps": {"b": {}}}})
     );
 }
+
+// ---- Scenarios from structured-merge-diff merge/multiple_appliers_test.go ("listOfLists").
+
+fn list_of_lists() -> Structural {
+    Structural::from_json(&json!({"type": "object", "properties": {"listOfLists": {
+        "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+        "items": {"type": "object", "properties": {
+            "name": {"type": "string"},
+            "value": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}}}}}))
+    .unwrap()
+}
+
+enum Op {
+    Apply(&'static str, Value),
+    Update(&'static str, Value),
+}
+
+fn run(s: &Structural, ops: Vec<Op>) -> Value {
+    let mut live: Option<Value> = None;
+    for (i, op) in ops.into_iter().enumerate() {
+        let now = format!("2026-01-01T00:00:{i:02}Z");
+        live = Some(match op {
+            Op::Apply(m, obj) => apply_as(s, live.as_ref(), &obj, m, None, false, &now).unwrap(),
+            Op::Update(m, mut obj) => {
+                record_update(live.as_ref(), &mut obj, m, None, Some(s), &now);
+                obj
+            }
+        });
+    }
+    live.unwrap()
+}
+
+fn without_managed_fields(v: &Value) -> Value {
+    let mut v = v.clone();
+    remove_managed_fields(&mut v);
+    if v["metadata"].as_object().is_some_and(|m| m.is_empty()) {
+        v.as_object_mut().unwrap().remove("metadata");
+    }
+    v
+}
+
+fn lol(items: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "K", "listOfLists": items})
+}
+
+#[test]
+fn smd_remove_one_keep_one_with_two_sub_items() {
+    let s = list_of_lists();
+    let out = run(
+        &s,
+        vec![
+            Op::Apply(
+                "apply-one",
+                lol(json!([{"name": "a"}, {"name": "b", "value": ["c"]}])),
+            ),
+            Op::Apply("apply-two", lol(json!([{"name": "b", "value": ["d"]}]))),
+            Op::Apply("apply-one", lol(json!([{"name": "a"}]))),
+        ],
+    );
+    assert_eq!(
+        without_managed_fields(&out),
+        lol(json!([{"name": "a"}, {"name": "b", "value": ["d"]}]))
+    );
+    assert_eq!(
+        entry(&out, "apply-one")["fieldsV1"],
+        json!({"f:listOfLists": {"k:{\"name\":\"a\"}": {".": {}, "f:name": {}}}})
+    );
+    assert_eq!(
+        entry(&out, "apply-two")["fieldsV1"],
+        json!({"f:listOfLists": {"k:{\"name\":\"b\"}": {".": {}, "f:name": {}, "f:value": {"v:\"d\"": {}}}}})
+    );
+}
+
+#[test]
+fn smd_remove_one_keep_one_with_dangling_subitem() {
+    let s = list_of_lists();
+    let out = run(
+        &s,
+        vec![
+            Op::Apply(
+                "apply-one",
+                lol(json!([{"name": "a"}, {"name": "b", "value": ["c"]}])),
+            ),
+            Op::Apply("apply-two", lol(json!([{"name": "b", "value": ["d"]}]))),
+            Op::Update(
+                "controller",
+                lol(json!([{"name": "a"}, {"name": "b", "value": ["c", "d", "e"]}])),
+            ),
+            Op::Apply("apply-one", lol(json!([{"name": "a"}]))),
+        ],
+    );
+    assert_eq!(
+        without_managed_fields(&out),
+        lol(json!([{"name": "a"}, {"name": "b", "value": ["d", "e"]}]))
+    );
+    assert_eq!(
+        entry(&out, "controller")["fieldsV1"],
+        json!({"f:listOfLists": {"k:{\"name\":\"b\"}": {"f:value": {"v:\"e\"": {}}}}})
+    );
+}
+
+#[test]
+fn smd_remove_one_with_dangling_subitem_keep_one() {
+    let s = list_of_lists();
+    let out = run(
+        &s,
+        vec![
+            Op::Apply(
+                "apply-one",
+                lol(json!([{"name": "a"}, {"name": "b", "value": ["c"]}])),
+            ),
+            Op::Apply("apply-two", lol(json!([{"name": "a", "value": ["b"]}]))),
+            Op::Update(
+                "controller",
+                lol(json!([{"name": "a", "value": ["b"]}, {"name": "b", "value": ["c", "d"]}])),
+            ),
+            Op::Apply("apply-one", lol(json!([{"name": "a"}]))),
+        ],
+    );
+    assert_eq!(
+        without_managed_fields(&out),
+        lol(json!([{"name": "a", "value": ["b"]}]))
+    );
+    assert_eq!(managers(&out).len(), 2, "{out}");
+}
+
+#[test]
+fn smd_unset_scalar_shared_with_updater_is_kept() {
+    // merge/multiple_appliers_test.go "unset_scalar_shared_with_updater" (flattened).
+    let s = schema();
+    let out = run(
+        &s,
+        vec![
+            Op::Apply("default", base(json!({"image": "x", "replicas": 1}))),
+            Op::Update(
+                "controller",
+                base(json!({"image": "x", "replicas": 1, "mode": "auto"})),
+            ),
+            Op::Apply("default", base(json!({"image": "x"}))),
+        ],
+    );
+    // replicas was owned by the applier alone: removed.
+    assert!(out["spec"].get("replicas").is_none());
+    assert_eq!(out["spec"]["mode"], "auto");
+}
+
+#[test]
+fn smd_set_reorder() {
+    // merge/set_test.go "apply_twice_reorder" and "apply_update_apply_reorder".
+    let s = Structural::from_json(&json!({"type": "object", "properties": {"list": {
+        "type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}}}))
+    .unwrap();
+    let obj = |l: &[&str]| json!({"apiVersion": "v1", "kind": "K", "list": l});
+    let out = run(
+        &s,
+        vec![
+            Op::Apply("default", obj(&["a", "b", "c", "d"])),
+            Op::Apply("default", obj(&["a", "d", "c", "b"])),
+        ],
+    );
+    assert_eq!(without_managed_fields(&out), obj(&["a", "d", "c", "b"]));
+    let out = run(
+        &s,
+        vec![
+            Op::Apply("default", obj(&["a", "b", "c", "d"])),
+            Op::Update("controller", obj(&["a", "d", "c", "b"])),
+            Op::Apply("default", obj(&["a", "b", "c", "d"])),
+        ],
+    );
+    assert_eq!(without_managed_fields(&out), obj(&["a", "b", "c", "d"]));
+    assert_eq!(
+        managers(&out),
+        vec![("default".into(), "Apply".into(), String::new())]
+    );
+    assert_eq!(
+        entry(&out, "default")["fieldsV1"],
+        json!({"f:list": {"v:\"a\"": {}, "v:\"b\"": {}, "v:\"c\"": {}, "v:\"d\"": {}}})
+    );
+}

@@ -1,0 +1,725 @@
+//! The controller against the development API server, over HTTP, as its own ServiceAccount
+//! with the RBAC of `k8s/rbac/controller.yaml` (issue 4's test list).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use apollo_api::{DeviceProcess, DeviceProcessDeployment, spec_hash};
+use apollo_controller::metrics::ReasonLabel;
+use apollo_devcluster::User;
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn runbook_names() -> [&'static str; 2] {
+    ["demo-logger-tor1-01", "demo-logger-tor1-02"]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbook_fans_out_to_one_device_process_per_switch() {
+    let env = setup().await;
+    let ctl = start(&env, config(&env)).await;
+    apply_runbook(&env).await;
+
+    wait_for_dps(&env, &runbook_names()).await;
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 0, 0)).await;
+
+    let admin = env.admin().await;
+    let dpd = dpds(&env, &admin).get("demo-logger").await.unwrap();
+    for (name, device) in [
+        ("demo-logger-tor1-01", "tor1-01"),
+        ("demo-logger-tor1-02", "tor1-02"),
+    ] {
+        let dp = dps(&env, &admin).get(name).await.unwrap();
+        let labels = dp.labels();
+        assert_eq!(labels.get("app").map(String::as_str), Some("logger"));
+        assert_eq!(
+            labels
+                .get("apollo.azure.com/deployment")
+                .map(String::as_str),
+            Some("demo-logger")
+        );
+        assert_eq!(
+            labels.get("apollo.azure.com/device").map(String::as_str),
+            Some(device)
+        );
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("apollo-controller")
+        );
+        let owners = dp.owner_references();
+        assert_eq!(owners.len(), 1, "{owners:?}");
+        assert_eq!(owners[0].kind, "DeviceProcessDeployment");
+        assert_eq!(owners[0].api_version, "azure.com/v1alpha1");
+        assert_eq!(owners[0].name, "demo-logger");
+        assert_eq!(Some(owners[0].uid.clone()), dpd.uid());
+        assert_eq!(owners[0].controller, Some(true));
+        assert_eq!(owners[0].block_owner_deletion, Some(true));
+        assert_eq!(dp.spec, dpd.spec.template.spec.for_device(device));
+        assert_eq!(
+            dp.spec.execution.args,
+            ["echo hello from ${APOLLO_DEVICE_NAME}; sleep 3600"],
+            "template copied verbatim"
+        );
+        assert_eq!(dp.metadata.generation, Some(1));
+        assert!(
+            dp.status.is_none(),
+            "the controller writes no DeviceProcess status"
+        );
+    }
+    let status = dpd.status.unwrap();
+    let available = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Available")
+        .unwrap();
+    assert_eq!(available.status, "True");
+    assert_eq!(available.reason, "AllUpdated");
+
+    let events = events_for(&env, "demo-logger").await;
+    let created: Vec<_> = events.iter().filter(|e| e.1 == "Created").collect();
+    assert_eq!(created.len(), 2, "{events:?}");
+    assert!(created.iter().all(|e| e.0 == "Normal"));
+    assert!(created.iter().any(|e| e.2.contains("demo-logger-tor1-01")));
+    assert!(created.iter().any(|e| e.2.contains("demo-logger-tor1-02")));
+    assert_eq!(
+        ctl.metrics
+            .errors
+            .get_or_create(&ReasonLabel {
+                reason: "forbidden"
+            })
+            .get(),
+        0,
+        "the RBAC manifest grants everything the controller does"
+    );
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inventory_changes_add_and_remove_device_processes() {
+    let env = setup().await;
+    let ctl = start(&env, config(&env)).await;
+    apply_runbook(&env).await;
+    wait_for_dps(&env, &runbook_names()).await;
+
+    env.apply_manifest(
+        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: tor1-03\n  labels: {site: sfo, role: tor}\nspec:\n  dummy: ok\n",
+    )
+    .await
+    .unwrap();
+    wait_for_dps(
+        &env,
+        &[
+            "demo-logger-tor1-01",
+            "demo-logger-tor1-02",
+            "demo-logger-tor1-03",
+        ],
+    )
+    .await;
+    wait_for_counts(&env, "demo-logger", (3, 3, 3, 0, 0)).await;
+
+    let admin = env.admin().await;
+    switches(&env, &admin)
+        .patch(
+            "tor1-02",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"role": "spine"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for_dps(&env, &["demo-logger-tor1-01", "demo-logger-tor1-03"]).await;
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 0, 0)).await;
+
+    switches(&env, &admin)
+        .delete("tor1-01", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for_dps(&env, &["demo-logger-tor1-03"]).await;
+    wait_for_counts(&env, "demo-logger", (1, 1, 1, 0, 0)).await;
+
+    let events = events_for(&env, "demo-logger").await;
+    let deleted: Vec<_> = events.iter().filter(|e| e.1 == "Deleted").collect();
+    assert_eq!(deleted.len(), 2, "{events:?}");
+    assert!(
+        deleted.iter().any(|e| e.2.contains("demo-logger-tor1-02")
+            && e.2.contains("no longer matches the selector"))
+    );
+    assert!(
+        deleted
+            .iter()
+            .any(|e| e.2.contains("demo-logger-tor1-01")
+                && e.2.contains("no longer in the inventory"))
+    );
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn template_change_updates_every_device_process() {
+    let env = setup().await;
+    let ctl = start(&env, config(&env)).await;
+    apply_runbook(&env).await;
+    wait_for_dps(&env, &runbook_names()).await;
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 0, 0)).await;
+
+    // The gateway's part, played by admin: both agents connected and observed the spec.
+    let admin = env.admin().await;
+    for name in runbook_names() {
+        report_observed(&env, name).await;
+    }
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 2, 2)).await;
+
+    // The runbook's step 13.
+    dpds(&env, &admin)
+        .patch(
+            "demo-logger",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec":{"template":{"spec":{"execution":{"args":["echo","updated"]}}}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("every DeviceProcess updated", || {
+        let admin = admin.clone();
+        let env = &env;
+        async move {
+            let list = dps(env, &admin).list(&ListParams::default()).await.unwrap();
+            let state: Vec<_> = list
+                .items
+                .iter()
+                .map(|dp| {
+                    (
+                        dp.name_any(),
+                        dp.spec.execution.args.clone(),
+                        dp.metadata.generation,
+                    )
+                })
+                .collect();
+            let done = list.items.len() == 2
+                && list.items.iter().all(|dp| {
+                    dp.spec.execution.args == ["echo", "updated"]
+                        && dp.metadata.generation == Some(2)
+                });
+            if done {
+                Ok(())
+            } else {
+                Err(format!("{state:?}"))
+            }
+        }
+    })
+    .await;
+    // Up to date again; the agents have not observed the new spec yet.
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 2, 0)).await;
+    let dpd = dpds(&env, &admin).get("demo-logger").await.unwrap();
+    assert_eq!(dpd.metadata.generation, Some(2));
+    assert_eq!(dpd.status.unwrap().observed_generation, Some(2));
+
+    report_observed(&env, "demo-logger-tor1-01").await;
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 2, 1)).await;
+
+    let updated: Vec<_> = events_for(&env, "demo-logger")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "Updated")
+        .collect();
+    assert_eq!(updated.len(), 2, "{updated:?}");
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// Writes what the gateway would: agent connected, current spec hash observed.
+async fn report_observed(env: &apollo_devcluster::testing::TestEnv, name: &str) {
+    let admin = env.admin().await;
+    let api = dps(env, &admin);
+    let dp = api.get(name).await.unwrap();
+    let hash = spec_hash(&dp.spec);
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {
+            "phase": "Pending",
+            "observedSpecHash": hash,
+            "observedGeneration": dp.metadata.generation,
+            "conditions": [
+                {"type": "AgentConnected", "status": "True", "reason": "Heartbeat", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "SpecObserved", "status": "True", "reason": "SpecHashMatched", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            ],
+            "agent": {"version": "0.1.0", "instanceId": "i-1"}
+        }})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_are_put_back_and_foreign_objects_left_alone() {
+    let env = setup().await;
+    let admin = env.admin().await;
+    // Someone else's DeviceProcess already has the name the controller would pick for tor1-09.
+    dps(&env, &admin)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value::<DeviceProcess>(json!({
+                "apiVersion": "azure.com/v1alpha1", "kind": "DeviceProcess",
+                "metadata": {"name": "demo-logger-tor1-09", "labels": {"owner": "someone-else"}},
+                "spec": {"deviceRef": {"name": "tor1-09"}, "artifact": {"type": "http", "url": "http://x/y"}, "execution": {"backend": "systemd"}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let ctl = start(&env, config(&env)).await;
+    apply_runbook(&env).await;
+    env.apply_manifest(
+        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: tor1-09\n  labels: {site: sfo, role: tor}\nspec:\n  dummy: ok\n",
+    )
+    .await
+    .unwrap();
+    let hashed = apollo_api::naming::hashed_device_process_name("demo-logger", "tor1-09");
+    let mut want = [
+        "demo-logger-tor1-01".to_owned(),
+        "demo-logger-tor1-02".to_owned(),
+        "demo-logger-tor1-09".to_owned(),
+        hashed.clone(),
+    ];
+    want.sort();
+    let want_refs: Vec<&str> = want.iter().map(String::as_str).collect();
+    wait_for_dps(&env, &want_refs).await;
+    wait_for_counts(&env, "demo-logger", (3, 3, 3, 0, 0)).await;
+    let foreign = dps(&env, &admin).get("demo-logger-tor1-09").await.unwrap();
+    assert!(
+        foreign.owner_references().is_empty(),
+        "foreign object untouched"
+    );
+    assert_eq!(foreign.labels().len(), 1);
+    assert_eq!(foreign.spec.artifact.url, "http://x/y");
+    assert_eq!(
+        dps(&env, &admin)
+            .get(&hashed)
+            .await
+            .unwrap()
+            .spec
+            .device_ref
+            .name,
+        "tor1-09"
+    );
+
+    // Hand-deleted: recreated (a new object).
+    let old_uid = dps(&env, &admin)
+        .get("demo-logger-tor1-01")
+        .await
+        .unwrap()
+        .uid();
+    dps(&env, &admin)
+        .delete("demo-logger-tor1-01", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("demo-logger-tor1-01 recreated", || {
+        let admin = admin.clone();
+        let env = &env;
+        let old_uid = old_uid.clone();
+        async move {
+            match dps(env, &admin)
+                .get_opt("demo-logger-tor1-01")
+                .await
+                .unwrap()
+            {
+                Some(dp) if dp.uid() != old_uid => Ok(()),
+                other => Err(format!("{:?}", other.map(|d| d.uid()))),
+            }
+        }
+    })
+    .await;
+
+    // Hand-edited spec: put back.
+    dps(&env, &admin)
+        .patch(
+            "demo-logger-tor1-02",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"execution": {"args": ["hacked"]}, "artifact": {"url": "evil:1"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    eventually("demo-logger-tor1-02 spec restored", || {
+        let admin = admin.clone();
+        let env = &env;
+        async move {
+            let dp = dps(env, &admin).get("demo-logger-tor1-02").await.unwrap();
+            if dp.spec.execution.args == ["echo hello from ${APOLLO_DEVICE_NAME}; sleep 3600"]
+                && dp.spec.artifact.url == "alpine:3.19"
+            {
+                Ok(())
+            } else {
+                Err(format!("{:?}", dp.spec))
+            }
+        }
+    })
+    .await;
+
+    // Status written by someone else: counted, never overwritten.
+    report_observed(&env, "demo-logger-tor1-02").await;
+    wait_for_counts(&env, "demo-logger", (3, 3, 3, 1, 1)).await;
+    let dp = dps(&env, &admin).get("demo-logger-tor1-02").await.unwrap();
+    let status = dp.status.expect("status kept");
+    assert_eq!(
+        status.agent.as_ref().map(|a| a.instance_id.clone()),
+        Some("i-1".to_owned())
+    );
+    assert!(status.is_true("AgentConnected"));
+    if let Some(dev) = env.dev() {
+        let user = env.username(User::Controller);
+        assert_eq!(
+            dev.requests()
+                .count(Some(&user), None, Some("deviceprocesses"), Some("status")),
+            0,
+            "the controller never touches DeviceProcess status"
+        );
+    }
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_deployment_garbage_collects_its_device_processes() {
+    let env = setup().await;
+    let ctl = start(&env, config(&env)).await;
+    apply_runbook(&env).await;
+    wait_for_dps(&env, &runbook_names()).await;
+    let admin = env.admin().await;
+    dpds(&env, &admin)
+        .delete("demo-logger", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for_dps(&env, &[]).await;
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_period_after_convergence_costs_zero_writes() {
+    let env = setup().await;
+    // Resync often, to show that periodic reconciles write nothing either.
+    let ctl = start(
+        &env,
+        apollo_controller::Config {
+            resync_period: Some(Duration::from_millis(300)),
+            ..config(&env)
+        },
+    )
+    .await;
+    apply_runbook(&env).await;
+    wait_for_dps(&env, &runbook_names()).await;
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 0, 0)).await;
+
+    let writes_before = controller_writes(&env, &ctl.metrics);
+    let events_before = events_for(&env, "demo-logger").await.len();
+    let reconciles = |m: &apollo_controller::Metrics| {
+        m.reconciles
+            .get_or_create(&apollo_controller::metrics::ResultLabel { result: "ok" })
+            .get()
+    };
+    let reconciles_before = reconciles(&ctl.metrics);
+    let rv_before = dpds(&env, &env.admin().await)
+        .get("demo-logger")
+        .await
+        .unwrap()
+        .resource_version();
+    // Measuring window, not synchronisation: count writes over a fixed interval.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let writes_after = controller_writes(&env, &ctl.metrics);
+    assert_eq!(
+        writes_after,
+        writes_before,
+        "controller wrote during the quiet period: {:?}",
+        env.dev().map(|d| d.requests().snapshot())
+    );
+    assert!(
+        reconciles(&ctl.metrics) >= reconciles_before + 5,
+        "resyncs ran during the window"
+    );
+    assert_eq!(events_for(&env, "demo-logger").await.len(), events_before);
+    let rv_after = dpds(&env, &env.admin().await)
+        .get("demo-logger")
+        .await
+        .unwrap()
+        .resource_version();
+    assert_eq!(rv_before, rv_after, "deployment untouched");
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_identity_is_least_privilege() {
+    let env = setup().await;
+    apply_runbook(&env).await;
+    let ctl_client = env.as_user(User::Controller).await;
+    let forbidden = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(s)) => s.code == 403,
+        _ => false,
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctl_client.clone(), env.namespace());
+    assert!(forbidden(
+        secrets.list(&ListParams::default()).await.map(|_| ())
+    ));
+    // May not change a deployment's spec, nor a DeviceProcess's status.
+    let spec_patch = dpds(&env, &ctl_client)
+        .patch(
+            "demo-logger",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"labels": {"x": "y"}}}}})),
+        )
+        .await
+        .map(|_| ());
+    assert!(forbidden(spec_patch));
+    let switches_write = switches(&env, &ctl_client)
+        .delete("tor1-01", &DeleteParams::default())
+        .await
+        .map(|_| ());
+    assert!(forbidden(switches_write));
+    let leases: Api<Lease> = Api::namespaced(ctl_client.clone(), env.namespace());
+    let other_lease = leases
+        .replace(
+            "someone-elses-lease",
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "someone-elses-lease"}})).unwrap(),
+        )
+        .await
+        .map(|_| ());
+    assert!(forbidden(other_lease));
+    // What it needs works.
+    dpds(&env, &ctl_client)
+        .list(&ListParams::default())
+        .await
+        .expect("list deployments");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_leads_and_the_other_takes_over() {
+    let env = setup().await;
+    let a = start(
+        &env,
+        apollo_controller::Config {
+            leader_election: Some(leader_config(&env, "replica-a")),
+            ..config(&env)
+        },
+    )
+    .await;
+    let admin = env.admin().await;
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), env.namespace());
+    let holder = || {
+        let leases = leases.clone();
+        async move {
+            leases
+                .get_opt("apollo-deviceprocess-controller")
+                .await
+                .unwrap()
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+        }
+    };
+    eventually("replica-a leads", || async {
+        match holder().await {
+            Some(h) if h == "replica-a" && a.is_leading() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let b = start(
+        &env,
+        apollo_controller::Config {
+            leader_election: Some(leader_config(&env, "replica-b")),
+            ..config(&env)
+        },
+    )
+    .await;
+    apply_runbook(&env).await;
+    wait_for_dps(&env, &runbook_names()).await;
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 0, 0)).await;
+    assert!(!b.is_leading());
+    assert_eq!(b.metrics.total_writes(), 0, "the standby writes nothing");
+    assert_eq!(b.metrics.leader.get(), 0);
+    assert_eq!(a.metrics.leader.get(), 1);
+    assert_eq!(holder().await.as_deref(), Some("replica-a"));
+
+    // Graceful stop (SIGTERM): the Lease is released, so b takes over well before it would
+    // have expired.
+    a.stop().await.unwrap();
+    let stopped = Instant::now();
+    eventually("replica-b leads", || async {
+        match holder().await {
+            Some(h) if h == "replica-b" && b.is_leading() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "takeover after release took {:?}",
+        stopped.elapsed()
+    );
+    // And b reconciles.
+    env.apply_manifest(
+        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: tor1-03\n  labels: {site: sfo, role: tor}\nspec:\n  dummy: ok\n",
+    )
+    .await
+    .unwrap();
+    wait_for_dps(
+        &env,
+        &[
+            "demo-logger-tor1-01",
+            "demo-logger-tor1-02",
+            "demo-logger-tor1-03",
+        ],
+    )
+    .await;
+    assert!(b.metrics.total_writes() > 0);
+
+    // A crashed leader (no release): a new replica takes over once the Lease expires.
+    b.crash().await;
+    let c = start(
+        &env,
+        apollo_controller::Config {
+            leader_election: Some(leader_config(&env, "replica-c")),
+            ..config(&env)
+        },
+    )
+    .await;
+    eventually("replica-c leads after the lease expires", || async {
+        match holder().await {
+            Some(h) if h == "replica-c" && c.is_leading() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let lease = leases.get("apollo-deviceprocess-controller").await.unwrap();
+    assert!(lease.spec.unwrap().lease_transitions.unwrap_or(0) >= 2);
+    c.stop().await.unwrap();
+    let released = leases
+        .get("apollo-deviceprocess-controller")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(released, None, "Lease released on graceful stop");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_deployments_get_a_condition_and_an_event_and_others_still_reconcile() {
+    let env = setup().await;
+    let ctl = start(&env, config(&env)).await;
+    env.apply_manifest(
+        r#"
+apiVersion: azure.com/v1alpha1
+kind: DeviceProcessDeployment
+metadata:
+  name: bad-selector
+spec:
+  selector:
+    matchExpressions:
+    - {key: role, operator: Equals, values: [tor]}
+  template:
+    spec:
+      artifact: {type: oci, url: "alpine:3.19"}
+      execution: {backend: container}
+---
+apiVersion: azure.com/v1alpha1
+kind: DeviceProcessDeployment
+metadata:
+  name: bad-template
+spec:
+  selector:
+    matchLabels: {role: tor}
+  template:
+    metadata:
+      labels: {app: "not valid!"}
+    spec:
+      artifact: {type: oci, url: "alpine:3.19"}
+      execution: {backend: container}
+"#,
+    )
+    .await
+    .unwrap();
+    apply_runbook(&env).await;
+    wait_for_dps(&env, &runbook_names()).await;
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 0, 0)).await;
+
+    let admin = env.admin().await;
+    for (name, reason, needle) in [
+        (
+            "bad-selector",
+            "InvalidSelector",
+            "matchExpressions[0].operator: Unsupported value: \"Equals\"",
+        ),
+        (
+            "bad-template",
+            "InvalidTemplate",
+            "spec.template.metadata.labels[\"app\"]: Invalid value: \"not valid!\"",
+        ),
+    ] {
+        let cond = eventually(&format!("{name} InvalidSpec"), || {
+            let admin = admin.clone();
+            let env = &env;
+            async move {
+                let dpd: DeviceProcessDeployment = dpds(env, &admin).get(name).await.unwrap();
+                dpd.status
+                    .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "InvalidSpec"))
+                    .filter(|c| c.status == "True")
+                    .ok_or_else(|| "no InvalidSpec=True".to_owned())
+            }
+        })
+        .await;
+        assert_eq!(cond.reason, reason);
+        assert!(cond.message.contains(needle), "{}", cond.message);
+        let env_ref = &env;
+        let events = eventually(&format!("{name} warning event"), || async move {
+            let events = events_for(env_ref, name).await;
+            if events.iter().any(|e| e.0 == "Warning" && e.1 == reason) {
+                Ok(events)
+            } else {
+                Err(format!("{events:?}"))
+            }
+        })
+        .await;
+        let warning = events.iter().find(|e| e.1 == reason).unwrap();
+        assert!(warning.2.contains(needle), "{}", warning.2);
+        assert_eq!(events.len(), 1, "one event, no repeats: {events:?}");
+    }
+    // Nothing created for the invalid ones.
+    assert_eq!(dp_names(&env).await, runbook_names());
+
+    // Fixing the selector makes it reconcile.
+    dpds(&env, &admin)
+        .patch(
+            "bad-selector",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"selector": {"matchExpressions": [{"key": "role", "operator": "In", "values": ["tor"]}]}}})),
+        )
+        .await
+        .unwrap();
+    wait_for_counts(&env, "bad-selector", (2, 2, 2, 0, 0)).await;
+    let mut want = [
+        "bad-selector-tor1-01",
+        "bad-selector-tor1-02",
+        "demo-logger-tor1-01",
+        "demo-logger-tor1-02",
+    ];
+    want.sort();
+    wait_for_dps(&env, &want).await;
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -1277,6 +1277,16 @@ fn validate_enum(s: &Node, data: &Value, path: &str, ctx: &Ctx<'_>, errs: &mut V
     ));
 }
 
+/// swag.FormatFloat64: strconv 'f' with the shortest precision.
+fn format_float_f(f: f64) -> String {
+    let r = format!("{f}");
+    r.strip_suffix(".0").map(str::to_string).unwrap_or(r)
+}
+
+/// kube-openapi's numberValidator (range of the declared type/format, multipleOf, minimum,
+/// maximum), including its quirks: an integer value is compared against bounds truncated to
+/// integers, and a bound that does not fit the declared type is reported and then compared
+/// as a float.
 fn validate_number(
     s: &Node,
     n: &serde_json::Number,
@@ -1287,66 +1297,79 @@ fn validate_number(
 ) {
     let is_int = !n.is_f64();
     let f = n.as_f64().unwrap_or(0.0);
-    // Range of the declared type/format (only for a single, unambiguous type).
     let types = s.types();
-    if types.len() == 1 {
-        let string_rep = if is_int {
-            gofmt::number(n)
-        } else {
-            // swag.FormatFloat64: strconv 'f' with the shortest precision.
-            let r = format!("{f}");
-            r.strip_suffix(".0").map(str::to_string).unwrap_or(r)
+    // Only a single numeric type (and a format valid for it) is passed to the validator.
+    let ty = match types.as_slice() {
+        [t @ ("integer" | "number")] => Some(*t),
+        _ => None,
+    };
+    let format = match (ty, s.format.as_deref()) {
+        (Some("integer"), Some(f @ ("int32" | "int64")))
+        | (Some("number"), Some(f @ ("float" | "double"))) => f,
+        _ => "",
+    };
+    // IsValueValidAgainstRange
+    let range = |rep: &str, prefix: &str| -> Option<FieldError> {
+        let ty = ty?;
+        let bad = match ty {
+            "integer" if format == "int32" => rep.parse::<i32>().is_err(),
+            "integer" => rep.parse::<i64>().is_err(),
+            _ if format == "float" => rep
+                .parse::<f64>()
+                .map(|x| x.abs() > f32::MAX as f64)
+                .unwrap_or(true),
+            _ => false,
         };
-        let format = s.format.as_deref().unwrap_or("");
-        let ok = match types[0] {
-            "integer" => match format {
-                "int32" => string_rep.parse::<i32>().is_ok(),
-                _ => string_rep.parse::<i64>().is_ok(),
-            },
-            _ => match format {
-                "float" => f.abs() <= f32::MAX as f64,
-                _ => true,
-            },
-        };
-        if !ok {
-            let msg = if format.is_empty()
-                || !matches!(
-                    (types[0], format),
-                    ("integer", "int32" | "int64") | ("number", "float" | "double")
-                ) {
-                format!(
-                    "Checked value must be of type {} (default format) in {path}",
-                    types[0]
-                )
+        bad.then(|| {
+            ctx.plain(if format.is_empty() {
+                format!("{prefix} value must be of type {ty} (default format) in {path}")
             } else {
-                format!(
-                    "Checked value must be of type {} with format {format} in {path}",
-                    types[0]
-                )
-            };
-            errs.push(ctx.plain(msg));
-        }
+                format!("{prefix} value must be of type {ty} with format {format} in {path}")
+            })
+        })
+    };
+    let value_rep = if is_int {
+        gofmt::number(n)
+    } else {
+        format_float_f(f)
+    };
+    if let Some(e) = range(&value_rep, "Checked") {
+        errs.push(e);
     }
+    let int_value = n.as_i64();
     if let Some(m) = s.multiple_of {
-        if m <= 0.0 {
-            let shown = if is_int {
-                (m as i64).to_string()
-            } else {
-                gofmt::float(m)
-            };
-            errs.push(ctx.plain(format!(
-                "factor MultipleOf declared for {path} must be positive: {shown}"
-            )));
-        } else if is_int && m.fract() == 0.0 {
+        let range_err = range(&format_float_f(m), "MultipleOf");
+        let native_int = range_err.is_none() && is_int;
+        if let Some(e) = range_err {
+            errs.push(e);
+        }
+        if native_int {
             let factor = m as i64;
-            let v = n.as_i64().unwrap_or(0);
-            if factor != 0 && v % factor != 0 {
+            let v = int_value.unwrap_or(0);
+            if factor <= 0 {
+                errs.push(FieldError::invalid(
+                    ctx.err_path(path),
+                    Value::from(factor),
+                    format!("factor MultipleOf declared for {path} must be positive: {factor}"),
+                ));
+            } else if v % factor != 0 {
                 errs.push(FieldError::invalid(
                     ctx.err_path(path),
                     data.clone(),
                     format!("{} should be a multiple of {factor}", in_body(path)),
                 ));
             }
+        } else if m <= 0.0 {
+            errs.push(FieldError::invalid(
+                ctx.err_path(path),
+                serde_json::Number::from_f64(m)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null),
+                format!(
+                    "factor MultipleOf declared for {path} must be positive: {}",
+                    gofmt::float(m)
+                ),
+            ));
         } else {
             let mult = if m < 1.0 { 1.0 / m * f } else { f / m };
             if !is_json_integer(mult) {
@@ -1362,60 +1385,48 @@ fn validate_number(
             }
         }
     }
-    if let Some(min) = s.minimum {
-        let (fails, shown) = if is_int {
-            let v = n.as_i64().unwrap_or(i64::MAX);
-            let mi = min as i64;
-            (
-                if s.exclusive_minimum { v <= mi } else { v < mi },
-                mi.to_string(),
-            )
-        } else {
-            (
-                if s.exclusive_minimum {
-                    f <= min
-                } else {
-                    f < min
-                },
-                gofmt::float(min),
-            )
-        };
-        if fails {
-            let rel = if s.exclusive_minimum {
-                "greater than"
+    for (bound, exclusive, is_min) in [
+        (s.minimum, s.exclusive_minimum, true),
+        (s.maximum, s.exclusive_maximum, false),
+    ] {
+        let Some(b) = bound else { continue };
+        let range_err = range(
+            &format_float_f(b),
+            if is_min {
+                "Minimum boundary"
             } else {
-                "greater than or equal to"
-            };
-            errs.push(FieldError::invalid(
-                ctx.err_path(path),
-                data.clone(),
-                format!("{} should be {rel} {shown}", in_body(path)),
-            ));
+                "Maximum boundary"
+            },
+        );
+        let native_int = range_err.is_none() && is_int && int_value.is_some();
+        if let Some(e) = range_err {
+            errs.push(e);
         }
-    }
-    if let Some(max) = s.maximum {
-        let (fails, shown) = if is_int {
-            let v = n.as_i64().unwrap_or(i64::MAX);
-            let ma = max as i64;
-            (
-                if s.exclusive_maximum { v >= ma } else { v > ma },
-                ma.to_string(),
-            )
+        let (fails, shown) = if native_int {
+            let v = int_value.unwrap_or(0);
+            let bi = b as i64;
+            let fails = match (is_min, exclusive) {
+                (true, false) => v < bi,
+                (true, true) => v <= bi,
+                (false, false) => v > bi,
+                (false, true) => v >= bi,
+            };
+            (fails, bi.to_string())
         } else {
-            (
-                if s.exclusive_maximum {
-                    f >= max
-                } else {
-                    f > max
-                },
-                gofmt::float(max),
-            )
+            let fails = match (is_min, exclusive) {
+                (true, false) => f < b,
+                (true, true) => f <= b,
+                (false, false) => f > b,
+                (false, true) => f >= b,
+            };
+            (fails, gofmt::float(b))
         };
         if fails {
-            let rel = if s.exclusive_maximum {
-                "less than"
-            } else {
-                "less than or equal to"
+            let rel = match (is_min, exclusive) {
+                (true, false) => "greater than or equal to",
+                (true, true) => "greater than",
+                (false, false) => "less than or equal to",
+                (false, true) => "less than",
             };
             errs.push(FieldError::invalid(
                 ctx.err_path(path),

@@ -555,3 +555,34 @@ fn prune_normalizes_object_meta_like_the_go_round_trip() {
     s.prune(&mut o);
     assert_eq!(o["spec"]["template"]["metadata"], json!({}));
 }
+
+#[test]
+fn number_validator_quirks() {
+    let s = Structural::from_json(&json!({"type": "object", "properties": {
+        "ratio": {"type": "number", "multipleOf": 0.5},
+        "big": {"type": "integer", "format": "int32"},
+        "n": {"type": "integer", "minimum": 1, "exclusiveMinimum": true, "maximum": 5, "exclusiveMaximum": true}
+    }}))
+    .unwrap();
+    assert!(s.validate(&json!({"ratio": 2.5})).is_empty());
+    // An integer value against a fractional multipleOf: kube-openapi truncates the factor.
+    assert_eq!(
+        msgs(&s.validate(&json!({"ratio": 2}))),
+        vec!["ratio: Invalid value: 0: factor MultipleOf declared for ratio must be positive: 0"]
+    );
+    assert_eq!(
+        msgs(&s.validate(&json!({"big": 3000000000i64}))),
+        vec![
+            r#"<nil>: Invalid value: "": Checked value must be of type integer with format int32 in big"#
+        ]
+    );
+    assert_eq!(
+        msgs(&s.validate(&json!({"n": 1}))),
+        vec!["n: Invalid value: 1: n in body should be greater than 1"]
+    );
+    assert_eq!(
+        msgs(&s.validate(&json!({"n": 5}))),
+        vec!["n: Invalid value: 5: n in body should be less than 5"]
+    );
+    assert!(s.validate(&json!({"n": 3})).is_empty());
+}

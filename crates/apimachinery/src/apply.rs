@@ -839,7 +839,7 @@ fn parse_rfc3339(t: &str) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| -> Option<i64> { t.get(r)?.parse().ok() };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &t[19..];
+    let mut rest = t.get(19..)?;
     if let Some(r) = rest.strip_prefix('.') {
         let n = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
         rest = &r[n..];

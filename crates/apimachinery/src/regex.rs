@@ -656,7 +656,7 @@ impl Parser<'_> {
             if c == '[' && self.chars.get(self.pos + 1) == Some(&':') {
                 // POSIX class [:alpha:]
                 let rest: String = self.chars[self.pos..].iter().collect();
-                if let Some(end) = rest.find(":]") {
+                if let Some(end) = rest.get(2..).and_then(|r| r.find(":]")).map(|i| i + 2) {
                     let name = &rest[2..end];
                     let (neg, name) = match name.strip_prefix('^') {
                         Some(n) => (true, n),
@@ -841,6 +841,8 @@ mod tests {
         assert!(m(r"^\x41\.$", "A."));
         assert!(m("x{2}", "axxb"));
         assert!(m("a{,2}", "a{,2}"));
+        assert!(m("^[[:digit:]]+$", "42"));
+        assert!(Regex::new("[[:]").is_ok() || Regex::new("[[:]").is_err());
     }
 
     #[test]
@@ -852,5 +854,56 @@ mod tests {
         assert!(Regex::new("a**").is_err());
         assert!(Regex::new("a{1001}").is_err());
         assert!(Regex::new(r"\q").is_err());
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    use super::Regex;
+
+    #[test]
+    fn odd_patterns_do_not_panic() {
+        for p in [
+            "",
+            "[",
+            "]",
+            "[]",
+            "[]a]",
+            "[^]",
+            "(",
+            ")",
+            "(?",
+            "(?P",
+            "(?P<n",
+            "(?i",
+            "\\",
+            "\\x",
+            "\\x{",
+            "\\x{zz}",
+            "\\p",
+            "\\p{",
+            "\\p{Nope}",
+            "[[:",
+            "[[:]",
+            "[[:nope:]]",
+            "[a-",
+            "[z-a]",
+            "a{",
+            "a{1",
+            "a{1,",
+            "a{2,1}",
+            "((((((((((a))))))))))",
+            "(a{1000}){1000}",
+            "é+",
+            "[é-ü]+",
+            "\\0\\07\\077",
+            "x*?",
+            "x+?",
+            "(?-i)a",
+        ] {
+            if let Ok(r) = Regex::new(p) {
+                let _ = r.is_match("some text é ü 123");
+            }
+        }
     }
 }

@@ -913,6 +913,11 @@ fn time_helpers() {
         utc_rfc3339("2026-01-01T01:00:00.5+01:00"),
         "2026-01-01T00:00:00Z"
     );
+    assert_eq!(parse_rfc3339("2026-01-01T00:00:0é0000Z"), None);
+    assert_eq!(
+        utc_rfc3339("not a time at all, really"),
+        "not a time at all, really"
+    );
 }
 
 #[test]
@@ -1282,4 +1287,56 @@ fn smd_set_reorder() {
         entry(&out, "default")["fieldsV1"],
         json!({"f:list": {"v:\"a\"": {}, "v:\"b\"": {}, "v:\"c\"": {}, "v:\"d\"": {}}})
     );
+}
+
+#[test]
+fn garbage_inputs_do_not_panic() {
+    let s = schema();
+    let weird = [
+        json!(null),
+        json!(1),
+        json!("x"),
+        json!([1, {"a": null}]),
+        json!({"apiVersion": 5, "kind": [], "metadata": "nope", "spec": [1]}),
+        json!({"apiVersion": "azure.com/v1alpha1", "kind": "DeviceProcess", "metadata": {"name": "dp", "managedFields": "x"}}),
+        json!({"apiVersion": "azure.com/v1alpha1", "kind": "DeviceProcess", "metadata": {"name": "dp",
+            "managedFields": [{"manager": "m", "operation": "Apply", "apiVersion": "v", "fieldsType": "FieldsV1",
+                               "fieldsV1": {"k:[1]": {}, "q:": {}, "v:{": {}}}]}}),
+        json!({"apiVersion": "azure.com/v1alpha1", "kind": "DeviceProcess", "metadata": {"name": "dp", "uid": "u",
+            "managedFields": [{"manager": "m", "operation": "Update", "apiVersion": "v", "fieldsType": "FieldsV1",
+                               "fieldsV1": {"f:spec": {"f:env": {"k:{\"name\":\"a\"}": {".": {}}}}}, "time": "garbage"}]},
+            "spec": {"env": [{"value": 1}, "str", null], "tags": [{"a": 1}, [1]], "selector": 5, "params": [1]}}),
+        json!({"spec": {"env": null, "tags": null, "deviceRef": {"name": {"deep": [1, 2, {"x": null}]}}}, "status": 7}),
+    ];
+    for live in &weird {
+        for applied in &weird {
+            let _ = apply(ApplyRequest {
+                live: Some(live),
+                applied,
+                manager: "m",
+                subresource: None,
+                force: true,
+                schema: Some(&s),
+                now: "garbage-time",
+            });
+            let _ = apply(ApplyRequest {
+                live: None,
+                applied,
+                manager: "",
+                subresource: Some("status"),
+                force: false,
+                schema: None,
+                now: T0,
+            });
+            let mut new = applied.clone();
+            record_update(Some(live), &mut new, "m", None, Some(&s), T0);
+            let mut new = applied.clone();
+            record_update(None, &mut new, "m", Some("status"), None, T0);
+        }
+        let mut x = live.clone();
+        let _ = s.prune(&mut x);
+        s.apply_defaults(&mut x);
+        let _ = s.validate(&x);
+        let _ = s.validate_status(&x);
+    }
 }

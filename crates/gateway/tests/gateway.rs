@@ -1,0 +1,724 @@
+//! End-to-end tests of the gateway over real HTTP on 127.0.0.1, against the development API
+//! server, with the gateway running under its own ServiceAccount and `k8s/rbac/gateway.yaml`.
+
+mod common;
+
+use std::time::Duration;
+
+use apollo_api::conditions::{AGENT_CONNECTED, SPEC_OBSERVED};
+use apollo_api::{Phase, spec_hash};
+use apollo_protocol::wire::{DesiredDocument, ReportAck};
+use common::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn connected(dp: &apollo_api::DeviceProcess) -> bool {
+    cond_status(dp, AGENT_CONNECTED).as_deref() == Some("True")
+}
+
+fn observed(dp: &apollo_api::DeviceProcess) -> bool {
+    let want = spec_hash(&dp.spec);
+    dp.status.as_ref().is_some_and(|s| {
+        s.phase == Some(Phase::Pending)
+            && s.observed_spec_hash.as_deref() == Some(want.as_str())
+            && s.is_true(AGENT_CONNECTED)
+            && s.is_true(SPEC_OBSERVED)
+    })
+}
+
+/// The runbook: two DeviceProcesses, two agents, 304s, a spec change, a quiet period without
+/// writes, a stale agent with exactly one Warning, and a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbook_flow() {
+    let mut h = Harness::start().await;
+    h.create_dp("demo-logger-tor1-01", "tor1-01", "hello").await;
+    h.create_dp("demo-logger-tor1-02", "tor1-02", "hello").await;
+    // Before any agent: Pending, never connected.
+    h.wait_status("demo-logger-tor1-01", "Pending/Unknown", T, |dp| {
+        dp.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(Phase::Pending))
+            && cond_status(dp, AGENT_CONNECTED).as_deref() == Some("Unknown")
+    })
+    .await;
+
+    let a1 = RunningAgent::start(&h.base_url(), h.master.derive("tor1-01"));
+    let a2 = RunningAgent::start(&h.base_url(), h.master.derive("tor1-02"));
+    let started = tokio::time::Instant::now();
+    for name in ["demo-logger-tor1-01", "demo-logger-tor1-02"] {
+        h.wait_status(name, "connected and observed", T, observed)
+            .await;
+    }
+    let dp1 = h.get_dp("demo-logger-tor1-01").await;
+    let status = dp1.status.clone().unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(
+        status.agent.as_ref().unwrap().instance_id,
+        a1.agent.instance_id()
+    );
+    eprintln!("status within {:?} of agent start", started.elapsed());
+    for name in ["demo-logger-tor1-01", "demo-logger-tor1-02"] {
+        assert_eq!(h.events(name, "AgentConnected").await.len(), 1, "{name}");
+    }
+    wait_until("SpecObserved events", T, || async {
+        h.events("demo-logger-tor1-01", "SpecObserved").await.len() == 1
+    })
+    .await;
+
+    // A GET with the ETag is a 304; the document lists the DeviceProcess with its hash.
+    let dev = h.device("tor1-01");
+    let first = dev.get(None, None).await;
+    assert_eq!(first.status, 200);
+    let doc: DesiredDocument = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(doc.processes.len(), 1);
+    assert_eq!(doc.processes[0].spec_hash, spec_hash(&dp1.spec));
+    let etag = first.header("etag").unwrap().to_string();
+    let second = dev.get(Some(&etag), None).await;
+    assert_eq!(second.status, 304);
+    assert!(second.body.is_empty());
+
+    // Spec change: the new hash is observed.
+    let changed = h.set_arg("demo-logger-tor1-01", "updated").await;
+    let new_hash = spec_hash(&changed.spec);
+    h.wait_status("demo-logger-tor1-01", "new hash observed", T, |dp| {
+        observed(dp)
+            && dp.status.as_ref().unwrap().observed_spec_hash.as_deref() == Some(new_hash.as_str())
+            && dp.status.as_ref().unwrap().observed_generation == Some(2)
+    })
+    .await;
+    let third = dev.get(Some(&etag), None).await;
+    assert_eq!(third.status, 200, "old ETag no longer matches");
+
+    // Quiet period: heartbeats only, no status writes at all.
+    wait_until("status writes drained", T, || async {
+        h.gw().status().converged() && h.gw().status().pending() == 0
+    })
+    .await;
+    let before = h.status_patches();
+    let heartbeats_before = h.gw().metrics().encode();
+    tokio::time::sleep(HEARTBEAT * 8).await;
+    assert_eq!(
+        h.status_patches(),
+        before,
+        "no status writes while only heartbeats arrive"
+    );
+    assert_ne!(
+        h.gw().metrics().encode(),
+        heartbeats_before,
+        "requests kept flowing"
+    );
+
+    // Agent 2 stops: AgentConnected=False after the window, exactly one Warning even after
+    // three windows.
+    let stopped_at = tokio::time::Instant::now();
+    a2.stop().await;
+    h.wait_status("demo-logger-tor1-02", "stale", T, |dp| {
+        cond_status(dp, AGENT_CONNECTED).as_deref() == Some("False")
+    })
+    .await;
+    let took = stopped_at.elapsed();
+    // Silence counts from the agent's last report, at most one heartbeat before the stop.
+    assert!(
+        took >= STALE - HEARTBEAT,
+        "not stale before the window ({took:?})"
+    );
+    eprintln!("stale after {took:?}");
+    tokio::time::sleep(STALE * 3).await;
+    assert_eq!(h.events("demo-logger-tor1-02", "AgentStale").await.len(), 1);
+    assert!(
+        h.events("demo-logger-tor1-01", "AgentStale")
+            .await
+            .is_empty()
+    );
+    let dp2 = h.get_dp("demo-logger-tor1-02").await;
+    let c = dp2
+        .status
+        .as_ref()
+        .unwrap()
+        .condition(AGENT_CONNECTED)
+        .unwrap();
+    assert_eq!(c.reason, "HeartbeatMissed");
+    // The other device stays connected.
+    assert!(connected(&h.get_dp("demo-logger-tor1-01").await));
+
+    // Restarted with no desired change: True again, with a Normal event.
+    let a2b = RunningAgent::start(&h.base_url(), h.master.derive("tor1-02"));
+    h.wait_status("demo-logger-tor1-02", "reconnected", T, observed)
+        .await;
+    wait_until("AgentReconnected event", T, || async {
+        h.events("demo-logger-tor1-02", "AgentReconnected")
+            .await
+            .len()
+            == 1
+    })
+    .await;
+    assert_eq!(h.events("demo-logger-tor1-02", "AgentStale").await.len(), 1);
+
+    // One list of DeviceProcesses for the whole run, whatever the device traffic.
+    let list = h.env.dev().unwrap().requests().count(
+        Some(&h.gateway_user()),
+        Some("list"),
+        Some("deviceprocesses"),
+        None,
+    );
+    assert_eq!(list, 1, "{:?}", h.env.dev().unwrap().requests());
+    let metrics = h.gw().metrics().encode();
+    assert!(
+        metrics.contains("apollo_gateway_api_requests_total{verb=\"list\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("apollo_gateway_stale_transitions_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("apollo_gateway_connected_devices 2"),
+        "{metrics}"
+    );
+
+    a1.stop().await;
+    a2b.stop().await;
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}
+
+/// A gateway restart: live agents neither flap nor cause events, their next GET is a 304; an
+/// agent that died meanwhile goes stale one window after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_restart_keeps_status_and_etags() {
+    let mut h = Harness::start().await;
+    h.create_dp("dp-a", "dev-a", "x").await;
+    h.create_dp("dp-b", "dev-b", "x").await;
+    let agent_a = RunningAgent::start(&h.base_url(), h.master.derive("dev-a"));
+    let agent_b = RunningAgent::start(&h.base_url(), h.master.derive("dev-b"));
+    h.wait_status("dp-a", "observed", T, observed).await;
+    h.wait_status("dp-b", "observed", T, observed).await;
+    wait_until("converged", T, || async { h.gw().status().converged() }).await;
+    let etag_before = h
+        .device("dev-a")
+        .get(None, None)
+        .await
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let dp_a_before = h.get_dp("dp-a").await;
+    let patches_before = h.status_patches();
+    let documents_before = agent_a.agent.subscribe().borrow().documents;
+
+    // Agent b dies while the gateway is down.
+    let addr = h.addr;
+    h.stop_gateway().await;
+    agent_b.stop().await;
+    let restarted = tokio::time::Instant::now();
+    h.start_gateway(Some(addr)).await;
+
+    // Agent a reconnects and gets 304s: no new document adopted.
+    let acked = agent_a.agent.subscribe().borrow().reports_acked;
+    wait_until("agent a reports to the new gateway", T, || async {
+        agent_a.agent.subscribe().borrow().reports_acked > acked + 2
+    })
+    .await;
+    assert_eq!(
+        agent_a.agent.subscribe().borrow().documents,
+        documents_before
+    );
+    let m = h.gw().metrics().encode();
+    assert!(
+        !m.contains("apollo_gateway_http_requests_total{route=\"desired\",code=\"200\"}"),
+        "no 200 for desired after the restart:\n{m}"
+    );
+    // The agent's first long poll on the new gateway ends with a 304 (nothing changed).
+    wait_until("agent a gets a 304", T, || async {
+        h.gw()
+            .metrics()
+            .encode()
+            .contains("apollo_gateway_http_requests_total{route=\"desired\",code=\"304\"}")
+    })
+    .await;
+    assert_eq!(
+        agent_a.agent.subscribe().borrow().documents,
+        documents_before
+    );
+    assert!(
+        !h.gw()
+            .metrics()
+            .encode()
+            .contains("apollo_gateway_http_requests_total{route=\"desired\",code=\"200\"}")
+    );
+    assert_eq!(
+        h.device("dev-a").get(Some(&etag_before), None).await.status,
+        304,
+        "ETags survive restarts"
+    );
+
+    // Agent b goes stale one window after the restart; a never flaps.
+    h.wait_status("dp-b", "stale after restart", T, |dp| {
+        cond_status(dp, AGENT_CONNECTED).as_deref() == Some("False")
+    })
+    .await;
+    assert!(restarted.elapsed() >= STALE);
+    let dp_a_after = h.get_dp("dp-a").await;
+    assert_eq!(
+        dp_a_after
+            .status
+            .as_ref()
+            .unwrap()
+            .condition(AGENT_CONNECTED),
+        dp_a_before
+            .status
+            .as_ref()
+            .unwrap()
+            .condition(AGENT_CONNECTED),
+        "no flap, same lastTransitionTime"
+    );
+    assert_eq!(dp_a_after.status, dp_a_before.status);
+    assert_eq!(h.events("dp-a", "AgentConnected").await.len(), 1);
+    assert!(h.events("dp-a", "AgentReconnected").await.is_empty());
+    assert!(h.events("dp-a", "AgentStale").await.is_empty());
+    assert_eq!(h.events("dp-b", "AgentStale").await.len(), 1);
+    // The only status write after the restart is b's stale transition.
+    wait_until("converged", T, || async { h.gw().status().converged() }).await;
+    assert_eq!(h.status_patches(), patches_before + 1);
+
+    agent_a.stop().await;
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}
+
+/// An API outage while agents report: the gateway keeps serving, and once the API server is
+/// back the status converges to the last reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_outage_converges_to_last_reports() {
+    let h = Harness::start().await;
+    h.create_dp("dp-1", "dev-1", "x").await;
+    h.create_dp("dp-2", "dev-2", "x").await;
+    let agent1 = RunningAgent::start(&h.base_url(), h.master.derive("dev-1"));
+    let agent2 = RunningAgent::start(&h.base_url(), h.master.derive("dev-2"));
+    h.wait_status("dp-1", "observed", T, observed).await;
+    h.wait_status("dp-2", "observed", T, observed).await;
+
+    let faults = h.env.dev().unwrap().faults();
+    // 500 rather than 503: kube's client retries 503 itself, for minutes.
+    faults.fail_share(1.0, 500);
+    faults.drop_watches();
+    // During the outage: agent 1 restarts (new instance), agent 2 dies.
+    agent1.stop().await;
+    let agent1b = RunningAgent::start(&h.base_url(), h.master.derive("dev-1"));
+    agent2.stop().await;
+    let new_instance = agent1b.agent.instance_id().to_string();
+    wait_until("device 2 stale in memory", T, || async {
+        h.gw().liveness().get("dev-2").is_some_and(|a| a.stale)
+    })
+    .await;
+    wait_until("agent 1b acked", T, || async {
+        agent1b.agent.subscribe().borrow().reports_acked > 0
+    })
+    .await;
+    // Writes are failing but the gateway keeps serving devices.
+    let m = h.gw().metrics();
+    wait_until("failed writes counted", T, || async {
+        m.status_writes_of("error") > 0
+    })
+    .await;
+    let dev = h.device("dev-1");
+    assert_eq!(dev.get(None, None).await.status, 200);
+    let health = raw_request(h.addr, &build_request("GET", "/healthz", &[], b""))
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    faults.clear();
+    h.wait_status("dp-1", "new instance recorded", T, |dp| {
+        observed(dp)
+            && dp
+                .status
+                .as_ref()
+                .unwrap()
+                .agent
+                .as_ref()
+                .map(|a| a.instance_id.as_str())
+                == Some(new_instance.as_str())
+    })
+    .await;
+    h.wait_status("dp-2", "stale recorded", T, |dp| {
+        cond_status(dp, AGENT_CONNECTED).as_deref() == Some("False")
+    })
+    .await;
+    wait_until("converged", T, || async { h.gw().status().converged() }).await;
+    // Events of the outage arrive once the API server is back.
+    wait_until("stale event", T, || async {
+        h.events("dp-2", "AgentStale").await.len() == 1
+    })
+    .await;
+
+    agent1b.stop().await;
+    let mut h = h;
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}
+
+/// Authentication failures: 401/403 with the same message, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failures_change_nothing() {
+    use apollo_protocol::auth::{generate_nonce, unix_now};
+    use apollo_protocol::keys::MasterKey;
+
+    let mut h = Harness::start().await;
+    h.create_dp("dp-auth", "dev-auth", "x").await;
+    h.wait_status("dp-auth", "initial status", T, |dp| {
+        cond_status(dp, AGENT_CONNECTED).as_deref() == Some("Unknown")
+    })
+    .await;
+    wait_until("converged", T, || async { h.gw().status().converged() }).await;
+    let patches = h.status_patches();
+    let dev = h.device("dev-auth");
+    let report_pq = dev.report_path();
+    let body = br#"{"agentVersion":"x","instanceId":"evil","observed":[]}"#.to_vec();
+    let json_ct = ("Content-Type".to_string(), "application/json".to_string());
+    let send = |headers: Vec<(String, String)>, body: Vec<u8>| {
+        let addr = h.addr;
+        let pq = report_pq.clone();
+        async move {
+            raw_request(addr, &build_request("POST", &pq, &headers, &body))
+                .await
+                .unwrap()
+        }
+    };
+    let now = unix_now();
+    let signed = |key: &apollo_protocol::keys::DeviceKey, ts: i64, nonce: &str, b: &[u8]| {
+        let mut hs = auth_headers(key, "POST", &report_pq, b, ts, nonce);
+        hs.push(json_ct.clone());
+        hs
+    };
+
+    // Wrong master key.
+    let other_master = MasterKey::new("ktest", [9; 32]).unwrap();
+    let r = send(
+        signed(
+            &other_master.derive("dev-auth"),
+            now,
+            &generate_nonce(),
+            &body,
+        ),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["message"], "authentication failed");
+    assert!(r.header("x-apollo-signature").is_none());
+    // Another device's (valid) key on this device's path.
+    let r = send(
+        signed(&h.master.derive("dev-other"), now, &generate_nonce(), &body),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // Expired timestamp.
+    let r = send(
+        signed(&dev.key, now - 3600, &generate_nonce(), &body),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["message"], "authentication failed");
+    // Tampered body.
+    let mut tampered = body.clone();
+    tampered[20] ^= 1;
+    let r = send(signed(&dev.key, now, &generate_nonce(), &body), tampered).await;
+    assert_eq!(r.status, 401);
+    // Missing header.
+    let mut hs = signed(&dev.key, now, &generate_nonce(), &body);
+    hs.retain(|(k, _)| !k.eq_ignore_ascii_case("x-apollo-nonce"));
+    let r = send(hs, body.clone()).await;
+    assert_eq!(r.status, 401);
+    // Unknown key id.
+    let unknown = MasterKey::new("knope", [7; 32]).unwrap();
+    let r = send(
+        signed(&unknown.derive("dev-auth"), now, &generate_nonce(), &body),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // Replay: the first use is accepted, the same request again is refused.
+    let nonce = generate_nonce();
+    let desired_pq = dev.desired_path();
+    let hs = auth_headers(&dev.key, "GET", &desired_pq, b"", now, &nonce);
+    let req = build_request("GET", &desired_pq, &hs, b"");
+    assert_eq!(raw_request(h.addr, &req).await.unwrap().status, 200);
+    let again = raw_request(h.addr, &req).await.unwrap();
+    assert_eq!(again.status, 401);
+
+    // Nothing changed: no agent, no status write, no event.
+    assert!(h.gw().liveness().get("dev-auth").is_none());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.status_patches(), patches);
+    assert_eq!(
+        cond_status(&h.get_dp("dp-auth").await, AGENT_CONNECTED).as_deref(),
+        Some("Unknown")
+    );
+    let m = h.gw().metrics().encode();
+    for reason in [
+        "bad_signature",
+        "wrong_device",
+        "skew",
+        "missing",
+        "unknown_key",
+        "replay",
+    ] {
+        assert!(
+            m.contains(&format!(
+                "apollo_gateway_auth_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason} in\n{m}"
+        );
+    }
+
+    // A good report works, and its signed answer carries the revision and heartbeat.
+    let ok = dev.report("good", &[]).await;
+    assert_eq!(ok.status, 200);
+    let ack: ReportAck = serde_json::from_slice(&ok.body).unwrap();
+    assert_eq!(ack.heartbeat_interval_ms, HEARTBEAT.as_millis() as u64);
+    // A tampered response does not verify with the device key.
+    let nonce = generate_nonce();
+    let hs = auth_headers(&dev.key, "GET", &desired_pq, b"", unix_now(), &nonce);
+    let resp = raw_request(h.addr, &build_request("GET", &desired_pq, &hs, b""))
+        .await
+        .unwrap();
+    let mut body = resp.body.clone();
+    body[5] ^= 1;
+    assert!(
+        apollo_protocol::auth::verify_response(
+            &dev.key,
+            resp.status,
+            &nonce,
+            resp.header("etag"),
+            &body,
+            resp.header("x-apollo-signature"),
+        )
+        .is_err()
+    );
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}
+
+/// Bad input gets its documented error, and the gateway keeps serving others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_table() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut h = Harness::start().await;
+    h.create_dp("dp-in", "dev-in", "x").await;
+    let dev = h.device("dev-in");
+    let addr = h.addr;
+
+    // A slow client: headers never finished; another holds a body half-sent.
+    let mut slow_headers = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow_headers
+        .write_all(b"GET /v1/devices/dev-in/desired HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut slow_body = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = br#"{"agentVersion":"x","instanceId":"i","observed":[]}"#;
+    let mut hs = auth_headers(
+        &dev.key,
+        "POST",
+        &dev.report_path(),
+        body,
+        apollo_protocol::auth::unix_now(),
+        &apollo_protocol::auth::generate_nonce(),
+    );
+    hs.push(("Content-Type".into(), "application/json".into()));
+    let req = build_request("POST", &dev.report_path(), &hs, body);
+    slow_body.write_all(&req[..req.len() - 10]).await.unwrap();
+
+    // Meanwhile everything else is served.
+    let report = |ct: &'static str, body: Vec<u8>| {
+        let key = dev.key.clone();
+        let pq = dev.report_path();
+        async move {
+            let mut hs = auth_headers(
+                &key,
+                "POST",
+                &pq,
+                &body,
+                apollo_protocol::auth::unix_now(),
+                &apollo_protocol::auth::generate_nonce(),
+            );
+            hs.push(("Content-Type".into(), ct.into()));
+            raw_request(addr, &build_request("POST", &pq, &hs, &body))
+                .await
+                .unwrap()
+        }
+    };
+    let cases: Vec<(&str, HttpResp, u16)> = vec![
+        (
+            "malformed JSON",
+            report("application/json", b"{not json".to_vec()).await,
+            400,
+        ),
+        (
+            "wrong content type",
+            report("text/plain", b"{}".to_vec()).await,
+            415,
+        ),
+        (
+            "oversized body",
+            report("application/json", vec![b' '; 70 * 1024]).await,
+            413,
+        ),
+        (
+            "unknown route",
+            raw_request(addr, &build_request("GET", "/v2/nothing", &[], b""))
+                .await
+                .unwrap(),
+            404,
+        ),
+        (
+            "unknown device subroute",
+            raw_request(
+                addr,
+                &build_request("GET", "/v1/devices/dev-in/other", &[], b""),
+            )
+            .await
+            .unwrap(),
+            404,
+        ),
+        (
+            "wrong method",
+            raw_request(
+                addr,
+                &build_request("DELETE", &dev.desired_path(), &[], b""),
+            )
+            .await
+            .unwrap(),
+            405,
+        ),
+        (
+            "bad device name",
+            raw_request(
+                addr,
+                &build_request("GET", "/v1/devices/Bad_Name/desired", &[], b""),
+            )
+            .await
+            .unwrap(),
+            400,
+        ),
+        (
+            "bad device name (dots)",
+            raw_request(
+                addr,
+                &build_request("GET", "/v1/devices/a..b/desired", &[], b""),
+            )
+            .await
+            .unwrap(),
+            400,
+        ),
+        ("bad wait", dev.get(None, Some("soon")).await, 400),
+        ("good request", dev.get(None, None).await, 200),
+    ];
+    for (what, resp, want) in &cases {
+        assert_eq!(
+            resp.status,
+            *want,
+            "{what}: {:?}",
+            String::from_utf8_lossy(&resp.body)
+        );
+        if *want != 200 {
+            let err = resp.json();
+            assert_eq!(err["error"]["code"], *want, "{what}: JSON error body");
+            assert!(
+                err["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{what}"
+            );
+            assert_eq!(
+                resp.header("content-type"),
+                Some("application/json"),
+                "{what}"
+            );
+        }
+    }
+    let wrong_method = &cases[5].1;
+    assert_eq!(wrong_method.header("allow"), Some("GET"));
+    // The malformed report changed nothing.
+    assert!(h.gw().liveness().get("dev-in").is_none());
+
+    // The slow body gets 408; the slow headers get the connection closed.
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut slow_body, &mut buf),
+    )
+    .await
+    .expect("slow body answered");
+    assert!(n.is_ok());
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut slow_headers, &mut buf),
+    )
+    .await;
+    assert!(
+        closed.is_ok(),
+        "slow headers: connection closed by the header timeout"
+    );
+
+    // Long polls: held until the document changes.
+    let first = dev.get(None, None).await;
+    let etag = first.header("etag").unwrap().to_string();
+    let held = {
+        let dev = h.device("dev-in");
+        let etag = etag.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let r = dev.get(Some(&etag), Some("10s")).await;
+            (r, started.elapsed())
+        })
+    };
+    wait_until("long poll held", T, || async {
+        h.gw().metrics().long_polls_held.get() == 1
+    })
+    .await;
+    h.set_arg("dp-in", "changed").await;
+    let (resp, took) = held.await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(
+        took < Duration::from_secs(5),
+        "woken by the change, took {took:?}"
+    );
+    assert_ne!(resp.header("etag"), Some(etag.as_str()));
+    // A long poll on an unchanged document ends with 304 when the wait ends.
+    let etag = resp.header("etag").unwrap().to_string();
+    let started = tokio::time::Instant::now();
+    let r = dev.get(Some(&etag), Some("500ms")).await;
+    assert_eq!(r.status, 304);
+    assert!(started.elapsed() >= Duration::from_millis(450));
+    // Unassigned devices get an empty document (no existence oracle).
+    let nobody = h.device("nobody").get(None, None).await;
+    assert_eq!(nobody.status, 200);
+    let doc: DesiredDocument = serde_json::from_slice(&nobody.body).unwrap();
+    assert!(doc.processes.is_empty());
+    // Health endpoints and metrics.
+    for (path, want) in [("/healthz", 200), ("/readyz", 200), ("/metrics", 200)] {
+        let r = raw_request(addr, &build_request("GET", path, &[], b""))
+            .await
+            .unwrap();
+        assert_eq!(r.status, want, "{path}");
+    }
+    let m = raw_request(addr, &build_request("GET", "/metrics", &[], b""))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("apollo_gateway_desired_not_modified_ratio"),
+        "{text}"
+    );
+    assert!(!text.contains("dev-in"), "no per-device labels");
+
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}

@@ -28,13 +28,16 @@
 //! 2. [`schema::Structural::apply_defaults`]: `default:` values where the parent object exists
 //!    and the field is absent (or `null` and not nullable); list items and map values that are
 //!    `null` get the item default. Defaults are themselves pruned when the schema is compiled.
-//! 3. [`schema::Structural::validate`] (create/update of the main resource) or
-//!    [`schema::Structural::validate_status`] (`/status` writes: only `status`, messages relative
-//!    to it): kube-openapi validation with the exact messages and field paths, then embedded
-//!    resources' `apiVersion`/`kind`, then list-type `set`/`map` uniqueness. Example:
-//!    `status.observedGeneration: Invalid value: "string": observedGeneration in body must be
-//!    of type integer: "string"`. [`schema::invalid_message`] renders the 422 message and
-//!    [`schema::FieldError::cause`] the `StatusCause`s.
+//! 3. [`schema::Structural::validate`] (create of the main resource),
+//!    [`schema::Structural::validate_update`] (update, with the validation ratcheting of
+//!    Kubernetes 1.33+: unchanged invalid values are tolerated), or
+//!    [`schema::Structural::validate_status`] / [`schema::Structural::validate_status_update`]
+//!    (`/status` writes: only `status`, messages relative to it): kube-openapi validation with
+//!    the exact messages and field paths, then embedded resources' `apiVersion`/`kind`, then
+//!    list-type `set`/`map` uniqueness. Example: `status.observedGeneration: Invalid value:
+//!    "string": observedGeneration in body must be of type integer: "string"`.
+//!    [`schema::invalid_message`] renders the 422 message and [`schema::FieldError::cause`]
+//!    the `StatusCause`s.
 //!
 //! # [`apply`]: server-side apply and managedFields
 //!
@@ -44,9 +47,9 @@
 //!
 //! # Not implemented / known differences
 //!
-//! * CEL (`x-kubernetes-validations`), validation ratcheting of unchanged invalid fields on
-//!   update, metadata validation (names, labels; the server does it), `x-kubernetes-list-map-keys`
-//!   key defaults, `patternProperties`/`dependencies`, and ObjectMeta type errors.
+//! * CEL (`x-kubernetes-validations`), metadata validation (names, labels; the server does
+//!   it), `x-kubernetes-list-map-keys` key defaults, `patternProperties`/`dependencies`, and
+//!   ObjectMeta type errors. Ratcheting does not cover embedded-resource checks.
 //! * `pattern` uses this crate's own RE2-subset engine (see `regex.rs`); Unicode classes
 //!   (`\p{..}`) are approximations. String formats follow kube-openapi's registry, with
 //!   simplified checks for `email`, `uri`, `hostname` and `duration`.

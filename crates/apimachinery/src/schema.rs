@@ -147,9 +147,41 @@ impl Structural {
     pub fn validate(&self, obj: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
         let ctx = Ctx { prefix: "" };
-        validate_node(&self.root, obj, "", &ctx, &mut errs);
+        validate_node(&self.root, obj, None, "", &ctx, &mut errs);
         validate_embedded(obj, Some(&self.root), "", false, &mut errs);
         validate_list_types(obj, Some(&self.root), "", &mut errs);
+        dedup(errs)
+    }
+
+    /// Validates an update of the main resource with validation ratcheting (GA since
+    /// Kubernetes 1.33): errors in values unchanged from `old` (correlated through map keys
+    /// and list-map keys) are dropped; list-type uniqueness errors only count when `old` had
+    /// none. An unchanged object is always valid.
+    pub fn validate_update(&self, old: &Value, new: &Value) -> Vec<FieldError> {
+        if old == new {
+            return Vec::new();
+        }
+        let mut errs = Vec::new();
+        let ctx = Ctx { prefix: "" };
+        validate_node(&self.root, new, Some(old), "", &ctx, &mut errs);
+        validate_embedded(new, Some(&self.root), "", false, &mut errs);
+        ratchet_list_types(&self.root, old, new, &mut errs);
+        dedup(errs)
+    }
+
+    /// [`Structural::validate_status`] with validation ratcheting against `old` (see
+    /// [`Structural::validate_update`]).
+    pub fn validate_status_update(&self, old: &Value, new: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if let (Some(status), Some(node)) = (new.get("status"), self.root.prop("status")) {
+            let old_status = old.get("status");
+            if old_status != Some(status) {
+                let ctx = Ctx { prefix: "status" };
+                validate_node(node, status, old_status, "", &ctx, &mut errs);
+                validate_embedded(status, Some(node), "status", false, &mut errs);
+            }
+        }
+        ratchet_list_types(&self.root, old, new, &mut errs);
         dedup(errs)
     }
 
@@ -161,7 +193,7 @@ impl Structural {
         let mut errs = Vec::new();
         if let (Some(status), Some(node)) = (obj.get("status"), self.root.prop("status")) {
             let ctx = Ctx { prefix: "status" };
-            validate_node(node, status, "", &ctx, &mut errs);
+            validate_node(node, status, None, "", &ctx, &mut errs);
             validate_embedded(status, Some(node), "status", false, &mut errs);
         }
         validate_list_types(obj, Some(&self.root), "", &mut errs);
@@ -1024,7 +1056,15 @@ fn in_body(name: &str) -> String {
     format!("{name} in body")
 }
 
-fn validate_node(s: &Node, data: &Value, path: &str, ctx: &Ctx<'_>, errs: &mut Vec<FieldError>) {
+/// Validates `data` against `s`; `old` is the correlated old value on updates (ratcheting).
+fn validate_node(
+    s: &Node,
+    data: &Value,
+    old: Option<&Value>,
+    path: &str,
+    ctx: &Ctx<'_>,
+    errs: &mut Vec<FieldError>,
+) {
     let types = s.types();
     let format = s.format.as_deref().unwrap_or("");
     // 1. type
@@ -1061,7 +1101,7 @@ fn validate_node(s: &Node, data: &Value, path: &str, ctx: &Ctx<'_>, errs: &mut V
         return;
     }
     // 2. allOf / anyOf / oneOf / not
-    validate_schema_props(s, data, path, ctx, errs);
+    validate_schema_props(s, data, old, path, ctx, errs);
     // 3. string, 4. format
     if let Value::String(str_val) = data {
         let len = str_val.chars().count() as i64;
@@ -1115,7 +1155,8 @@ fn validate_node(s: &Node, data: &Value, path: &str, ctx: &Ctx<'_>, errs: &mut V
     if let Value::Array(a) = data {
         if let Some(items) = s.items.as_deref() {
             for (i, v) in a.iter().enumerate() {
-                validate_node(items, v, &format!("{path}[{i}]"), ctx, errs);
+                let old_item = old.and_then(|o| correlate_item(s, o, v));
+                validate_child(items, v, old_item, &format!("{path}[{i}]"), ctx, errs);
             }
         }
         let size = a.len() as i64;
@@ -1189,7 +1230,8 @@ fn validate_node(s: &Node, data: &Value, path: &str, ctx: &Ctx<'_>, errs: &mut V
         } else if let Some(add) = s.additional.as_deref() {
             for (k, v) in m {
                 if s.prop(k).is_none() {
-                    validate_node(add, v, &format!("{path}.{k}"), ctx, errs);
+                    let old_v = old.and_then(|o| o.get(k));
+                    validate_child(add, v, old_v, &format!("{path}.{k}"), ctx, errs);
                 }
             }
         }
@@ -1200,7 +1242,8 @@ fn validate_node(s: &Node, data: &Value, path: &str, ctx: &Ctx<'_>, errs: &mut V
                 } else {
                     format!("{path}.{k}")
                 };
-                validate_node(prop, v, &child, ctx, errs);
+                let old_v = old.and_then(|o| o.get(k));
+                validate_child(prop, v, old_v, &child, ctx, errs);
             }
         }
         for r in &s.required {
@@ -1212,6 +1255,38 @@ fn validate_node(s: &Node, data: &Value, path: &str, ctx: &Ctx<'_>, errs: &mut V
             }
         }
     }
+}
+
+/// Validates a property value or list item; on updates, errors of a value equal to its
+/// correlated old value are dropped (CRD validation ratcheting).
+fn validate_child(
+    s: &Node,
+    data: &Value,
+    old: Option<&Value>,
+    path: &str,
+    ctx: &Ctx<'_>,
+    errs: &mut Vec<FieldError>,
+) {
+    let mut e = Vec::new();
+    validate_node(s, data, old, path, ctx, &mut e);
+    if !e.is_empty() && old.is_some_and(|o| o == data) {
+        return;
+    }
+    errs.extend(e);
+}
+
+/// The old item a new list item correlates with: by key for `x-kubernetes-list-type: map`;
+/// atomic lists and sets do not correlate (as in k8s.io/apiserver's CorrelatedObject).
+fn correlate_item<'a>(list: &Node, old: &'a Value, item: &Value) -> Option<&'a Value> {
+    if list.list_type.as_deref() != Some("map") {
+        return None;
+    }
+    let old_items = old.as_array()?;
+    let item = item.as_object()?;
+    old_items.iter().find(|o| {
+        o.as_object()
+            .is_some_and(|om| list.list_map_keys.iter().all(|k| om.get(k) == item.get(k)))
+    })
 }
 
 fn type_error(ctx: &Ctx<'_>, path: &str, expected: &str, actual: &str) -> FieldError {
@@ -1440,13 +1515,14 @@ fn validate_number(
 fn validate_schema_props(
     s: &Node,
     data: &Value,
+    old: Option<&Value>,
     path: &str,
     ctx: &Ctx<'_>,
     errs: &mut Vec<FieldError>,
 ) {
     let run = |n: &Node| {
         let mut e = Vec::new();
-        validate_node(n, data, path, ctx, &mut e);
+        validate_node(n, data, old, path, ctx, &mut e);
         e
     };
     let quoted = gofmt::quote(path);
@@ -1650,6 +1726,20 @@ fn validate_list_types(x: &Value, s: Option<&Node>, path: &str, errs: &mut Vec<F
             }
         }
         _ => {}
+    }
+}
+
+/// List-type errors of `new`, reported only when `old` had none (the apiserver's ratcheting).
+fn ratchet_list_types(root: &Node, old: &Value, new: &Value, errs: &mut Vec<FieldError>) {
+    let mut new_errs = Vec::new();
+    validate_list_types(new, Some(root), "", &mut new_errs);
+    if new_errs.is_empty() {
+        return;
+    }
+    let mut old_errs = Vec::new();
+    validate_list_types(old, Some(root), "", &mut old_errs);
+    if old_errs.is_empty() {
+        errs.extend(new_errs);
     }
 }
 

@@ -586,3 +586,55 @@ fn number_validator_quirks() {
     );
     assert!(s.validate(&json!({"n": 3})).is_empty());
 }
+
+#[test]
+fn ratcheting_keeps_unchanged_invalid_values() {
+    let s = dp_schema();
+    // Stored before the schema became stricter: an unsupported backend and a long name.
+    let mut old = valid_obj();
+    old["spec"]["execution"] = json!({"backend": "legacy"});
+    old["status"] = json!({"conditions": [{"type": "Ready", "status": "Maybe"}]});
+    assert_eq!(s.validate(&old).len(), 2);
+    // Unchanged object: valid.
+    assert!(s.validate_update(&old, &old).is_empty());
+    // Other fields change: the old invalid values ratchet.
+    let mut new = old.clone();
+    new["spec"]["replicas"] = json!(2);
+    new["status"]["conditions"] =
+        json!([{"type": "Other", "status": "True"}, {"type": "Ready", "status": "Maybe"}]);
+    assert_eq!(msgs(&s.validate_update(&old, &new)), Vec::<String>::new());
+    // Changing the invalid value itself is validated.
+    let mut new2 = old.clone();
+    new2["spec"]["execution"]["backend"] = json!("other");
+    assert_eq!(
+        msgs(&s.validate_update(&old, &new2)),
+        vec![
+            r#"spec.execution.backend: Unsupported value: "other": supported values: "container", "systemd""#
+        ]
+    );
+    // New invalid values are reported.
+    let mut new3 = old.clone();
+    new3["spec"]["replicas"] = json!("x");
+    assert_eq!(
+        msgs(&s.validate_update(&old, &new3)),
+        vec![
+            r#"spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string""#
+        ]
+    );
+    // Status writes ratchet too.
+    // Ratcheting is per value: a changed item keeps its unchanged invalid field.
+    let mut st = old.clone();
+    st["status"]["conditions"][0]["reason"] = json!("R");
+    assert!(s.validate_status_update(&old, &st).is_empty());
+    st["status"]["conditions"][0]["status"] = json!("Nope");
+    assert_eq!(
+        msgs(&s.validate_status_update(&old, &st)),
+        vec![
+            r#"status.conditions[0].status: Unsupported value: "Nope": supported values: "True", "False", "Unknown""#
+        ]
+    );
+    let mut st2 = old.clone();
+    st2["status"]["conditions"] =
+        json!([{"type": "X", "status": "True"}, {"type": "Ready", "status": "Maybe"}]);
+    assert!(s.validate_status_update(&old, &st2).is_empty());
+}

@@ -26,7 +26,7 @@ pub enum Cmd {
 #[derive(FromArgs, Debug, Default)]
 #[argh(subcommand, name = "local")]
 pub struct LocalArgs {
-    /// short intervals (500ms heartbeat, 1.5s stale window): the whole run takes well under a
+    /// short intervals (1s heartbeat, 3s stale window): the whole run takes well under a
     /// minute; default is the runbook's 10s heartbeat and 30s stale window
     #[argh(switch)]
     pub fast: bool,
@@ -128,9 +128,10 @@ impl Timings {
         Timings::with(Duration::from_secs(10), None, false)
     }
 
-    /// `--fast`: 500 ms heartbeat, 1.5 s stale window.
+    /// `--fast`: 1 s heartbeat, 3 s stale window. (Agents clamp the heartbeat they are asked
+    /// for to at least 1 s, docs/PROTOCOL.md, so a shorter one would make them look stale.)
     pub fn fast() -> Timings {
-        Timings::with(Duration::from_millis(500), None, true)
+        Timings::with(Duration::from_secs(1), None, true)
     }
 
     pub fn with(heartbeat: Duration, stale: Option<Duration>, fast: bool) -> Timings {
@@ -205,8 +206,8 @@ mod tests {
     #[test]
     fn timings() {
         let f = Timings::fast();
-        assert_eq!(f.heartbeat, Duration::from_millis(500));
-        assert_eq!(f.stale, Duration::from_millis(1500));
+        assert_eq!(f.heartbeat, Duration::from_secs(1));
+        assert_eq!(f.stale, Duration::from_secs(3));
         assert!(f.stale_min() <= f.stale && f.stale <= f.stale_max());
         let r = Timings::runbook();
         assert_eq!(r.stale, Duration::from_secs(30));

@@ -81,14 +81,14 @@ async fn run(cli: cli::Cli) -> Result<ExitCode> {
     let missing = match &outcome {
         None => "interrupted".to_string(),
         Some(Err(e)) => {
-            let msg = format!("setup failed: {e:#}");
+            let msg = format!("setup failed: {}", app::concise(e));
             shared.out.line(&format!("\n{msg}"));
             msg
         }
         Some(Ok(())) => "not reached".to_string(),
     };
-    let all_passed = shared.finish(&missing);
     if hold && outcome.is_some() {
+        shared.finish(&missing);
         shared.out.line(&format!(
             "\n--hold: everything keeps running; export KUBECONFIG={}/state/admin.kubeconfig and \
              explore; Ctrl-C stops it",
@@ -97,12 +97,12 @@ async fn run(cli: cli::Cli) -> Result<ExitCode> {
         let sig = shutdown_signal().await;
         shared.out.line(&format!("{sig}: stopping"));
     }
+    // Stop everything first, so that the report's per-step lines are the last lines printed.
+    shared.out.line("");
     for line in shared.sup.stop_all().await {
         shared.out.line(&format!("  stopped  {line}"));
     }
-    shared
-        .out
-        .line(&format!("component logs: {}", logs.display()));
+    let all_passed = shared.finish(&missing);
     Ok(match outcome {
         None => ExitCode::from(130),
         Some(_) if all_passed => ExitCode::SUCCESS,

@@ -410,12 +410,22 @@ async fn step1_crds(demo: &mut Demo, step: &Step) -> Result<()> {
 // Step 2
 
 async fn step2_fanout(demo: &mut Demo, step: &Step) -> Result<()> {
+    // Components that do not come up are reported, and the step still applies the samples:
+    // what the controller did (or not) is the check.
+    let mut startup_problem = None;
     if let Some(local) = demo.local.clone() {
-        let did =
-            crate::app::start_components(&demo.sup, &local, &demo.kube.namespace, &demo.timings)
-                .await?;
-        for d in did {
-            step.did(&d);
+        match crate::app::start_components(&demo.sup, &local, &demo.kube.namespace, &demo.timings)
+            .await
+        {
+            Ok(did) => {
+                for d in did {
+                    step.did(&d);
+                }
+            }
+            Err(e) => {
+                step.saw(&format!("{e:#}"));
+                startup_problem = Some(e);
+            }
         }
     }
     let samples = demo.repo.join("k8s/samples");
@@ -479,7 +489,14 @@ async fn step2_fanout(demo: &mut Demo, step: &Step) -> Result<()> {
         "tor1-01  rack=r1,role=tor,site=sfo\ntor1-02  rack=r1,role=tor,site=sfo".into()
     })
     .await;
-    let dps = got.ok_or_else(|| anyhow!("after {} s: {}", secs(deadline), last.borrow()))?;
+    let dps = match (got, startup_problem) {
+        (Some(dps), None) => dps,
+        (Some(_), Some(e)) => return Err(e),
+        (None, Some(e)) => {
+            return Err(e.context(format!("after {} s: {}", secs(deadline), last.borrow())));
+        }
+        (None, None) => bail!("after {} s: {}", secs(deadline), last.borrow()),
+    };
     let took = t0.elapsed();
     for dp in &dps {
         demo.memo

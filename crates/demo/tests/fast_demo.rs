@@ -1,0 +1,267 @@
+//! End to end: `apollo-demo local --fast` against the freshly built binaries of the workspace.
+//!
+//! The demo runs four other packages' binaries (`apollo-devcluster`, `apollo-controller`,
+//! `apollo-gateway`, `apollo-agent`). Cargo only exposes this package's own binary to its tests
+//! (`CARGO_BIN_EXE_apollo-demo`), so the test builds the others itself with
+//! `cargo build -p ...` (a no-op when they are fresh; `make demo-local` and CI build them first)
+//! and finds them in the workspace's target directory (`CARGO_TARGET_DIR` or `<workspace>/target`,
+//! same profile as this test). Set `APOLLO_DEMO_SKIP_BUILD=1` to use what is there as is.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The demos start whole stacks; one at a time keeps the timings honest on small machines.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const COMPONENTS: [&str; 4] = [
+    "apollo-devcluster",
+    "apollo-controller",
+    "apollo-gateway",
+    "apollo-agent",
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/demo is two levels below the workspace")
+        .to_path_buf()
+}
+
+/// Directory of this test's own binaries (…/target/<profile>).
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_apollo-demo"))
+        .parent()
+        .expect("binary has a directory")
+        .to_path_buf()
+}
+
+/// Builds the component binaries (same profile) unless told not to.
+fn build_components() -> PathBuf {
+    let dir = bin_dir();
+    if std::env::var_os("APOLLO_DEMO_SKIP_BUILD").is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace()).arg("build");
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        for c in COMPONENTS {
+            cmd.arg("-p").arg(c);
+        }
+        eprintln!(
+            "building the demo's components first: {:?} (set APOLLO_DEMO_SKIP_BUILD=1 to skip)",
+            cmd
+        );
+        let status = cmd.status().expect("cannot run cargo");
+        assert!(status.success(), "building the components failed: {status}");
+    }
+    for c in COMPONENTS {
+        assert!(
+            dir.join(c).is_file(),
+            "{} missing: run `cargo build -p {c}`",
+            dir.join(c).display()
+        );
+    }
+    dir
+}
+
+fn demo(logs: &Path, bins: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_apollo-demo"));
+    cmd.current_dir(workspace())
+        .arg("local")
+        .arg("--fast")
+        .arg("--bin-dir")
+        .arg(bins)
+        .arg("--logs-dir")
+        .arg(logs)
+        .args(extra)
+        .env_remove("KUBECONFIG")
+        .env_remove("APOLLO_DEMO_KUBECONFIG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Pids the demo reported starting (`(pid N)` in its output).
+fn reported_pids(out: &str) -> Vec<u32> {
+    out.match_indices("(pid ")
+        .filter_map(|(i, _)| {
+            let rest = &out[i + 5..];
+            rest[..rest.find(')')?].parse().ok()
+        })
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| !s.contains("State:\tZ"))
+        .unwrap_or(false)
+}
+
+/// The last nine lines: `PASS <n> <title> <seconds>` or `FAIL <n> <title> <reason>`.
+fn step_lines(out: &str) -> Vec<String> {
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 9, "output too short:\n{out}");
+    let last = &lines[lines.len() - 9..];
+    for (i, l) in last.iter().enumerate() {
+        let n = i + 1;
+        assert!(
+            l.starts_with(&format!("PASS {n} ")) || l.starts_with(&format!("FAIL {n} ")),
+            "line {n} of the summary is {l:?}; output:\n{out}"
+        );
+    }
+    last.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn fast_demo_passes_every_step_and_cleans_up() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bins = build_components();
+    let logs = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = demo(logs.path(), &bins, &[])
+        .output()
+        .expect("run apollo-demo");
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "apollo-demo local --fast failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let steps = step_lines(&stdout);
+    for (i, l) in steps.iter().enumerate() {
+        let secs = l.rsplit(' ').next().unwrap_or("");
+        assert!(
+            l.starts_with(&format!("PASS {} ", i + 1)) && secs.parse::<f64>().is_ok(),
+            "{l:?}"
+        );
+    }
+    assert!(
+        took < Duration::from_secs(60),
+        "the fast demo took {took:?}, not well under a minute"
+    );
+    // What a presenter points at.
+    for needle in [
+        "demo-logger-tor1-01",
+        "AgentConnected=False",
+        "AgentStale",
+        "401",
+        "APOLLO_DEVICE_NAME=tor1-01",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "output lacks {needle:?}:\n{stdout}"
+        );
+    }
+    // Every component logged into the one folder, and the folder is named at start and end.
+    for f in [
+        "devcluster.log",
+        "controller.log",
+        "gateway.log",
+        "agent-tor1-01.log",
+        "agent-tor1-02.log",
+        "demo.log",
+    ] {
+        let meta = std::fs::metadata(logs.path().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(meta.len() > 0, "{f} is empty");
+    }
+    let shown = logs.path().display().to_string();
+    assert!(
+        stdout.lines().take(6).any(|l| l.contains(&shown)),
+        "logs dir not named at start"
+    );
+    assert!(
+        stdout.lines().rev().take(12).any(|l| l.contains(&shown)),
+        "logs dir not named at the end"
+    );
+    // Every process it started is gone.
+    let pids = reported_pids(&stdout);
+    assert!(
+        pids.len() >= 6,
+        "expected ≥ 6 started processes, saw {pids:?}"
+    );
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived the demo");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_everything_and_fails_the_rest() {
+    use std::io::{BufRead as _, BufReader};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bins = build_components();
+    let logs = tempfile::tempdir().unwrap();
+    let mut child = demo(logs.path(), &bins, &[])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run apollo-demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let demo_pid = child.id();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut signalled = false;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            all.push_str(&line);
+            all.push('\n');
+            // Interrupt once the agents are up (step 4 begins).
+            if !signalled && line.contains("Step 4/9") {
+                signalled = true;
+                let _ = Command::new("kill")
+                    .arg("-INT")
+                    .arg(demo_pid.to_string())
+                    .status();
+            }
+        }
+        all
+    });
+    // Bounded wait for the demo to exit on its own after the interrupt.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("apollo-demo did not exit within 90s of starting");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = reader.join().expect("reader");
+    assert_eq!(status.code(), Some(130), "exit status after SIGINT:\n{out}");
+    assert!(out.contains("interrupted (SIGINT)"), "{out}");
+    let steps = step_lines(&out);
+    assert!(steps[0].starts_with("PASS 1 "), "{steps:?}");
+    assert!(
+        steps[8].starts_with("FAIL 9 ") && steps[8].contains("interrupted"),
+        "{steps:?}"
+    );
+    let pids = reported_pids(&out);
+    assert!(
+        pids.len() >= 5,
+        "expected the stack to have started: {pids:?}\n{out}"
+    );
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} outlived the interrupted demo");
+    }
+}
+
+#[test]
+fn missing_binaries_fail_every_step_with_the_reason() {
+    let logs = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let out = demo(logs.path(), empty.path(), &[]).output().expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let steps = step_lines(&stdout);
+    for l in &steps {
+        assert!(
+            l.contains("setup failed: missing binaries") && l.contains("cargo build -p"),
+            "{l}"
+        );
+    }
+}

@@ -723,3 +723,87 @@ spec:
     ctl.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converges_through_api_errors_dropped_watches_and_compaction() {
+    let env = setup().await;
+    let Some(faults) = env.dev().map(apollo_devcluster::DevCluster::faults) else {
+        // Fault injection exists only in the development API server.
+        env.cleanup().await;
+        return;
+    };
+    let ctl = start(&env, config(&env)).await;
+    apply_runbook(&env).await;
+    wait_for_dps(&env, &runbook_names()).await;
+    wait_for_counts(&env, "demo-logger", (2, 2, 2, 0, 0)).await;
+
+    // Watches end and history is compacted: the controller relists and sees the new switch.
+    faults.drop_watches();
+    faults.compact();
+    env.apply_manifest(
+        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: tor1-03\n  labels: {site: sfo, role: tor}\nspec:\n  dummy: ok\n",
+    )
+    .await
+    .unwrap();
+    wait_for_dps(
+        &env,
+        &[
+            "demo-logger-tor1-01",
+            "demo-logger-tor1-02",
+            "demo-logger-tor1-03",
+        ],
+    )
+    .await;
+
+    // Half the requests fail with 503 while the inventory changes.
+    faults.fail_share(0.5, 503);
+    let admin = env.admin().await;
+    retrying("relabel tor1-02", || {
+        let api = switches(&env, &admin);
+        async move {
+            api.patch(
+                "tor1-02",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"role": "spine"}}})),
+            )
+            .await
+        }
+    })
+    .await;
+    retrying("create tor1-04", || {
+        let api = switches(&env, &admin);
+        async move {
+            api.create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "apiVersion": "azure.com/v1alpha1", "kind": "NetworkSwitch",
+                    "metadata": {"name": "tor1-04", "labels": {"site": "sfo", "role": "tor"}},
+                    "spec": {"dummy": "ok"}
+                }))
+                .unwrap(),
+            )
+            .await
+        }
+    })
+    .await;
+    let want = [
+        "demo-logger-tor1-01",
+        "demo-logger-tor1-03",
+        "demo-logger-tor1-04",
+    ];
+    wait_for_dps(&env, &want).await;
+    wait_for_counts(&env, "demo-logger", (3, 3, 3, 0, 0)).await;
+    faults.clear();
+
+    // Converged and quiet again.
+    wait_for_dps(&env, &want).await;
+    wait_for_counts(&env, "demo-logger", (3, 3, 3, 0, 0)).await;
+    let before = controller_writes(&env, &ctl.metrics);
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(controller_writes(&env, &ctl.metrics), before);
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -158,17 +158,35 @@ pub fn switches(env: &TestEnv, client: &kube::Client) -> Api<NetworkSwitch> {
 
 /// Sorted names of the DeviceProcesses in the test's namespace.
 pub async fn dp_names(env: &TestEnv) -> Vec<String> {
+    try_dp_names(env).await.expect("list DeviceProcesses")
+}
+
+/// Like [`dp_names`], an error when the list fails (fault injection).
+pub async fn try_dp_names(env: &TestEnv) -> Result<Vec<String>, String> {
     let admin = env.admin().await;
     let mut names: Vec<String> = dps(env, &admin)
         .list(&ListParams::default())
         .await
-        .expect("list DeviceProcesses")
+        .map_err(|e| e.to_string())?
         .items
         .iter()
         .map(ResourceExt::name_any)
         .collect();
     names.sort();
-    names
+    Ok(names)
+}
+
+/// Retries `op` until it succeeds (for writes while faults are injected).
+pub async fn retrying<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    eventually(what, || {
+        let fut = op();
+        async move { fut.await.map_err(|e| e.to_string()) }
+    })
+    .await
 }
 
 /// Waits until the DeviceProcesses are exactly `want`.
@@ -177,7 +195,7 @@ pub async fn wait_for_dps(env: &TestEnv, want: &[&str]) {
     eventually(&format!("DeviceProcesses {want:?}"), || {
         let want = want.clone();
         async move {
-            let names = dp_names(env).await;
+            let names = try_dp_names(env).await?;
             if names == want {
                 Ok(())
             } else {

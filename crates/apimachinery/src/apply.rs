@@ -1321,7 +1321,6 @@ const OWNER_REF: [&str; 6] = [
     "name",
     "uid",
 ];
-const UID_KEY: [String; 0] = [];
 
 impl<'a> T<'a> {
     /// The declared shape, before looking at values (Deduced is decided by the value).
@@ -1456,13 +1455,6 @@ impl<'a> T<'a> {
     }
 }
 
-fn list_keys<'a>(lk: ListKind<'a>) -> Option<&'a [String]> {
-    match lk {
-        ListKind::Set => None,
-        ListKind::Map(k) => Some(k),
-        ListKind::OwnerRefs => Some(&UID_KEY),
-    }
-}
 
 /// The path element of a list item.
 fn item_pe(lk: ListKind<'_>, item: &Value) -> Result<PE, String> {
@@ -1471,7 +1463,6 @@ fn item_pe(lk: ListKind<'_>, item: &Value) -> Result<PE, String> {
         ListKind::OwnerRefs => vec!["uid"],
         ListKind::Map(k) => k.iter().map(String::as_str).collect(),
     };
-    let _ = list_keys(lk);
     let Value::Object(m) = item else {
         return Err("associative list with keys may not have non-map elements".into());
     };

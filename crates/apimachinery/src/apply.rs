@@ -1455,7 +1455,6 @@ impl<'a> T<'a> {
     }
 }
 
-
 /// The path element of a list item.
 fn item_pe(lk: ListKind<'_>, item: &Value) -> Result<PE, String> {
     let keys: Vec<&str> = match lk {

@@ -82,12 +82,30 @@ struct Failing {
 impl Agent {
     /// An agent for `config` with a new random instance id.
     pub fn new(config: Config) -> Self {
-        let client = GatewayClient::new(
+        let client = GatewayClient::with_http(
+            Self::http_client(&config),
             &config.gateway_base,
             config.key.clone(),
             config.request_timeout,
         );
         Self::with_client(config, client)
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn http_client(config: &Config) -> crate::client::HttpClient {
+        crate::client::http_client(config.request_timeout)
+    }
+
+    #[cfg(feature = "tls")]
+    fn http_client(config: &Config) -> crate::client::HttpClient {
+        let Some(ca) = &config.gateway_ca else {
+            return crate::client::http_client(config.request_timeout);
+        };
+        // The CA file was validated when the configuration was resolved.
+        crate::tls::https_client(config.request_timeout, ca).unwrap_or_else(|e| {
+            warn!(error = %e, "invalid gateway CA; https requests will fail");
+            crate::client::http_client(config.request_timeout)
+        })
     }
 
     /// An agent that talks through `client` (e.g. one sharing a connection pool with other

@@ -13,6 +13,7 @@ use http::header::{CONTENT_TYPE, DATE, ETAG, IF_NONE_MATCH};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
+#[cfg(not(feature = "tls"))]
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
@@ -85,9 +86,14 @@ pub enum DesiredAnswer {
 }
 
 /// The HTTP client (connection pool) a [`GatewayClient`] sends through.
+#[cfg(not(feature = "tls"))]
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+/// The HTTP client (connection pool) a [`GatewayClient`] sends through.
+#[cfg(feature = "tls")]
+pub type HttpClient = Client<crate::tls::GatewayConnector, Full<Bytes>>;
 
 /// A pooled plain-HTTP client with the agent's connection settings.
+#[cfg(not(feature = "tls"))]
 pub fn http_client(connect_timeout: Duration) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -95,6 +101,14 @@ pub fn http_client(connect_timeout: Duration) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector)
+}
+
+/// A pooled plain-HTTP client with the agent's connection settings (no TLS configured).
+#[cfg(feature = "tls")]
+pub fn http_client(connect_timeout: Duration) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(crate::tls::GatewayConnector::new(connect_timeout, None))
 }
 
 /// Signs, sends, verifies.

@@ -19,6 +19,7 @@ pub const ENV_DEVICE_KEY: &str = "APOLLO_DEVICE_KEY";
 pub const ENV_DEVICE_KEY_FILE: &str = "APOLLO_DEVICE_KEY_FILE";
 pub const ENV_LONG_POLL: &str = "APOLLO_LONG_POLL";
 pub const ENV_LOG_FORMAT: &str = "APOLLO_LOG_FORMAT";
+pub const ENV_GATEWAY_CA_FILE: &str = "APOLLO_GATEWAY_CA_FILE";
 
 /// Default long-poll wait.
 pub const DEFAULT_LONG_POLL: Duration = Duration::from_secs(30);
@@ -42,6 +43,10 @@ pub struct Args {
     /// at most 60s [env APOLLO_LONG_POLL]
     #[argh(option)]
     pub long_poll: Option<String>,
+    /// PEM file of the CA certificates to trust for an https:// gateway URL (builds with the
+    /// `tls` feature only) [env APOLLO_GATEWAY_CA_FILE]
+    #[argh(option)]
+    pub gateway_ca_file: Option<PathBuf>,
     /// log format: text (default) or json [env APOLLO_LOG_FORMAT]
     #[argh(option)]
     pub log_format: Option<String>,
@@ -119,6 +124,15 @@ pub enum ConfigError {
         "long-poll wait {0:?} (--long-poll / {ENV_LONG_POLL}) exceeds the protocol's maximum of 60s"
     )]
     LongPollTooLong(String),
+    #[error("cannot read gateway CA file {path}: {source}")]
+    CaFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid gateway CA file {path}: {why}")]
+    InvalidCa { path: PathBuf, why: String },
+    #[error("a gateway CA file is set but the gateway URL is not https://")]
+    CaWithoutHttps,
     #[error("invalid log format {0:?} (--log-format / {ENV_LOG_FORMAT}): expected text or json")]
     InvalidLogFormat(String),
 }
@@ -127,8 +141,10 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub device: String,
-    /// `http://host:port` (no trailing slash, no path).
+    /// `http://host:port` or `https://host:port` (no trailing slash, no path).
     pub gateway_base: String,
+    /// PEM CA certificates for an `https://` gateway (feature `tls`).
+    pub gateway_ca: Option<Vec<u8>>,
     pub key: DeviceKey,
     /// Long-poll wait; zero = plain polling.
     pub long_poll: Duration,
@@ -154,6 +170,7 @@ impl Config {
         Config {
             device: device.to_string(),
             gateway_base: gateway_base.trim_end_matches('/').to_string(),
+            gateway_ca: None,
             key,
             long_poll: DEFAULT_LONG_POLL,
             log_format: LogFormat::Text,
@@ -181,6 +198,23 @@ impl Config {
             .or_else(|| nonempty(env.var(ENV_GATEWAY_URL)))
             .ok_or(ConfigError::MissingGatewayUrl)?;
         let gateway_base = parse_gateway_url(url.trim())?;
+        let ca_path = args
+            .gateway_ca_file
+            .clone()
+            .or_else(|| nonempty(env.var(ENV_GATEWAY_CA_FILE)).map(PathBuf::from));
+        let gateway_ca = match ca_path {
+            None if gateway_base.starts_with("https://") => {
+                return Err(ConfigError::InvalidGatewayUrl {
+                    url: gateway_base,
+                    why: "an https:// gateway needs --gateway-ca-file or APOLLO_GATEWAY_CA_FILE",
+                });
+            }
+            None => None,
+            Some(_) if !gateway_base.starts_with("https://") => {
+                return Err(ConfigError::CaWithoutHttps);
+            }
+            Some(path) => Some(read_ca_file(&path)?),
+        };
 
         let (text, origin) = if let Some(path) = &args.device_key_file {
             (read_key_file(path)?, format!("file {}", path.display()))
@@ -210,6 +244,7 @@ impl Config {
         }
 
         let mut config = Config::new(&device, &gateway_base, key);
+        config.gateway_ca = gateway_ca;
         if let Some(lp) =
             nonempty(args.long_poll.clone()).or_else(|| nonempty(env.var(ENV_LONG_POLL)))
         {
@@ -226,6 +261,24 @@ impl Config {
         }
         Ok(config)
     }
+}
+
+#[cfg(feature = "tls")]
+fn read_ca_file(path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|source| ConfigError::CaFile {
+        path: path.clone(),
+        source,
+    })?;
+    crate::tls::client_config(&pem).map_err(|e| ConfigError::InvalidCa {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
+    Ok(pem)
+}
+
+#[cfg(not(feature = "tls"))]
+fn read_ca_file(_path: &PathBuf) -> Result<Vec<u8>, ConfigError> {
+    Err(ConfigError::CaWithoutHttps)
 }
 
 fn read_key_file(path: &PathBuf) -> Result<String, ConfigError> {
@@ -260,9 +313,10 @@ fn parse_gateway_url(url: &str) -> Result<String, ConfigError> {
         .map_err(|_| bad("not a URL; expected http://HOST:PORT"))?;
     match uri.scheme_str() {
         Some("http") => {}
+        Some("https") if cfg!(feature = "tls") => {}
         Some("https") => {
             return Err(bad(
-                "https is not supported by this build; use http:// (requests and responses are signed)",
+                "https needs an agent built with the `tls` feature; use http:// (requests and responses are signed either way)",
             ));
         }
         _ => return Err(bad("expected an http:// URL")),
@@ -326,6 +380,7 @@ mod tests {
             device_key_file: Some(path),
             long_poll: Some("0".into()),
             log_format: Some("json".into()),
+            gateway_ca_file: None,
             version: false,
         };
         let c = Config::resolve(&args, &base_env()).unwrap();
@@ -396,7 +451,11 @@ mod tests {
                 Box::new(|e| {
                     e.insert(ENV_GATEWAY_URL.into(), "https://gw".into());
                 }),
-                "https is not supported",
+                if cfg!(feature = "tls") {
+                    "an https:// gateway needs --gateway-ca-file"
+                } else {
+                    "https needs an agent built with the `tls` feature"
+                },
             ),
             (
                 Box::new(|e| {

@@ -10,6 +10,8 @@ pub mod agent;
 pub mod backoff;
 pub mod client;
 pub mod config;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use agent::{AGENT_VERSION, Agent, AgentState, Held};
 pub use config::{Args, Config, ConfigError, Env, LogFormat, ProcessEnv};

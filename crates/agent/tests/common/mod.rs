@@ -94,6 +94,8 @@ pub enum Event {
     AuthFailed { reason: &'static str },
     /// A connection was dropped on purpose.
     Dropped { arrived: Instant },
+    /// A TLS handshake failed.
+    TlsFailed,
 }
 
 struct Shared {
@@ -127,6 +129,15 @@ pub fn document(processes: Vec<DesiredProcess>) -> EncodedDocument {
 
 impl FakeGateway {
     pub async fn start(doc: EncodedDocument, behaviour: Behaviour) -> FakeGateway {
+        Self::start_with(doc, behaviour, None).await
+    }
+
+    /// As [`FakeGateway::start`], serving TLS with `tls` when given.
+    pub async fn start_with(
+        doc: EncodedDocument,
+        behaviour: Behaviour,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> FakeGateway {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -151,6 +162,8 @@ impl FakeGateway {
                     continue;
                 }
                 let s = s.clone();
+                let tls = tls.clone();
+                let s2 = s.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let s = s.clone();
@@ -166,9 +179,22 @@ impl FakeGateway {
                             Ok(handle(s, req).await)
                         }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                let _ = s2.events.send(Event::TlsFailed);
+                                return;
+                            };
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -182,6 +208,10 @@ impl FakeGateway {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
     }
 
     /// An agent configuration with short test intervals.

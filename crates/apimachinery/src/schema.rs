@@ -443,7 +443,7 @@ fn compile(schema: &Value, path: &str) -> Result<Node, SchemaError> {
     if let Some(v) = m.get("not").filter(|v| !v.is_null()) {
         n.not = Some(Box::new(compile(v, &format!("{path}.not"))?));
     }
-    if let Some(d) = m.get("default") {
+    if let Some(d) = m.get("default").filter(|d| !d.is_null()) {
         // Defaults are pruned against their own schema when the CRD is loaded.
         let mut d = d.clone();
         let mut ignored = Vec::new();

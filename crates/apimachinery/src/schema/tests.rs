@@ -638,3 +638,14 @@ fn ratcheting_keeps_unchanged_invalid_values() {
         json!([{"type": "X", "status": "True"}, {"type": "Ready", "status": "Maybe"}]);
     assert!(s.validate_status_update(&old, &st2).is_empty());
 }
+
+#[test]
+fn null_default_is_no_default() {
+    // A JSON null default decodes to a nil Default.Object in the apiserver: nothing happens.
+    let s = Structural::from_json(&json!({"type": "object", "properties": {
+        "a": {"type": "string", "nullable": true, "default": null}}}))
+    .unwrap();
+    let mut o = json!({});
+    s.apply_defaults(&mut o);
+    assert_eq!(o, json!({}));
+}

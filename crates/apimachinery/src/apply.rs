@@ -49,10 +49,14 @@
 //! `annotations` are granular maps, `ownerReferences` a list-map keyed by `uid`, `finalizers`
 //! a set. Without a schema (built-in kinds), maps are granular and lists atomic.
 //!
+//! List-map items are identified by their key fields; a missing key field takes its schema
+//! default, or is left out of the key (as structured-merge-diff does); an item with no key
+//! field at all, duplicate keys in the applied configuration, or `null` items are rejected.
+//!
 //! # Not implemented
-//! Multiple API versions and conversion, `x-kubernetes-list-map-keys` defaults for missing key
-//! fields, the `kubectl.kubernetes.io/last-applied-configuration` annotation upgrade path,
-//! and granular (index-keyed) lists, which CRDs cannot declare.
+//! Multiple API versions and conversion, the
+//! `kubectl.kubernetes.io/last-applied-configuration` annotation upgrade path, and granular
+//! (index-keyed) lists, which CRDs cannot declare.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
@@ -1285,7 +1289,8 @@ enum T<'a> {
 #[derive(Debug, Clone, Copy)]
 enum ListKind<'a> {
     Set,
-    Map(&'a [String]),
+    /// Key fields and the item schema (for key defaults).
+    Map(&'a [String], Option<&'a Node>),
     OwnerRefs,
 }
 
@@ -1352,7 +1357,9 @@ impl<'a> T<'a> {
                 } else if is_array {
                     match n.list_type.as_deref() {
                         Some("set") => Kind::List(ListKind::Set),
-                        Some("map") => Kind::List(ListKind::Map(&n.list_map_keys)),
+                        Some("map") => {
+                            Kind::List(ListKind::Map(&n.list_map_keys, n.items.as_deref()))
+                        }
                         _ => Kind::Leaf,
                     }
                 } else if n.ty.is_none() && n.preserve_unknown {
@@ -1455,27 +1462,50 @@ impl<'a> T<'a> {
     }
 }
 
-/// The path element of a list item.
+/// The path element of a list item (structured-merge-diff's listItemToPathElement): set
+/// items are their value; list-map items their key fields, a missing key field taking the
+/// schema default or being left out of the key.
 fn item_pe(lk: ListKind<'_>, item: &Value) -> Result<PE, String> {
-    let keys: Vec<&str> = match lk {
-        ListKind::Set => return Ok(PE::Value(item.clone())),
-        ListKind::OwnerRefs => vec!["uid"],
-        ListKind::Map(k) => k.iter().map(String::as_str).collect(),
+    let (keys, elem): (Vec<&str>, Option<&Node>) = match lk {
+        ListKind::Set => {
+            return match item {
+                Value::Object(_) => {
+                    Err("associative list without keys has an element that's a map type".into())
+                }
+                Value::Array(_) => {
+                    Err("not supported: associative list with lists as elements".into())
+                }
+                Value::Null => Err(
+                    "associative list without keys has an element that's an explicit null".into(),
+                ),
+                v => Ok(PE::Value(v.clone())),
+            };
+        }
+        ListKind::OwnerRefs => (vec!["uid"], None),
+        ListKind::Map(k, elem) => (k.iter().map(String::as_str).collect(), elem),
     };
-    let Value::Object(m) = item else {
-        return Err("associative list with keys may not have non-map elements".into());
+    let m = match item {
+        Value::Null => return Err("associative list with keys may not have a null element".into()),
+        Value::Object(m) => m,
+        _ => return Err("associative list with keys may not have non-map elements".into()),
     };
     let mut fields = Vec::new();
-    for k in keys {
-        match m.get(k) {
-            Some(v) => fields.push((k.to_string(), v.clone())),
-            None => {
-                return Err(format!(
-                    "associative list with keys has an element that omits key field {} (and doesn't have default value)",
-                    gofmt::quote(k)
-                ));
-            }
+    for k in &keys {
+        if let Some(v) = m.get(*k) {
+            fields.push((k.to_string(), v.clone()));
+        } else if let Some(d) = elem
+            .and_then(|e| e.prop(k))
+            .and_then(|p| p.default.as_ref())
+        {
+            fields.push((k.to_string(), d.clone()));
         }
+    }
+    if !keys.is_empty() && fields.is_empty() {
+        let quoted: Vec<String> = keys.iter().map(|k| gofmt::quote(k)).collect();
+        return Err(format!(
+            "associative list with keys has an element that omits all key fields [{}] (and doesn't have default values for any key fields)",
+            quoted.join(" ")
+        ));
     }
     fields.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(PE::Key(fields))

@@ -48,8 +48,8 @@
 //! # Not implemented / known differences
 //!
 //! * CEL (`x-kubernetes-validations`), metadata validation (names, labels; the server does
-//!   it), `x-kubernetes-list-map-keys` key defaults, `patternProperties`/`dependencies`, and
-//!   ObjectMeta type errors. Ratcheting does not cover embedded-resource checks.
+//!   it), `patternProperties`/`dependencies`, and ObjectMeta type errors. Ratcheting does not
+//!   cover embedded-resource checks.
 //! * `pattern` uses this crate's own RE2-subset engine (see `regex.rs`); Unicode classes
 //!   (`\p{..}`) are approximations. String formats follow kube-openapi's registry, with
 //!   simplified checks for `email`, `uri`, `hostname` and `duration`.

@@ -790,7 +790,9 @@ fn bad_requests() {
     )
     .unwrap_err();
     assert!(
-        err.to_string().contains("omits key field \"name\""),
+        err.to_string().contains(
+            r#"omits all key fields ["name"] (and doesn't have default values for any key fields)"#
+        ),
         "{err}"
     );
 }
@@ -1339,4 +1341,38 @@ fn garbage_inputs_do_not_panic() {
         let _ = s.validate(&x);
         let _ = s.validate_status(&x);
     }
+}
+
+#[test]
+fn list_map_key_defaults_and_partial_keys() {
+    let s = Structural::from_json(&json!({"type": "object", "properties": {"ports": {
+        "type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["port", "protocol"],
+        "items": {"type": "object", "properties": {
+            "port": {"type": "integer"}, "protocol": {"type": "string", "default": "TCP"}, "name": {"type": "string"}}}}}}))
+    .unwrap();
+    let obj = |ports: Value| json!({"apiVersion": "v1", "kind": "K", "ports": ports});
+    let out = apply_as(
+        &s,
+        None,
+        &obj(json!([{"port": 80, "name": "http"}])),
+        "m",
+        None,
+        false,
+        T0,
+    )
+    .unwrap();
+    // The missing key takes its default in the path element; the value is defaulted after.
+    assert_eq!(
+        entry(&out, "m")["fieldsV1"],
+        json!({"f:ports": {"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:name": {}, "f:port": {}}}})
+    );
+    assert_eq!(
+        out["ports"],
+        json!([{"port": 80, "name": "http", "protocol": "TCP"}])
+    );
+    let err = apply_as(&s, None, &obj(json!([null])), "m", None, false, T0).unwrap_err();
+    assert!(
+        err.to_string().contains("may not have a null element"),
+        "{err}"
+    );
 }

@@ -271,14 +271,39 @@ impl Context {
     /// capped at `retry_max`; conflicts retry at `retry_base`.
     pub(crate) fn retry_delay(&self, key: &str, error: &ReconcileError) -> Duration {
         let n = self.failure_count(key, true);
-        if error.reason == "conflict" {
-            return self.retry_base;
-        }
-        let factor = 2u32.saturating_pow(n.saturating_sub(1).min(20));
-        self.retry_base
-            .checked_mul(factor)
-            .map_or(self.retry_max, |d| d.min(self.retry_max))
+        backoff(
+            self.retry_base,
+            self.retry_max,
+            n,
+            error.reason == "conflict",
+        )
     }
+
+    /// Forgets failure counts, warnings and expectations of deployments no longer cached.
+    pub(crate) fn prune(&self) {
+        let live = self.deployments.state();
+        let uids: HashSet<String> = live.iter().filter_map(|d| d.uid()).collect();
+        let keys: HashSet<String> = live.iter().map(|d| key_of(d)).collect();
+        if let Ok(mut f) = self.failures.lock() {
+            f.retain(|k, _| keys.contains(k));
+        }
+        if let Ok(mut w) = self.warned.lock() {
+            w.retain(|k, _| uids.contains(k));
+        }
+        if let Ok(mut e) = self.expectations.lock() {
+            e.retain(|k, _| uids.contains(k));
+        }
+    }
+}
+
+/// Retry delay after the `failures`-th consecutive failure: `base` doubled per failure,
+/// capped at `max`; conflicts always retry after `base`.
+pub fn backoff(base: Duration, max: Duration, failures: u32, conflict: bool) -> Duration {
+    if conflict {
+        return base.min(max);
+    }
+    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
+    base.checked_mul(factor).map_or(max, |d| d.min(max))
 }
 
 fn key_of(dpd: &DeviceProcessDeployment) -> String {
@@ -295,6 +320,7 @@ pub async fn reconcile(
     ctx.metrics
         .reconciled(started.elapsed(), result.as_ref().err().map(|e| e.reason));
     ctx.update_gauges();
+    ctx.prune();
     if result.is_ok() {
         ctx.reset_failures(&key_of(&dpd));
     }
@@ -631,5 +657,18 @@ mod tests {
         assert_eq!(classify(&api(403)), "forbidden");
         assert_eq!(classify(&api(422)), "invalid");
         assert_eq!(classify(&api(503)), "unavailable");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_conflicts_retry_fast() {
+        let base = Duration::from_millis(500);
+        let max = Duration::from_secs(5);
+        let delays: Vec<_> = (1..=6).map(|n| backoff(base, max, n, false)).collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 5000, 5000].map(Duration::from_millis)
+        );
+        assert_eq!(backoff(base, max, 9, true), base);
+        assert_eq!(backoff(base, max, u32::MAX, false), max);
     }
 }

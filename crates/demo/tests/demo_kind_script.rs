@@ -1,0 +1,315 @@
+//! `scripts/demo-kind.sh` cannot reach a real kind cluster here (no container engine), so this
+//! runs it against recording stand-ins for kind, docker, nix, kubectl and curl, in a copy of the
+//! repository layout, and checks what it would do on a real machine: the pinned node image and
+//! port mapping, the order of the steps, the Secret and key files, the `apollo-demo cluster`
+//! invocation, and `down`. It also runs shellcheck on every script under `scripts/` (when
+//! installed) and checks the kind wiring against the manifests in `k8s/`.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+fn write_exe(path: &Path, body: &str) {
+    std::fs::write(path, format!("#!/usr/bin/env bash\n{body}")).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Stand-ins that append `<tool> <args>` to `$CALLS` and answer what the script reads.
+fn stubs(dir: &Path) {
+    write_exe(
+        &dir.join("kind"),
+        r#"echo "kind $*" >> "$CALLS"
+case "$1 $2" in
+  "get clusters") [ -f "$STATE/cluster" ] && echo apollo-dev; exit 0 ;;
+  "create cluster") touch "$STATE/cluster"
+     while [ $# -gt 0 ]; do [ "$1" = --config ] && cp "$2" "$STATE/kind-config.yaml"; shift; done ;;
+  "get kubeconfig") echo "apiVersion: v1 # fake kubeconfig" ;;
+  "delete cluster") rm -f "$STATE/cluster" ;;
+esac"#,
+    );
+    write_exe(
+        &dir.join("kubectl"),
+        r#"echo "kubectl $*" >> "$CALLS"
+for a in "$@"; do
+  case "$a" in
+    version) echo '{"serverVersion": {"major": "1", "minor": "33"}}'; exit 0 ;;
+    create) printf 'apiVersion: v1\nkind: Secret\n'; exit 0 ;;
+  esac
+done
+cat >/dev/null 2>&1 || true"#,
+    );
+    write_exe(
+        &dir.join("docker"),
+        r#"echo "docker $*" >> "$CALLS"
+case "$*" in
+  *"keys generate"*) echo "apollo-mk1:k1:c2VjcmV0" ;;
+  *"keys derive"*) cat >/dev/null; for a in "$@"; do d="$a"; done; echo "apollo-dk1:k1:$d:ZGV2aWNl" ;;
+esac
+exit 0"#,
+    );
+    write_exe(
+        &dir.join("nix"),
+        r##"echo "nix $*" >> "$CALLS"
+out=""; prev=""
+for a in "$@"; do [ "$prev" = --out-link ] && out="$a"; prev="$a"; done
+case "$2" in
+  *"#images") mkdir -p "$out"
+    printf '#!/usr/bin/env bash\necho "load-into-kind $*" >> "$CALLS"\n' > "$out/load-into-kind"
+    printf '#!/usr/bin/env bash\necho "load-into-docker $*" >> "$CALLS"\n' > "$out/load-into-docker"
+    chmod +x "$out/load-into-kind" "$out/load-into-docker" ;;
+  *"#compose") mkdir -p "$out/bin"
+    printf '#!/usr/bin/env bash\necho "write-compose $*" >> "$CALLS"\necho "services: {}" > "$1"\n' > "$out/bin/apollo-write-compose"
+    chmod +x "$out/bin/apollo-write-compose" ;;
+esac"##,
+    );
+    write_exe(&dir.join("curl"), r#"echo "curl $*" >> "$CALLS""#);
+    write_exe(
+        &dir.join("fake-apollo-demo"),
+        r#"echo "apollo-demo $*" >> "$CALLS"; echo "PASS 9 Agents hold no Kubernetes credentials 0.1""#,
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn demo_kind_up_and_down_do_the_runbook_steps_in_order() {
+    let ws = workspace();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("repo");
+    std::fs::create_dir_all(root.join("scripts")).unwrap();
+    std::fs::copy(
+        ws.join("scripts/demo-kind.sh"),
+        root.join("scripts/demo-kind.sh"),
+    )
+    .unwrap();
+    copy_dir(&ws.join("k8s"), &root.join("k8s"));
+    let bin = tmp.path().join("bin");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    stubs(&bin);
+    let calls = tmp.path().join("calls.log");
+    let port = free_port();
+    let run = |cmd: &str| {
+        Command::new("bash")
+            .arg(root.join("scripts/demo-kind.sh"))
+            .arg(cmd)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .env("CALLS", &calls)
+            .env("STATE", &state)
+            .env("APOLLO_DEMO", bin.join("fake-apollo-demo"))
+            .env("GATEWAY_PORT", port.to_string())
+            .env_remove("KUBECONFIG")
+            .env_remove("KIND_CLUSTER")
+            .env_remove("KIND_NODE_IMAGE")
+            .output()
+            .expect("run demo-kind.sh")
+    };
+    let out = run("up");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "up failed:\n{stdout}\n{stderr}");
+    let log = std::fs::read_to_string(&calls).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let pos = |needle: &str| -> usize {
+        lines
+            .iter()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no call containing {needle:?} in:\n{log}"))
+    };
+    // The runbook's order.
+    let order = [
+        "kind create cluster --name apollo-dev",
+        "load-into-kind --name apollo-dev",
+        "load-into-docker",
+        "apply --server-side -f",
+        "wait --for=condition=Established",
+        "create secret generic apollo-gateway-master-key",
+        "docker run --rm -i --network none apollo/gateway:dev keys derive",
+        "/k8s/controller/ -f",
+        "rollout status deployment/apollo-deviceprocess-gateway",
+        "curl -fsS http://127.0.0.1:",
+        "write-compose",
+        "apollo-demo cluster",
+    ];
+    let mut last = 0;
+    for step in order {
+        let p = pos(step);
+        assert!(p >= last, "{step:?} came out of order in:\n{log}");
+        last = p;
+    }
+    // Kind: pinned node image >= 1.32, host port -> NodePort of the gateway Service.
+    let cfg = std::fs::read_to_string(state.join("kind-config.yaml")).unwrap();
+    assert!(cfg.contains("image: kindest/node:v1.33.1@sha256:"), "{cfg}");
+    assert!(cfg.contains(&format!("hostPort: {port}")), "{cfg}");
+    assert!(cfg.contains("containerPort: 30080"), "{cfg}");
+    // kubectl always against the demo cluster's own kubeconfig.
+    for l in lines.iter().filter(|l| l.starts_with("kubectl ")) {
+        assert!(
+            l.contains("--kubeconfig ") && l.contains(".demo/kind/kubeconfig"),
+            "{l}"
+        );
+    }
+    // Device key env files for compose, private.
+    for d in ["tor1-01", "tor1-02"] {
+        let p = root.join(format!("keys/{d}.env"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(
+            text,
+            format!("APOLLO_DEVICE_KEY=apollo-dk1:k1:{d}:ZGV2aWNl\n")
+        );
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{d}.env mode {mode:o}");
+    }
+    // The self-checking steps against the cluster, agents through compose.
+    let demo = lines[pos("apollo-demo cluster")];
+    for want in [
+        "--kubeconfig ",
+        &format!("--gateway-url http://127.0.0.1:{port}"),
+        "--agents compose",
+        "--compose-file ",
+        "docker-compose.yaml",
+        "--compose-project apollo-demo",
+    ] {
+        assert!(demo.contains(want), "{demo} lacks {want}");
+    }
+    assert!(stdout.contains("PASS 9"), "{stdout}");
+    assert!(
+        stdout.contains("scripts/demo-kind.sh down removes it"),
+        "{stdout}"
+    );
+
+    // A second `up` reuses the cluster.
+    std::fs::write(&calls, "").unwrap();
+    let out = run("up");
+    assert!(out.status.success());
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(!log.contains("kind create cluster"), "{log}");
+
+    // down: agents, cluster, keys.
+    let out = run("down");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        log.contains("kind delete cluster --name apollo-dev"),
+        "{log}"
+    );
+    assert!(log.contains("compose -p apollo-demo"), "{log}");
+    assert!(!root.join("keys/tor1-01.env").exists());
+    assert!(!root.join("keys/master.key").exists());
+    assert!(!root.join(".demo/kind").exists());
+}
+
+#[test]
+fn scripts_pass_shellcheck() {
+    let Ok(out) = Command::new("shellcheck").arg("--version").output() else {
+        eprintln!("shellcheck not installed: skipped");
+        return;
+    };
+    assert!(out.status.success());
+    let dir = workspace().join("scripts");
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.sort();
+    assert!(!scripts.is_empty());
+    let out = Command::new("shellcheck")
+        .arg("-x")
+        .args(&scripts)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "shellcheck:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The kind wiring matches the manifests: the NodePort the kind config maps, the Service
+/// selecting the gateway pods on a port they expose, the Secret the script creates.
+#[test]
+fn kind_wiring_matches_the_gateway_manifests() {
+    let ws = workspace();
+    let docs = |p: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(ws.join(p)).unwrap();
+        serde_saphyr::from_multiple::<serde_json::Value>(&text)
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.is_object())
+            .collect()
+    };
+    let svc = &docs("k8s/gateway/service-nodeport.yaml")[0];
+    assert_eq!(svc["spec"]["type"], "NodePort");
+    assert_eq!(svc["spec"]["ports"][0]["nodePort"], 30080);
+    let deploy = docs("k8s/gateway/deployment.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("gateway Deployment");
+    let pod_labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(
+            &pod_labels[k], v,
+            "selector {k} does not match the gateway pods"
+        );
+    }
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    let target = &svc["spec"]["ports"][0]["targetPort"];
+    let ports = container["ports"].as_array().unwrap();
+    assert!(
+        ports
+            .iter()
+            .any(|p| &p["name"] == target || &p["containerPort"] == target),
+        "targetPort {target} not exposed by the gateway container"
+    );
+    assert_eq!(container["image"], "apollo/gateway:dev");
+    let secret = deploy["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|v| v["secret"]["secretName"].as_str())
+        .expect("master key Secret volume");
+    assert_eq!(secret, "apollo-gateway-master-key");
+    let out = Command::new("bash")
+        .arg(ws.join("scripts/demo-kind.sh"))
+        .arg("config")
+        .output()
+        .unwrap();
+    let cfg = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        cfg.contains("containerPort: 30080") && cfg.contains("hostPort: 18080"),
+        "{cfg}"
+    );
+}

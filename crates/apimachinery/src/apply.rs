@@ -66,6 +66,8 @@ use serde_json::{Map, Value};
 use crate::gofmt;
 use crate::schema::{Node, Structural};
 
+const TYPED_PATCH_ERROR: &str = "failed to create typed patch object";
+
 /// One apply request.
 #[derive(Debug, Clone, Copy)]
 pub struct ApplyRequest<'a> {
@@ -91,8 +93,11 @@ pub enum ApplyError {
     /// Fields owned by other managers would change: 409 Conflict (reason `Conflict`), with one
     /// `FieldManagerConflict` cause per conflict (see [`ApplyError::causes`]).
     Conflicts(Vec<Conflict>),
-    /// The request is malformed (e.g. `metadata.managedFields must be nil`, a wrong
-    /// apiVersion, duplicate list-map keys): 400 BadRequest with this message.
+    /// The request is malformed: 400 BadRequest for `metadata.managedFields must be nil` and
+    /// a wrong apiVersion; for a configuration that does not fit the schema's list types
+    /// (duplicate list-map keys, items without any key field, null set items) the real server
+    /// answers 500 with `failed to create typed patch object (ns/name; group/version,
+    /// Kind=K): .spec.env: duplicate entries for key [name="a"]`. Use [`ApplyError::code`].
     Invalid(String),
 }
 
@@ -101,6 +106,7 @@ impl ApplyError {
     pub fn code(&self) -> u16 {
         match self {
             ApplyError::Conflicts(_) => 409,
+            ApplyError::Invalid(m) if m.starts_with(TYPED_PATCH_ERROR) => 500,
             ApplyError::Invalid(_) => 400,
         }
     }
@@ -307,9 +313,19 @@ pub fn apply(req: ApplyRequest<'_>) -> Result<Value, ApplyError> {
     // structured-merge-diff Updater.Apply
     let mut config = applied.clone();
     remove_managed_fields(&mut config);
-    let merged = merge(Some(&live_clean), Some(&config), root)?.unwrap_or(Value::Null);
+    // The typed conversion of the configuration (structuredMergeManager.Apply).
+    let typed_error = |e: ApplyError| match e {
+        ApplyError::Invalid(m) => ApplyError::Invalid(format!(
+            "{TYPED_PATCH_ERROR} ({}): {m}",
+            object_gvknn(applied)
+        )),
+        other => other,
+    };
+    let new_set = to_field_set(&config, root).map_err(typed_error)?;
+    let merged = merge(Some(&live_clean), Some(&config), root)
+        .map_err(typed_error)?
+        .unwrap_or(Value::Null);
     let last_set = managed.get(&key).map(|e| e.set.clone());
-    let new_set = to_field_set(&config, root)?;
     managed.set(&key, &version, new_set, true);
     let mut new_obj = match &last_set {
         Some(last) if !last.is_empty() => prune(&merged, &managed, last, root),
@@ -336,6 +352,19 @@ pub fn apply(req: ApplyRequest<'_>) -> Result<Value, ApplyError> {
     }
     managed.encode_into(&mut new_obj);
     Ok(new_obj)
+}
+
+/// objectGVKNN: `namespace/name; group/version, Kind=Kind`.
+fn object_gvknn(obj: &Value) -> String {
+    let s = |p: &str| obj.pointer(p).and_then(Value::as_str).unwrap_or("");
+    let api_version = s("/apiVersion");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    format!(
+        "{}/{}; {group}/{version}, Kind={}",
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+        s("/kind")
+    )
 }
 
 /// Bookkeeping for non-apply writes (create/update/patch, operation "Update"): the fields

@@ -1376,3 +1376,21 @@ fn list_map_key_defaults_and_partial_keys() {
         "{err}"
     );
 }
+
+#[test]
+fn typed_patch_errors_are_500_with_the_apiserver_message() {
+    let s = schema();
+    let mut cfg = base(json!({"env": [{"name": "A"}, {"name": "A"}]}));
+    let err = apply_as(&s, None, &cfg, "m", None, false, T0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"failed to create typed patch object (default/dp; azure.com/v1alpha1, Kind=DeviceProcess): .spec.env: duplicate entries for key [name="A"]"#
+    );
+    assert_eq!(err.code(), 500);
+    cfg["spec"]["env"] = json!([{"value": "x"}]);
+    let err = apply_as(&s, None, &cfg, "m", None, false, T0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"failed to create typed patch object (default/dp; azure.com/v1alpha1, Kind=DeviceProcess): .spec.env: element 0: associative list with keys has an element that omits all key fields ["name"] (and doesn't have default values for any key fields)"#
+    );
+}

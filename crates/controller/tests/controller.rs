@@ -807,3 +807,84 @@ async fn converges_through_api_errors_dropped_watches_and_compaction() {
     ctl.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_namespaced_kind_can_be_the_inventory() {
+    let env = setup().await;
+    // A different inventory kind, found by discovery, and the RBAC to watch it.
+    env.apply_manifest(
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: routers.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: routers, singular: router, kind: Router}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: apollo-controller-routers
+rules:
+- apiGroups: ["example.com"]
+  resources: ["routers"]
+  verbs: ["list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: apollo-controller-routers
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: apollo-controller-routers}
+subjects:
+- {kind: ServiceAccount, name: apollo-deviceprocess-controller, namespace: default}
+---
+apiVersion: example.com/v1
+kind: Router
+metadata:
+  name: edge-1
+  labels: {role: edge}
+---
+apiVersion: example.com/v1
+kind: Router
+metadata:
+  name: core-1
+  labels: {role: core}
+---
+apiVersion: azure.com/v1alpha1
+kind: DeviceProcessDeployment
+metadata:
+  name: edge-agent
+spec:
+  selector:
+    matchLabels: {role: edge}
+  template:
+    spec:
+      artifact: {type: oci, url: "alpine:3.19"}
+      execution: {backend: container}
+"#,
+    )
+    .await
+    .unwrap();
+    let ctl = start(
+        &env,
+        apollo_controller::Config {
+            inventory: "Router.v1.example.com".parse().unwrap(),
+            ..config(&env)
+        },
+    )
+    .await;
+    wait_for_dps(&env, &["edge-agent-edge-1"]).await;
+    wait_for_counts(&env, "edge-agent", (1, 1, 1, 0, 0)).await;
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}

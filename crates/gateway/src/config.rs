@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apollo_protocol::keys::MasterKeyRing;
 use apollo_runtime::duration::{HumanDuration, format_duration};
-use apollo_runtime::env::{Env, flag_or_env};
+use apollo_runtime::env::{Env, flag_or_env, switch_or_env};
 use apollo_runtime::telemetry::LogFormat;
 use argh::FromArgs;
 
@@ -87,6 +87,10 @@ pub struct Cli {
     /// log format: text or json (env APOLLO_LOG_FORMAT; default text; filter with RUST_LOG)
     #[argh(option)]
     pub log_format: Option<String>,
+    /// log one line per device request: method, path, status, time (env APOLLO_ACCESS_LOG;
+    /// default off — at fleet scale this is a line per heartbeat)
+    #[argh(switch)]
+    pub access_log: bool,
     #[argh(subcommand)]
     pub command: Option<Command>,
 }
@@ -288,6 +292,7 @@ impl Cli {
             max_long_polls,
             status_workers,
             shutdown_grace,
+            access_log: switch_or_env(self.access_log, env, "APOLLO_ACCESS_LOG")?,
             instance: env
                 .var("POD_NAME")
                 .or_else(|| env.var("HOSTNAME"))
@@ -431,6 +436,7 @@ mod tests {
             ("APOLLO_STATUS_WORKERS", "2"),
             ("APOLLO_SHUTDOWN_GRACE", "3s"),
             ("APOLLO_LOG_FORMAT", "json"),
+            ("APOLLO_ACCESS_LOG", "true"),
         ]);
         let c = parse(&[]).unwrap().serve_config(&env).unwrap();
         let s = &c.settings;
@@ -443,6 +449,18 @@ mod tests {
         assert_eq!(s.status_workers, 2);
         assert_eq!(s.shutdown_grace, Duration::from_secs(3));
         assert!(matches!(c.log_format, LogFormat::Json));
+        assert!(s.access_log);
+        assert!(
+            !parse(&[])
+                .unwrap()
+                .serve_config(&MapEnv::from_pairs([(
+                    "APOLLO_MASTER_KEY_FILE",
+                    f.path().to_str().unwrap()
+                )]))
+                .unwrap()
+                .settings
+                .access_log
+        );
     }
 
     #[test]

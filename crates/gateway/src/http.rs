@@ -72,6 +72,8 @@ pub struct HttpState {
     pub max_long_polls: usize,
     pub long_polls: AtomicUsize,
     pub shutdown: watch::Receiver<bool>,
+    /// Log one line per device-API request (`request` at info).
+    pub access_log: bool,
 }
 
 /// Listener settings.
@@ -177,6 +179,9 @@ impl Drop for LongPollGuard<'_> {
 /// Answers one request.
 pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let path = req.uri().path().to_string();
+    let started = tokio::time::Instant::now();
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_owned);
     let ready = state.readiness.is_ready() && !*state.shutdown.borrow();
     let (route, resp) = match path.as_str() {
         "/healthz" | "/readyz" | "/metrics" => {
@@ -218,6 +223,16 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Res
         },
     };
     state.metrics.http(route, resp.status().as_u16());
+    if state.access_log && matches!(route, "desired" | "report" | "other") {
+        tracing::info!(
+            method = %method,
+            path = %path,
+            query = query.as_deref().unwrap_or(""),
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "request"
+        );
+    }
     Ok(resp)
 }
 
@@ -256,6 +271,14 @@ async fn device_request(
     if !state.readiness.is_ready() {
         return with_header(
             error(503, "not ready: the DeviceProcess cache has not synced"),
+            header::RETRY_AFTER,
+            "1",
+        );
+    }
+    let shutting_down = *state.shutdown.borrow();
+    if shutting_down {
+        return with_header(
+            error(503, "the gateway is shutting down"),
             header::RETRY_AFTER,
             "1",
         );

@@ -88,6 +88,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// `reportingInstance` of events (the pod name); `None`: `apollo-gateway`.
     pub instance: Option<String>,
+    /// One log line per device-API request.
+    pub access_log: bool,
 }
 
 impl Settings {
@@ -108,6 +110,7 @@ impl Settings {
             status_workers: config::DEFAULT_STATUS_WORKERS,
             shutdown_grace: config::DEFAULT_SHUTDOWN_GRACE,
             instance: None,
+            access_log: false,
         }
     }
 }
@@ -213,6 +216,7 @@ impl Gateway {
             max_long_polls: settings.max_long_polls,
             long_polls: AtomicUsize::new(0),
             shutdown: shutdown.clone(),
+            access_log: settings.access_log,
         });
         tasks.spawn(http::serve(
             listener,

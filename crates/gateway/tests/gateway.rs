@@ -722,3 +722,72 @@ async fn bad_input_table() {
     h.stop_gateway().await;
     h.env.cleanup().await;
 }
+
+/// Not ready (503) until the cache has synced; at shutdown held long polls are answered with
+/// 304 at once and the gateway stops within its grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_graceful_shutdown() {
+    use apollo_devcluster::User;
+    use apollo_gateway::Gateway;
+
+    let mut h = Harness::start().await;
+    h.create_dp("dp-r", "dev-r", "x").await;
+    h.stop_gateway().await;
+
+    // The API server is unreachable when the gateway starts.
+    let client = h.env.as_user(User::Gateway).await;
+    let faults = h.env.dev().unwrap().faults();
+    faults.refuse_connections(Duration::from_secs(2));
+    let gw = Gateway::start(settings(&h.master, h.env.namespace()), client)
+        .await
+        .expect("starts without the API server");
+    let addr = gw.local_addr();
+    let get = |path: &'static str| async move {
+        raw_request(addr, &build_request("GET", path, &[], b""))
+            .await
+            .unwrap()
+    };
+    assert_eq!(get("/healthz").await.status, 200);
+    let r = get("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    let dev = TestDevice {
+        addr,
+        key: h.master.derive("dev-r"),
+    };
+    assert_eq!(dev.get(None, None).await.status, 503);
+    wait_until("ready once the API server is back", T, || async {
+        get("/readyz").await.status == 200
+    })
+    .await;
+    let first = dev.get(None, None).await;
+    assert_eq!(first.status, 200);
+    let doc: DesiredDocument = serde_json::from_slice(&first.body).unwrap();
+    assert_eq!(doc.processes.len(), 1);
+
+    // A held long poll is answered with 304 when the gateway shuts down.
+    let etag = first.header("etag").unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let r = dev.get(Some(&etag), Some("60s")).await;
+        (r.status, tokio::time::Instant::now())
+    });
+    wait_until("long poll held", T, || async {
+        gw.metrics().long_polls_held.get() == 1
+    })
+    .await;
+    let stopping = tokio::time::Instant::now();
+    gw.shutdown().await;
+    let stopped = stopping.elapsed();
+    let (status, answered) = held.await.unwrap();
+    assert_eq!(status, 304);
+    assert!(answered.duration_since(stopping) < Duration::from_secs(2));
+    assert!(
+        stopped < Duration::from_secs(3),
+        "shutdown took {stopped:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
+    h.env.cleanup().await;
+}

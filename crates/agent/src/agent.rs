@@ -192,7 +192,7 @@ impl Agent {
                 }
                 Err(e) => {
                     self.failed(&e);
-                    sleep(backoff.next_delay()).await;
+                    sleep(self.retry_delay(&mut backoff, &e)).await;
                 }
             }
         }
@@ -275,7 +275,7 @@ impl Agent {
                     }
                     Err(e) => {
                         self.failed(&e);
-                        sleep(backoff.next_delay()).await;
+                        sleep(self.retry_delay(&mut backoff, &e)).await;
                     }
                 }
             }
@@ -342,6 +342,16 @@ impl Agent {
             debug!("heartbeat acknowledged");
         }
         interval
+    }
+
+    /// The next backoff delay, or the gateway's `Retry-After` when longer (capped at the
+    /// backoff maximum: an unsigned header must not park the agent for long).
+    fn retry_delay(&self, backoff: &mut Backoff, e: &ClientError) -> Duration {
+        let delay = backoff.next_delay();
+        match e.retry_after() {
+            Some(asked) => delay.max(asked.min(self.config.backoff_max)),
+            None => delay,
+        }
     }
 
     fn succeeded(&self) {

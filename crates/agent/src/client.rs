@@ -36,6 +36,8 @@ pub enum ClientError {
         message: String,
         /// The gateway's `Date` header (on 401, to tell clock skew apart).
         gateway_date: Option<String>,
+        /// The gateway's `Retry-After` (seconds form), on 429 and 503.
+        retry_after: Option<Duration>,
     },
     /// The response's signature is missing or wrong: forged, replayed, or a proxy in between.
     #[error(
@@ -62,6 +64,14 @@ fn httpdate_now() -> String {
 }
 
 impl ClientError {
+    /// How long the gateway asked to wait (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// A short kind, to log one line per change of kind rather than per retry.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -286,10 +296,14 @@ impl GatewayClient {
             let gateway_date = (status == StatusCode::UNAUTHORIZED)
                 .then(|| header_str(DATE.as_str()).map(str::to_string))
                 .flatten();
+            let retry_after = header_str("retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             return Err(ClientError::Status {
                 status: status.as_u16(),
                 message,
                 gateway_date,
+                retry_after,
             });
         }
         auth::verify_response(

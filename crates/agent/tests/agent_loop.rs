@@ -437,3 +437,39 @@ async fn a_signed_document_whose_etag_is_not_its_revision_is_refused() {
     assert_eq!(s.revision, None);
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn retry_after_is_honoured_up_to_the_backoff_cap() {
+    let doc = document(vec![]);
+    let behaviour = Behaviour {
+        fail_with: Some(429),
+        retry_after: Some(1),
+        ..Behaviour::default()
+    };
+    let mut gw = FakeGateway::start(doc.clone(), behaviour).await;
+    let mut config = gw.config(); // backoff 50 ms .. 400 ms
+    config.backoff_max = Duration::from_secs(2);
+    let agent = spawn(config);
+    let mut arrivals = Vec::new();
+    while arrivals.len() < 3 {
+        if let Event::Desired {
+            arrived, status, ..
+        } = gw
+            .wait_for(T, "429s", |e| matches!(e, Event::Desired { .. }))
+            .await
+        {
+            assert_eq!(status, 429);
+            arrivals.push(arrived);
+        }
+    }
+    for w in arrivals.windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_secs(1), "{:?}", w[1] - w[0]);
+    }
+    gw.set_behaviour(|b| b.fail_with = None);
+    let reports = gw.reports(1, T).await;
+    assert_eq!(
+        reports[0].1.revision.as_deref(),
+        Some(doc.revision.as_str())
+    );
+    agent.shutdown().await;
+}

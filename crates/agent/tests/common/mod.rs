@@ -57,6 +57,8 @@ pub struct Behaviour {
     pub heartbeat_ms: u64,
     /// Answer every device request with this status (unsigned JSON error).
     pub fail_with: Option<u16>,
+    /// `Retry-After` seconds on those errors.
+    pub retry_after: Option<u64>,
     /// Close connections without answering.
     pub drop_connections: bool,
     pub tamper: Tamper,
@@ -67,6 +69,7 @@ impl Default for Behaviour {
         Behaviour {
             heartbeat_ms: 10_000,
             fail_with: None,
+            retry_after: None,
             drop_connections: false,
             tamper: Tamper::None,
         }
@@ -331,7 +334,12 @@ async fn handle(s: Arc<Shared>, req: Request<Incoming>) -> Response<Full<Bytes>>
     }
     let behaviour = s.behaviour.lock().unwrap().clone();
     if let Some(code) = behaviour.fail_with {
-        let response = json_error(code, "failing on purpose");
+        let mut response = json_error(code, "failing on purpose");
+        if let Some(secs) = behaviour.retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", http::HeaderValue::from(secs));
+        }
         match route {
             wire::DeviceRoute::Desired(_) => {
                 let _ = s.events.send(Event::Desired {

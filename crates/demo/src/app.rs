@@ -328,13 +328,9 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
     let state = shared.logs_dir.join("state");
     std::fs::create_dir_all(&state)?;
     let mut setup = Vec::new();
-    let (admin, controller_kc, gateway_kc, api_url, ids) = match &existing {
+    let (admin, mut controller_kc, mut gateway_kc, api_url, mut ids) = match &existing {
         Some(kc) => {
-            setup.push(format!(
-                "using the existing cluster of {} for every component (their own RBAC \
-                 identities need in-cluster ServiceAccounts: see `make demo`)",
-                kc.display()
-            ));
+            setup.push(format!("using the existing cluster of {}", kc.display()));
             let url = server_url(kc).ok();
             (
                 kc.clone(),
@@ -371,7 +367,70 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
             )
         }
     };
+    let mut controller_identity = format!(
+        "ServiceAccount apollo-deviceprocess-controller ({})",
+        controller_kc.display()
+    );
+    let mut gateway_identity = format!(
+        "ServiceAccount apollo-deviceprocess-gateway ({})",
+        gateway_kc.display()
+    );
     let kube = Kube::connect(&admin, &ns).await?;
+    if existing.is_some() {
+        // Own RBAC identities on any cluster: the ServiceAccounts of k8s/rbac/ (applied in step
+        // 1, so applied here first) with TokenRequest tokens; else the given kubeconfig.
+        let mut owned = true;
+        let rbac = repo.join("k8s/rbac");
+        let crds = repo.join("k8s/crds");
+        let applied = async {
+            kube.apply_path(&crds).await?;
+            kube.apply_path(&rbac).await
+        }
+        .await;
+        for (sa, file, ident, path) in [
+            (
+                "apollo-deviceprocess-controller",
+                "controller.kubeconfig",
+                &mut controller_identity,
+                &mut controller_kc,
+            ),
+            (
+                "apollo-deviceprocess-gateway",
+                "gateway.kubeconfig",
+                &mut gateway_identity,
+                &mut gateway_kc,
+            ),
+        ] {
+            let dest = state.join(file);
+            let r = match &applied {
+                Ok(_) => kube.service_account_kubeconfig(sa, &dest).await,
+                Err(e) => Err(anyhow!("{}", concise(e))),
+            };
+            match r {
+                Ok(user) => {
+                    *ident = format!("{user} (TokenRequest, {})", dest.display());
+                    *path = dest;
+                }
+                Err(e) => {
+                    owned = false;
+                    *ident = format!("the kubeconfig {}", admin.display());
+                    setup.push(format!(
+                        "note: cannot mint a token for ServiceAccount {sa} ({}): it runs with {}",
+                        concise(&e),
+                        admin.display()
+                    ));
+                }
+            }
+        }
+        if owned {
+            ids.controller = Some(format!(
+                "system:serviceaccount:{ns}:apollo-deviceprocess-controller"
+            ));
+            ids.gateway = Some(format!(
+                "system:serviceaccount:{ns}:apollo-deviceprocess-gateway"
+            ));
+        }
+    }
     let keys_dir = shared.logs_dir.join("keys");
     let devs = devices();
     setup.extend(provision_keys(&bins.gateway, &keys_dir, &devs).await?);
@@ -390,6 +449,8 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
         long_poll: timings.long_poll.map(flag_duration),
     });
     let local = LocalStack {
+        controller_identity,
+        gateway_identity,
         controller_bin: bins.controller.clone(),
         gateway_bin: bins.gateway.clone(),
         controller_kubeconfig: controller_kc,
@@ -502,7 +563,8 @@ pub async fn start_components(
         .arg(metrics.to_string());
     let pid = sup.start(&controller).await?;
     did.push(format!(
-        "started the controller (pid {pid}) as its own identity: {}",
+        "started the controller (pid {pid}) as {}: {}",
+        local.controller_identity,
         controller.display()
     ));
     let gateway = Spec::new("gateway", &local.gateway_bin)
@@ -520,7 +582,8 @@ pub async fn start_components(
         .arg(flag_duration(timings.stale));
     let pid = sup.start(&gateway).await?;
     did.push(format!(
-        "started the gateway (pid {pid}) as its own identity: {}",
+        "started the gateway (pid {pid}) as {}: {}",
+        local.gateway_identity,
         gateway.display()
     ));
     // The gateway must be ready (cache synced) before agents are told to use it; the

@@ -235,6 +235,59 @@ impl Kube {
     }
 }
 
+/// A kubeconfig like `base` (same server and CA) whose every user presents `token`.
+pub fn kubeconfig_with_token(base: &Path, token: &str) -> Result<Value> {
+    let text = std::fs::read_to_string(base)
+        .with_context(|| format!("cannot read kubeconfig {}", base.display()))?;
+    let mut v: Value =
+        serde_saphyr::from_str(&text).map_err(|e| anyhow!("kubeconfig {}: {e}", base.display()))?;
+    if let Some(users) = v.get_mut("users").and_then(|u| u.as_array_mut()) {
+        for u in users {
+            u["user"] = serde_json::json!({ "token": token });
+        }
+    }
+    Ok(v)
+}
+
+impl Kube {
+    /// Mints a short-lived token for ServiceAccount `sa` (TokenRequest, as `kubectl create
+    /// token` does) and writes a kubeconfig presenting it to `dest`, so a component runs with
+    /// its own RBAC identity on any cluster. Returns the user name it authenticates as.
+    pub async fn service_account_kubeconfig(&self, sa: &str, dest: &Path) -> Result<String> {
+        use k8s_openapi::api::authentication::v1::TokenRequest;
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
+        let req: TokenRequest = serde_json::from_value(serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": { "expirationSeconds": 7200 }
+        }))?;
+        let resp: TokenRequest = api
+            .create_subresource("token", sa, &Default::default(), &req)
+            .await
+            .with_context(|| format!("TokenRequest for ServiceAccount {sa}"))?;
+        let token = resp
+            .status
+            .map(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| anyhow!("TokenRequest for {sa} returned no token"))?;
+        let kc = kubeconfig_with_token(&self.kubeconfig, &token)?;
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(dest)
+                .with_context(|| format!("cannot write {}", dest.display()))?;
+            f.write_all(serde_json::to_string_pretty(&kc)?.as_bytes())?;
+        }
+        Ok(format!("system:serviceaccount:{}:{sa}", self.namespace))
+    }
+}
+
 /// When an event last happened (RFC 3339), for ordering and display.
 pub fn event_time(e: &Event) -> Option<String> {
     e.last_timestamp

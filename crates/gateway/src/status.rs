@@ -397,6 +397,10 @@ impl WorkQueue {
         loop {
             let notified = self.notify.notified();
             if let Some(name) = self.try_pop() {
+                // More work queued: wake another writer (one stored permit covers one waiter).
+                if self.len() > 0 {
+                    self.notify.notify_one();
+                }
                 return name;
             }
             notified.await;

@@ -217,9 +217,10 @@ print_env() {
   cat <<EOF
 
 The cluster stays up for the presenter (scripts/demo-kind.sh down removes it):
-  export KUBECONFIG=$KUBECONFIG_FILE
+  cd $ROOT
+  export KUBECONFIG=$KUBECONFIG_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT
   kubectl get apollo
-  docker compose -p $COMPOSE_PROJECT -f $COMPOSE_FILE ps
+  docker compose ps
   curl -s http://127.0.0.1:$GATEWAY_PORT/metrics | grep apollo_gateway_http_requests_total
 EOF
 }

@@ -935,7 +935,7 @@ async fn step5_efficiency(demo: &mut Demo, step: &Step) -> Result<()> {
                 if let Some(gwu) = demo.ids.gateway.as_deref() {
                     step.shell(
                         &format!(
-                            "kubectl get --raw /_devcluster/requests | jq '.[] | select(.user==\"{gwu}\")'"
+                            "kubectl get --raw /_devcluster/requests   (rows of {gwu}: verb, resource, count)"
                         ),
                         &c1.rows_of(gwu).join("\n"),
                     );
@@ -1352,7 +1352,7 @@ async fn step9_no_credentials(demo: &mut Demo, step: &Step) -> Result<()> {
                 .map(|a| c.count(Some(a), None, None, None))
                 .unwrap_or(0);
             step.shell(
-                "kubectl get --raw /_devcluster/requests | jq -r '.[].user' | sort | uniq -c",
+                "kubectl get --raw /_devcluster/requests   (requests per identity, before the probe below)",
                 &users
                     .iter()
                     .map(|u| {
@@ -1406,9 +1406,11 @@ async fn step9_no_credentials(demo: &mut Demo, step: &Step) -> Result<()> {
             };
             step.shell(
                 &format!(
-                    "kubectl --token \"$(cat {}/{}.key)\" get dp   (the device key as a bearer token)",
+                    "curl -sk -H \"Authorization: Bearer $(cat {}/{}.key)\" {}/apis/azure.com/v1alpha1/namespaces/{}/deviceprocesses   (the device key as a bearer token)",
                     demo.keys_dir.display(),
-                    demo.devices[0]
+                    demo.devices[0],
+                    demo.api_url.as_deref().unwrap_or("$APISERVER"),
+                    demo.kube.namespace
                 ),
                 &shown,
             );

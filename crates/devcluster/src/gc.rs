@@ -142,16 +142,18 @@ pub(crate) fn pass(store: &mut Store) -> bool {
         }
     }
     for (storage, obj) in &with_owners {
-        if obj.pointer("/metadata/deletionTimestamp").is_some() {
+        // Re-read: this pass may have changed the object (orphaning removes references).
+        let k = key_of(obj);
+        let Some(cur) = store.get(storage, &k.0, &k.1) else {
+            continue;
+        };
+        if cur.pointer("/metadata/deletionTimestamp").is_some() {
             continue;
         }
-        let owners = owner_uids(obj);
-        if owners.iter().all(|u| !store.uids.contains_key(u)) {
-            let k = key_of(obj);
-            if store.get(storage, &k.0, &k.1).is_some() {
-                delete(store, storage, obj, &now);
-                changed = true;
-            }
+        let owners = owner_uids(&cur);
+        if !owners.is_empty() && owners.iter().all(|u| !store.uids.contains_key(u)) {
+            delete(store, storage, &cur, &now);
+            changed = true;
         }
     }
     changed

@@ -138,9 +138,19 @@ impl Store {
                 (storage.to_string(), key.0.clone(), key.1.clone()),
             );
         }
-        let has_owner_or_deletion = obj.pointer("/metadata/ownerReferences").is_some()
-            || obj.pointer("/metadata/deletionTimestamp").is_some();
-        if has_owner_or_deletion {
+        // The collector only needs to look when something is being deleted or an owner is
+        // already missing (dependents created after their owner is gone).
+        let orphaned = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .is_some_and(|refs| {
+                refs.iter().any(|r| {
+                    r.get("uid")
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| !self.uids.contains_key(u))
+                })
+            });
+        if orphaned || obj.pointer("/metadata/deletionTimestamp").is_some() {
             self.gc_dirty = true;
         }
         if RBAC_STORAGE.contains(&storage) {

@@ -285,3 +285,13 @@ pub fn apply_params(manager: &str) -> PatchParams {
 pub fn merge(v: Value) -> Patch<Value> {
     Patch::Merge(v)
 }
+
+/// An admin client without kube's default retry of 429/503/504 (to observe injected faults).
+pub async fn no_retry_admin(env: &TestEnv) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(env.kubeconfig()).expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    config.default_retry = false;
+    kube::Client::try_from(config).expect("client")
+}

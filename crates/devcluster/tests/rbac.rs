@@ -1,0 +1,175 @@
+//! RBAC evaluated from Role/ClusterRole/RoleBinding/ClusterRoleBinding objects.
+#![recursion_limit = "256"]
+
+mod common;
+
+use apollo_devcluster::User;
+use apollo_devcluster::testing::TestEnv;
+use common::*;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+async fn grant_gateway(env: &TestEnv) {
+    let ns = env.namespace();
+    let manifest = format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: gateway
+  namespace: {ns}
+rules:
+- apiGroups: ["{GROUP}"]
+  resources: ["{PLURAL}"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["{GROUP}"]
+  resources: ["{PLURAL}/status"]
+  verbs: ["patch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: gateway
+  namespace: {ns}
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: gateway
+subjects:
+- kind: ServiceAccount
+  name: apollo-deviceprocess-gateway
+  namespace: {ns}
+"#
+    );
+    env.apply_manifest(&manifest).await.expect("apply RBAC");
+}
+
+fn forbidden(err: kube::Error) -> kube::core::Status {
+    match err {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn role_binding_grants_exactly_its_rules() {
+    let env = TestEnv::new().await;
+    let admin_api = widgets(&env).await;
+    create_widget(&admin_api, "w1", "tor1-01").await;
+    grant_gateway(&env).await;
+    let ns = env.namespace().to_string();
+    let gw: Api<DynamicObject> =
+        Api::namespaced_with(env.as_user(User::Gateway).await, &ns, &widget_resource());
+    assert_eq!(
+        gw.list(&ListParams::default())
+            .await
+            .expect("list allowed")
+            .items
+            .len(),
+        1
+    );
+    gw.patch_status(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running"}})),
+    )
+    .await
+    .expect("patch status allowed");
+    let err = gw
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"command": ["x"]}})),
+        )
+        .await
+        .unwrap_err();
+    let s = forbidden(err);
+    assert_eq!(s.code, 403);
+    assert_eq!(s.reason, "Forbidden");
+    let user = env.username(User::Gateway);
+    assert_eq!(
+        s.message,
+        format!(
+            "{PLURAL}.{GROUP} \"w1\" is forbidden: User \"{user}\" cannot patch resource \"{PLURAL}\" in API group \"{GROUP}\" in the namespace \"{ns}\""
+        )
+    );
+    let obj: DynamicObject = serde_json::from_value(widget("w2", "d")).unwrap();
+    let s = forbidden(gw.create(&PostParams::default(), &obj).await.unwrap_err());
+    assert_eq!(s.code, 403);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn unbound_identity_is_forbidden_with_the_real_message() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let ns = env.namespace().to_string();
+    let agent: Api<DynamicObject> =
+        Api::namespaced_with(env.as_user(User::Agent).await, &ns, &widget_resource());
+    let s = forbidden(agent.list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(s.code, 403);
+    let user = env.username(User::Agent);
+    assert_eq!(
+        s.message,
+        format!(
+            "{PLURAL}.{GROUP} is forbidden: User \"{user}\" cannot list resource \"{PLURAL}\" in API group \"{GROUP}\" in the namespace \"{ns}\""
+        )
+    );
+    let s = forbidden(agent.get_status("w1").await.unwrap_err());
+    assert!(
+        s.message
+            .contains(&format!("cannot get resource \"{PLURAL}/status\"")),
+        "{}",
+        s.message
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn cluster_role_binding_and_discovery_for_everyone() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let ns = env.namespace();
+    let agent = env.as_user(User::Agent).await;
+    // Any authenticated user may read discovery.
+    let r = raw(&agent, "GET", "/apis", None, None).await;
+    assert_eq!(r.status, 200);
+    let manifest = format!(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {ns}-widget-reader
+rules:
+- apiGroups: ["{GROUP}"]
+  resources: ["{PLURAL}"]
+  verbs: ["list"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {ns}-widget-reader
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: {ns}-widget-reader
+subjects:
+- kind: ServiceAccount
+  name: apollo-agent
+  namespace: {ns}
+"#
+    );
+    env.apply_manifest(&manifest).await.unwrap();
+    let all: Api<DynamicObject> = Api::all_with(agent.clone(), &widget_resource());
+    all.list(&ListParams::default())
+        .await
+        .expect("cluster-wide list allowed");
+    let admin = env.admin().await;
+    let crb: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(admin.clone());
+    let _ = crb
+        .delete(&format!("{ns}-widget-reader"), &Default::default())
+        .await;
+    let cr: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(admin);
+    let _ = cr
+        .delete(&format!("{ns}-widget-reader"), &Default::default())
+        .await;
+    env.cleanup().await;
+}

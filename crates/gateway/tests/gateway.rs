@@ -791,3 +791,70 @@ async fn readiness_and_graceful_shutdown() {
     );
     h.env.cleanup().await;
 }
+
+/// The connection bound holds further connections in the backlog until one frees up; the
+/// long-poll bound answers 429 with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_long_poll_limits() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut h = Harness::start_with(|s| {
+        s.max_connections = 2;
+        s.max_long_polls = 1;
+    })
+    .await;
+    h.create_dp("dp-l", "dev-l", "x").await;
+    let addr = h.addr;
+    // Two idle connections (headers never sent) take both slots.
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        idle.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    let r = raw_request(addr, &build_request("GET", "/healthz", &[], b""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "served only once the header timeout freed a slot ({waited:?})"
+    );
+    drop(idle);
+
+    // One long poll at a time.
+    let dev = h.device("dev-l");
+    let etag = dev
+        .get(None, None)
+        .await
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let held = {
+        let dev = h.device("dev-l");
+        let etag = etag.clone();
+        tokio::spawn(async move { dev.get(Some(&etag), Some("3s")).await.status })
+    };
+    wait_until("long poll held", T, || async {
+        h.gw().metrics().long_polls_held.get() == 1
+    })
+    .await;
+    let r = dev.get(Some(&etag), Some("3s")).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        r.header("x-apollo-signature").is_some(),
+        "429 after auth is signed"
+    );
+    assert_eq!(
+        dev.get(Some(&etag), None).await.status,
+        304,
+        "plain GETs still served"
+    );
+    assert_eq!(held.await.unwrap(), 304);
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}

@@ -58,6 +58,8 @@ pub struct Harness {
     pub master: MasterKey,
     pub gateway: Option<Gateway>,
     pub addr: SocketAddr,
+    /// Applied to the settings of every gateway start.
+    pub tweak: fn(&mut Settings),
 }
 
 pub fn settings(master: &MasterKey, namespace: &str) -> Settings {
@@ -76,6 +78,11 @@ pub fn settings(master: &MasterKey, namespace: &str) -> Settings {
 impl Harness {
     /// Cluster with CRDs and the gateway RBAC applied, gateway started and ready.
     pub async fn start() -> Harness {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Harness::start`] with adjusted gateway settings.
+    pub async fn start_with(tweak: fn(&mut Settings)) -> Harness {
         let env = TestEnv::new().await;
         let root = repo_root();
         env.apply_manifest_file(&root.join("k8s/crds/deviceprocesses.azure.com.yaml"))
@@ -90,6 +97,7 @@ impl Harness {
             master,
             gateway: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tweak,
         };
         h.start_gateway(None).await;
         h
@@ -98,6 +106,7 @@ impl Harness {
     /// Starts (or restarts on `addr`) the gateway and waits for readiness.
     pub async fn start_gateway(&mut self, addr: Option<SocketAddr>) {
         let mut s = settings(&self.master, self.env.namespace());
+        (self.tweak)(&mut s);
         if let Some(a) = addr {
             s.addr = a;
         }

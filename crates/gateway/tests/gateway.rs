@@ -858,3 +858,75 @@ async fn connection_and_long_poll_limits() {
     h.stop_gateway().await;
     h.env.cleanup().await;
 }
+
+/// A man in the middle rewrites the desired document (same length): the agent refuses the
+/// response, never adopts it, and so never reports the forged spec as observed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_response_is_refused_by_the_agent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut h = Harness::start().await;
+    h.create_dp("dp-t", "dev-t", "x").await;
+    let upstream = h.addr;
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+    let tampered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = tampered.clone();
+    let proxy_task = tokio::spawn(async move {
+        while let Ok((client, _)) = proxy.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                };
+                let down = async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &mut buf[..n];
+                        let needle = b"alpine:3.19";
+                        if let Some(i) = chunk.windows(needle.len()).position(|w| w == needle) {
+                            chunk[i..i + needle.len()].copy_from_slice(b"evil:666.66");
+                            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        if cw.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    let agent = RunningAgent::start(&format!("http://{proxy_addr}"), h.master.derive("dev-t"));
+    let mut state = agent.agent.subscribe();
+    wait_until("agent refuses forged documents", T, || {
+        let s = state.borrow_and_update().clone();
+        async move { s.responses_refused >= 2 }
+    })
+    .await;
+    assert!(tampered.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    let s = agent.agent.subscribe().borrow().clone();
+    assert_eq!(s.documents, 0, "a forged document is never adopted");
+    assert!(agent.agent.subscribe_document().borrow().is_none());
+    // Reports (untampered) still get through: connected, but nothing observed.
+    h.wait_status("dp-t", "connected, not observed", T, |dp| {
+        cond_status(dp, AGENT_CONNECTED).as_deref() == Some("True")
+    })
+    .await;
+    let dp = h.get_dp("dp-t").await;
+    assert_ne!(cond_status(&dp, SPEC_OBSERVED).as_deref(), Some("True"));
+    assert!(dp.status.unwrap().observed_spec_hash.is_none());
+    agent.stop().await;
+    proxy_task.abort();
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}

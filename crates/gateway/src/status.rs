@@ -3,7 +3,8 @@
 //! For every DeviceProcess the module keeps two views of the part of `status` the gateway
 //! owns: **live** (what the API server last showed, from the watch or a write's answer) and
 //! **target** (what it should be, computed by [`compute`] from the previous target, the
-//! object's spec hash and generation, and the device's [`Agent`] in the liveness table).
+//! object's spec hash and generation, and the device's [`Agent`] in the liveness table). The
+//! target is stored only while it differs from live, so the steady state holds one view.
 //!
 //! - A target is recomputed when the object changes (watch) or its device's agent changes
 //!   (report with new content, stale transition). A heartbeat that changes nothing recomputes
@@ -342,15 +343,37 @@ pub fn transitions(
 
 #[derive(Debug)]
 struct Obj {
-    namespace: String,
+    namespace: Arc<str>,
     uid: String,
     device: String,
     generation: i64,
     spec_hash: String,
     resource_version: String,
     live: View,
-    target: View,
+    /// The target when it differs from `live` (in the steady state it does not, so each
+    /// object holds one view).
+    pending: Option<View>,
     inflight: bool,
+}
+
+impl Obj {
+    fn target(&self) -> &View {
+        self.pending.as_ref().unwrap_or(&self.live)
+    }
+
+    fn set_target(&mut self, target: View) {
+        self.pending = (target != self.live).then_some(target);
+    }
+
+    /// A new live view; the target stays what it was.
+    fn set_live(&mut self, live: View) {
+        if live == self.live {
+            return;
+        }
+        let old = std::mem::replace(&mut self.live, live);
+        let target = self.pending.take().unwrap_or(old);
+        self.set_target(target);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -358,6 +381,8 @@ struct State {
     objects: HashMap<String, Obj>,
     by_device: HashMap<String, HashSet<String>>,
     synced: bool,
+    /// The namespace of the objects, shared by all of them.
+    namespace: Option<Arc<str>>,
 }
 
 /// Whether resourceVersion `a` is older than `b` (both numeric, as on every real server;
@@ -474,13 +499,22 @@ impl StatusController {
                 obj.generation = dp.metadata.generation.unwrap_or(0);
                 obj.spec_hash = apollo_api::spec_hash(&dp.spec);
                 obj.resource_version = rv;
-                obj.live = View::from_status(dp.status.as_ref());
+                obj.set_live(View::from_status(dp.status.as_ref()));
                 if !state.synced {
-                    obj.target = obj.live.clone();
+                    obj.pending = None;
                 }
             }
             None => {
                 let live = View::from_status(dp.status.as_ref());
+                let ns = dp.namespace().unwrap_or_default();
+                let namespace = match &state.namespace {
+                    Some(n) if **n == *ns => n.clone(),
+                    _ => {
+                        let n: Arc<str> = Arc::from(ns.as_str());
+                        state.namespace = Some(n.clone());
+                        n
+                    }
+                };
                 state
                     .by_device
                     .entry(device.clone())
@@ -489,13 +523,13 @@ impl StatusController {
                 state.objects.insert(
                     name.clone(),
                     Obj {
-                        namespace: dp.namespace().unwrap_or_default(),
+                        namespace,
                         uid: dp.uid().unwrap_or_default(),
                         device,
                         generation: dp.metadata.generation.unwrap_or(0),
                         spec_hash: apollo_api::spec_hash(&dp.spec),
                         resource_version: rv,
-                        target: live.clone(),
+                        pending: None,
                         live,
                         inflight: false,
                     },
@@ -606,7 +640,7 @@ impl StatusController {
         let agent = self.liveness.get(&obj.device);
         let stale_after = self.liveness.stale_after();
         let next = compute(
-            &obj.target,
+            obj.target(),
             Facts {
                 name,
                 generation: obj.generation,
@@ -616,20 +650,20 @@ impl StatusController {
             stale_after,
             now,
         );
-        if next != obj.target {
-            for ev in transitions(&obj.target, &next, &obj.device, stale_after) {
+        if next != *obj.target() {
+            for ev in transitions(obj.target(), &next, &obj.device, stale_after) {
                 self.recorder.emit(
                     Regarding {
-                        namespace: obj.namespace.clone(),
+                        namespace: obj.namespace.to_string(),
                         name: name.to_string(),
                         uid: obj.uid.clone(),
                     },
                     ev,
                 );
             }
-            obj.target = next;
+            obj.set_target(next);
         }
-        if obj.target != obj.live && !obj.inflight {
+        if obj.pending.is_some() && !obj.inflight {
             self.queue.push(name);
         }
     }
@@ -641,7 +675,7 @@ impl StatusController {
 
     /// The target view of an object (for tests and diagnostics).
     pub fn target(&self, name: &str) -> Option<View> {
-        self.lock().objects.get(name).map(|o| o.target.clone())
+        self.lock().objects.get(name).map(|o| o.target().clone())
     }
 
     /// Whether every object's live status equals its target.
@@ -650,17 +684,17 @@ impl StatusController {
         state
             .objects
             .values()
-            .all(|o| o.live == o.target && !o.inflight)
+            .all(|o| o.pending.is_none() && !o.inflight)
     }
 
     fn begin_write(&self, name: &str) -> Option<(String, Value)> {
         let mut state = self.lock();
         let obj = state.objects.get_mut(name)?;
-        if obj.target == obj.live || obj.inflight {
+        if obj.pending.is_none() || obj.inflight {
             return None;
         }
         obj.inflight = true;
-        Some((obj.namespace.clone(), obj.target.to_patch()))
+        Some((obj.namespace.to_string(), obj.target().to_patch()))
     }
 
     fn finish_write(&self, name: &str, answer: Option<&DeviceProcess>) {
@@ -673,10 +707,10 @@ impl StatusController {
             let rv = dp.resource_version().unwrap_or_default();
             if !older(&rv, &obj.resource_version) {
                 obj.resource_version = rv;
-                obj.live = View::from_status(dp.status.as_ref());
+                obj.set_live(View::from_status(dp.status.as_ref()));
             }
         }
-        if obj.target != obj.live {
+        if obj.pending.is_some() {
             self.queue.push(name);
         }
     }
@@ -756,8 +790,10 @@ impl StatusController {
     /// A 404 means the object is gone (its deletion arrives by the watch): stop writing it.
     fn drop_pending(&self, name: &str) {
         let mut state = self.lock();
-        if let Some(obj) = state.objects.get_mut(name) {
-            obj.live = obj.target.clone();
+        if let Some(obj) = state.objects.get_mut(name)
+            && let Some(target) = obj.pending.take()
+        {
+            obj.live = target;
         }
     }
 }
@@ -904,6 +940,47 @@ mod tests {
         let seeded = Agent::new("i1".into(), "0.1.0".into(), vec![], false);
         let v3 = compute(&v1, facts(H1), Some(&seeded), WINDOW, ts(1));
         assert_eq!(v3, v1);
+    }
+
+    #[test]
+    fn target_survives_live_updates() {
+        let a = compute(
+            &View::default(),
+            facts(H1),
+            Some(&agent("i1", Some(H1))),
+            WINDOW,
+            ts(0),
+        );
+        let b = compute(&a, facts(H2), Some(&agent("i1", Some(H1))), WINDOW, ts(1));
+        let mut obj = Obj {
+            namespace: Arc::from("default"),
+            uid: String::new(),
+            device: "d".into(),
+            generation: 1,
+            spec_hash: H1.into(),
+            resource_version: "1".into(),
+            live: a.clone(),
+            pending: None,
+            inflight: false,
+        };
+        assert_eq!(obj.target(), &a);
+        // Someone else changes the live status: our target (= the old live) stays.
+        obj.set_live(View::default());
+        assert_eq!(obj.target(), &a);
+        assert!(obj.pending.is_some());
+        // Our write lands: one view again.
+        obj.set_live(a.clone());
+        assert!(obj.pending.is_none());
+        obj.set_target(b.clone());
+        assert_eq!(obj.target(), &b);
+        obj.set_live(a.clone());
+        assert_eq!(
+            obj.target(),
+            &b,
+            "an older echo does not replace the target"
+        );
+        obj.set_live(b.clone());
+        assert!(obj.pending.is_none());
     }
 
     #[test]

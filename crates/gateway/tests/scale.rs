@@ -15,6 +15,7 @@ use apollo_gateway::sync::process_input;
 use apollo_protocol::wire::ObservedProcess;
 
 const DEVICES: usize = 100_000;
+const PROBE: bool = option_env!("SCALE_PROBE").is_some();
 
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -65,8 +66,12 @@ async fn hundred_thousand_devices() {
     for i in 0..DEVICES {
         let obj = dp(i);
         desired.upsert(process_input(&obj).unwrap());
-        status.observe(&obj);
     }
+    let after_desired = rss_kib();
+    for i in 0..DEVICES {
+        status.observe(&dp(i));
+    }
+    let after_status = rss_kib();
     status.initial_sync(tokio::time::Instant::now());
     let load = started.elapsed();
     assert_eq!(desired.device_count(), DEVICES);
@@ -97,6 +102,11 @@ async fn hundred_thousand_devices() {
         }
     }
     let after = rss_kib();
+    if PROBE {
+        eprintln!(
+            "rss: start {before:?}, desired {after_desired:?}, status {after_status:?}, liveness {after:?}"
+        );
+    }
 
     // Heartbeats: no change, no recomputation.
     let hb = Instant::now();

@@ -232,6 +232,9 @@ pub(crate) fn validate(core: &Value, strict: bool) -> Vec<(String, String, Strin
             errs.push(invalid("message", "", "can have at most 1024 characters"));
         }
     }
+    for m in crate::meta::dns_subdomain_errors(ns) {
+        errs.push(invalid("namespace", ns, &m));
+    }
     if strict {
         let name = s(core, "/metadata/name");
         for m in crate::meta::dns_subdomain_errors(name) {
@@ -269,6 +272,64 @@ pub(crate) fn validate(core: &Value, strict: bool) -> Vec<(String, String, Strin
         }
         if !s(core, "/source/component").is_empty() || !s(core, "/source/host").is_empty() {
             errs.push(invalid("source", "", "needs to be unset"));
+        }
+    }
+    errs
+}
+
+/// Update validation: the legacy rules, plus for events.k8s.io/v1 the immutable fields.
+pub(crate) fn validate_update(
+    new: &Value,
+    old: &Value,
+    strict: bool,
+) -> Vec<(String, String, String)> {
+    let mut errs: Vec<(String, String, String)> = validate(new, false);
+    if !strict {
+        return errs;
+    }
+    if new.get("series") != old.get("series") {
+        if let Some(series) = new.get("series").filter(|v| !v.is_null()) {
+            if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
+                errs.push(invalid("series.count", "", "should be at least 2"));
+            }
+            if !is_set(series, "lastObservedTime") {
+                errs.push(required("series.lastObservedTime"));
+            }
+        }
+    }
+    let immutable = [
+        ("involvedObject", "involvedObject"),
+        ("reason", "reason"),
+        ("message", "message"),
+        ("source", "source"),
+        ("firstTimestamp", "firstTimestamp"),
+        ("lastTimestamp", "lastTimestamp"),
+        ("count", "count"),
+        ("type", "type"),
+        ("eventTime", "eventTime"),
+        ("action", "action"),
+        ("related", "related"),
+        ("reportingComponent", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+    ];
+    for (key, field) in immutable {
+        let norm = |v: Option<&Value>| match v {
+            None | Some(Value::Null) => Value::Null,
+            Some(Value::String(s)) if s.is_empty() => Value::Null,
+            Some(Value::Object(m)) if m.is_empty() => Value::Null,
+            Some(v) => v.clone(),
+        };
+        if norm(new.get(key)) != norm(old.get(key)) {
+            let shown = match new.get(key) {
+                Some(Value::String(s)) => format!("\"{s}\""),
+                Some(v) => v.to_string(),
+                None => "null".to_string(),
+            };
+            errs.push((
+                "FieldValueInvalid".into(),
+                field.into(),
+                format!("{field}: Invalid value: {shown}: field is immutable"),
+            ));
         }
     }
     errs

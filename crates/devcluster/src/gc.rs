@@ -137,6 +137,13 @@ pub(crate) fn pass(store: &mut Store) -> bool {
             }
             changed = true;
         }
+        if storage == "customresourcedefinitions.apiextensions.k8s.io"
+            && fins.iter().any(|f| f == handlers::CRD_CLEANUP_FINALIZER)
+        {
+            handlers::remove_crd(store, &key.1);
+            drop_finalizer(store, storage, &key, handlers::CRD_CLEANUP_FINALIZER);
+            changed = true;
+        }
         if storage == "namespaces" {
             changed |= finish_namespace(store, &key.1, &now);
         }

@@ -831,6 +831,29 @@ fn check_namespace(store: &Store, def: &ResourceDef, ns: &str, name: &str) -> Re
     }
 }
 
+/// Creating instances of a CRD that is being deleted is refused.
+fn check_crd_not_terminating(store: &Store, def: &ResourceDef) -> Result<()> {
+    if !def.is_custom() {
+        return Ok(());
+    }
+    let terminating = store
+        .get(
+            "customresourcedefinitions.apiextensions.k8s.io",
+            "",
+            &def.storage,
+        )
+        .is_some_and(|crd| crd.pointer("/metadata/deletionTimestamp").is_some());
+    if terminating {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            "create not allowed while custom resource definition is terminating",
+        )
+        .with_details(json!({})));
+    }
+    Ok(())
+}
+
 fn strip_system_fields(obj: &mut Value) {
     if let Some(m) = meta::meta_mut(obj) {
         for k in [
@@ -1144,12 +1167,19 @@ fn prepare_update(
     match def.flavor {
         Flavor::Custom => schema_pipeline(def, &mut new, mode, &mut warnings)?,
         Flavor::EventsV1 => {
-            let errs = events::validate(&new, true);
+            events::normalize_core(&mut new);
+            let errs = events::validate_update(&new, old, true);
             if !errs.is_empty() {
                 return Err(invalid(def, &name, errs));
             }
         }
-        Flavor::CoreEvent => events::normalize_core(&mut new),
+        Flavor::CoreEvent => {
+            events::normalize_core(&mut new);
+            let errs = events::validate_update(&new, old, false);
+            if !errs.is_empty() {
+                return Err(invalid(def, &name, errs));
+            }
+        }
         Flavor::Crd => {
             registry::default_crd(&mut new);
             registry::crd_defs(&new).map_err(|p| invalid(def, &name, p))?;
@@ -1313,8 +1343,10 @@ pub(crate) fn sync_crd(store: &mut Store, crd: &Value, now: &str) {
     }
 }
 
+pub(crate) const CRD_CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
 /// Stops serving a CRD's resources and deletes its objects.
-fn remove_crd(store: &mut Store, name: &str) {
+pub(crate) fn remove_crd(store: &mut Store, name: &str) {
     let storage = store
         .registry
         .crd_defs(name)
@@ -1340,6 +1372,7 @@ fn create(ctx: &Ctx, def: &ResourceDef, ns: &str) -> Result<Response<Body>> {
     let mut store = ctx.shared.lock();
     let name = str_at(&obj, "/metadata/name").to_string();
     check_namespace(&store, def, ns, &name)?;
+    check_crd_not_terminating(&store, def)?;
     let prepared = prepare_create(&store, ctx, def, ns, obj, Managed::Update(&manager), mode)?;
     let stored = if ctx.dry_run() {
         let (pns, pname) = crate::store::key_of(&prepared.obj);
@@ -1900,6 +1933,36 @@ fn delete_stored(
         }
         _ => {}
     }
+    if def.flavor == Flavor::Crd {
+        // The apiextensions server adds its cleanup finalizer and a Terminating condition;
+        // the instances are deleted in the background, then the CRD.
+        if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            if let Some(m) = meta::meta_mut(&mut obj) {
+                m.insert("deletionTimestamp".into(), json!(now));
+            }
+            if !fins.iter().any(|f| f == CRD_CLEANUP_FINALIZER) {
+                fins.push(CRD_CLEANUP_FINALIZER.to_string());
+            }
+            meta::set_finalizers(&mut obj, &fins);
+            let mut conditions: Vec<Value> = obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            conditions.retain(|c| str_at(c, "/type") != "Terminating");
+            conditions.push(json!({
+                "type": "Terminating", "status": "True", "lastTransitionTime": now,
+                "reason": "InstanceDeletionPending",
+                "message": "CustomResourceDefinition marked for deletion; CustomResource deletion will begin soon",
+            }));
+            obj["status"]["conditions"] = json!(conditions);
+            if dry_run {
+                return Deleted::Pending(Arc::new(obj));
+            }
+            store.gc_dirty = true;
+            return Deleted::Pending(store.put(&def.storage, obj));
+        }
+    }
     if def.flavor == Flavor::Namespace {
         if obj.pointer("/metadata/deletionTimestamp").is_none() {
             if let Some(m) = meta::meta_mut(&mut obj) {
@@ -2002,7 +2065,9 @@ fn delete(ctx: &Ctx, def: &ResourceDef, ns: &str, name: &str) -> Result<Response
     let body = match r {
         Deleted::Pending(v) => render_one(ctx, def, &v, &rv),
         Deleted::Gone(v) => {
-            if matches!(def.flavor, Flavor::Custom | Flavor::Crd | Flavor::Namespace) {
+            // Stores with ReturnDeletedObject (namespaces, serviceaccounts) answer with the
+            // object; every other store answers a Status naming the deleted object.
+            if def.flavor == Flavor::Namespace || def.kind == "ServiceAccount" {
                 render_one(ctx, def, &v, &rv)
             } else {
                 success_status(def, &v)

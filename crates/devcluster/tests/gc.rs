@@ -144,3 +144,75 @@ async fn delete_collection_with_label_selector() {
     assert_eq!(left, ["c"]);
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn namespace_deletion_terminates_then_removes_contents() {
+    let env = TestEnv::new().await;
+    let admin = env.admin().await;
+    let ns_name = format!("{}-x", env.namespace());
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": ns_name}})).unwrap();
+    let created = nss.create(&PostParams::default(), &ns).await.unwrap();
+    assert_eq!(
+        created.status.and_then(|s| s.phase).as_deref(),
+        Some("Active")
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns_name);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}})).unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let deleting = nss
+        .delete(&ns_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let ns = deleting
+        .left()
+        .expect("namespace returned while terminating");
+    assert_eq!(
+        ns.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    let gone = eventually(Duration::from_secs(60), || {
+        let nss = nss.clone();
+        let name = ns_name.clone();
+        async move {
+            nss.get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(gone.is_some(), "namespace removed");
+    assert!(cms.get_opt("c").await.ok().flatten().is_none());
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn delete_answers_status_once_gone_and_the_object_while_finalizers_remain() {
+    let env = TestEnv::new().await;
+    let api = widgets(&env).await;
+    create_widget(&api, "w1", "d").await;
+    let r = api.delete("w1", &DeleteParams::default()).await.unwrap();
+    let status = r.right().expect("Status for an immediately deleted object");
+    assert_eq!(status.details.as_ref().map(|d| d.name.as_str()), Some("w1"));
+    let cms: Api<ConfigMap> = Api::namespaced(env.admin().await, env.namespace());
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "c", "finalizers": ["example.com/x"]}}))
+            .unwrap();
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let r = cms.delete("c", &DeleteParams::default()).await.unwrap();
+    assert!(
+        r.left()
+            .expect("object while finalizers remain")
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    let p = kube::api::Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    cms.patch("c", &Default::default(), &p).await.unwrap();
+    assert!(cms.get_opt("c").await.unwrap().is_none());
+    env.cleanup().await;
+}

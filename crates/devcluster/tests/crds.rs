@@ -1,0 +1,96 @@
+//! CustomResourceDefinition lifecycle: served at once, updated, deleted with its instances.
+#![recursion_limit = "256"]
+
+mod common;
+
+use std::time::Duration;
+
+use apollo_devcluster::testing::TestEnv;
+use common::*;
+use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use serde_json::json;
+
+fn gizmo_crd(group: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("gizmos.{group}")},
+        "spec": {
+            "group": group, "scope": "Namespaced",
+            "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]
+        }
+    })
+}
+
+#[tokio::test]
+async fn crd_deletion_deletes_instances_and_stops_serving() {
+    let env = TestEnv::new().await;
+    let group = format!("{}.conformance.apollo.azure.com", env.namespace());
+    env.apply_manifest(&gizmo_crd(&group).to_string())
+        .await
+        .unwrap();
+    let ar = ApiResource {
+        group: group.clone(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: "Gizmo".into(),
+        plural: "gizmos".into(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(env.admin().await, env.namespace(), &ar);
+    let g: DynamicObject = serde_json::from_value(json!({"apiVersion": format!("{group}/v1"), "kind": "Gizmo", "metadata": {"name": "g1"}, "spec": {"x": 1}})).unwrap();
+    api.create(&PostParams::default(), &g).await.unwrap();
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(env.admin().await);
+    crds.delete(&format!("gizmos.{group}"), &Default::default())
+        .await
+        .unwrap();
+    let gone = eventually(Duration::from_secs(60), || {
+        let crds = crds.clone();
+        let name = format!("gizmos.{group}");
+        async move {
+            crds.get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(gone.is_some(), "CRD removed after its instances");
+    let r = raw(
+        &env.admin().await,
+        "GET",
+        &format!("/apis/{group}/v1/namespaces/{}/gizmos", env.namespace()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404, "no longer served");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn invalid_crd_is_422() {
+    let env = TestEnv::new().await;
+    let mut crd = gizmo_crd("x.conformance.apollo.azure.com");
+    crd["metadata"]["name"] = json!("wrong.name.example.com");
+    let r = raw(
+        &env.admin().await,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some("application/json"),
+        Some(&crd),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.message()
+            .contains("must be spec.names.plural+\".\"+spec.group"),
+        "{}",
+        r.message()
+    );
+    env.cleanup().await;
+}

@@ -19,6 +19,7 @@ use kube::core::{PartialObjectMeta, Selector, SelectorExt};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
 
 use crate::events::Recorder;
 use crate::metrics::Metrics;
@@ -91,23 +92,58 @@ fn deployments_for_device(
         .collect()
 }
 
-/// Caches of a running controller, for readiness.
-#[derive(Clone)]
+/// Whether a cache has had its first full list (any number of waiters).
+///
+/// Set by the watch stream itself after the reflector applied the list's end, so a waiter
+/// that wakes up sees the full cache. (`Store::wait_until_ready` is not used: it wakes only the
+/// waiter that polled it last, and the controller's own start gate is one of its waiters.)
+#[derive(Debug, Clone)]
+pub struct Synced(watch::Receiver<bool>);
+
+impl Synced {
+    fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    /// Resolves once synced; `false` if the watch ended before.
+    pub async fn wait(&self) -> bool {
+        let mut rx = self.0.clone();
+        rx.wait_for(|synced| *synced).await.is_ok()
+    }
+
+    /// Whether synced now.
+    pub fn is_synced(&self) -> bool {
+        *self.0.borrow()
+    }
+}
+
+/// Marks `flag` when the watch stream passes the end of a (re)list.
+fn mark_synced<K>(
+    flag: watch::Sender<bool>,
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) {
+    move |event| {
+        if let Ok(watcher::Event::InitDone) = event {
+            flag.send_replace(true);
+        }
+    }
+}
+
+/// Sync state of a running controller's caches, for readiness.
+#[derive(Debug, Clone)]
 pub struct Caches {
     /// Deployments.
-    pub deployments: Store<DeviceProcessDeployment>,
+    pub deployments: Synced,
     /// DeviceProcesses.
-    pub processes: Store<DeviceProcess>,
+    pub processes: Synced,
     /// Inventory metadata.
-    pub inventory: Store<PartialObjectMeta<DynamicObject>>,
+    pub inventory: Synced,
 }
 
 impl Caches {
-    /// Resolves once every cache has its first full list.
+    /// Resolves once every cache has its first full list (`false` if a watch ended first).
     pub async fn synced(&self) -> bool {
-        self.deployments.wait_until_ready().await.is_ok()
-            && self.processes.wait_until_ready().await.is_ok()
-            && self.inventory.wait_until_ready().await.is_ok()
+        self.deployments.wait().await && self.processes.wait().await && self.inventory.wait().await
     }
 }
 
@@ -122,30 +158,41 @@ pub fn build(
     let ns = settings.namespace.as_deref();
     let wc = watcher::Config::default();
 
+    let (deployments_synced_tx, deployments_synced) = Synced::new();
+    let (deployment_reader, deployment_writer) = reflector::store::<DeviceProcessDeployment>();
+    let deployments = watcher(api::<DeviceProcessDeployment>(&client, ns), wc.clone())
+        .default_backoff()
+        .reflect(deployment_writer)
+        .inspect(mark_synced(deployments_synced_tx))
+        .applied_objects();
+
+    let (processes_synced_tx, processes_synced) = Synced::new();
     let (process_reader, process_writer) = reflector::store::<DeviceProcess>();
     let processes = watcher(api::<DeviceProcess>(&client, ns), wc.clone())
         .default_backoff()
         .reflect(process_writer)
+        .inspect(mark_synced(processes_synced_tx))
         .touched_objects();
 
+    let (inventory_synced_tx, inventory_synced) = Synced::new();
     let inventory_api: Api<PartialObjectMeta<DynamicObject>> = match ns {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &settings.inventory),
         None => Api::all_with(client.clone(), &settings.inventory),
     };
     let inventory_writer = reflector::store::Writer::new(settings.inventory.clone());
     let inventory_reader = inventory_writer.as_reader();
-    let inventory = watcher(inventory_api, wc.clone())
+    let inventory = watcher(inventory_api, wc)
         .default_backoff()
         .reflect(inventory_writer)
+        .inspect(mark_synced(inventory_synced_tx))
         .touched_objects();
 
-    let ctl = Controller::new(api::<DeviceProcessDeployment>(&client, ns), wc)
+    let ctl = Controller::for_stream(deployments, deployment_reader.clone())
         .with_config(controller::Config::default().concurrency(settings.concurrency));
-    let deployment_reader = ctl.store();
     let caches = Caches {
-        deployments: deployment_reader.clone(),
-        processes: process_reader.clone(),
-        inventory: inventory_reader.clone(),
+        deployments: deployments_synced,
+        processes: processes_synced.clone(),
+        inventory: inventory_synced.clone(),
     };
     let mapper = {
         let deployments = deployment_reader.clone();
@@ -160,6 +207,8 @@ pub fn build(
         deployment_reader,
         process_reader,
         inventory_reader,
+        processes_synced,
+        inventory_synced,
         metrics,
         recorder,
         settings.resync,

@@ -37,8 +37,10 @@ use tokio::sync::watch;
 pub use config::{Args, Config, LeaderElectionConfig};
 pub use metrics::Metrics;
 
-/// How long a stopping leader waits for running reconciles before releasing the Lease anyway.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How long a stopping controller waits for running reconciles before stopping anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How long a stopping leader tries to release its Lease.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors that stop the controller.
 #[derive(Debug, thiserror::Error)]
@@ -201,13 +203,20 @@ impl App {
                 stopped(),
             );
             let readiness = self.readiness.clone();
-            tokio::spawn(async move {
+            let sync = tokio::spawn(async move {
                 if caches.synced().await {
                     tracing::info!("caches synced");
                     readiness.set_ready(true);
                 }
             });
-            run.await;
+            let stop = stopped();
+            tokio::select! {
+                () = run => {}
+                () = async { stop.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                    tracing::warn!("running reconciles did not finish in time; stopping anyway");
+                }
+            }
+            sync.abort();
             self.metrics.leader.set(0);
             self.leading.send_replace(false);
             tracing::info!("controller stopped");
@@ -232,24 +241,31 @@ impl App {
             self.metrics.clone(),
             stopped(),
         );
-        tokio::spawn(async move {
+        let sync = tokio::spawn(async move {
             if caches.synced().await {
                 tracing::info!("caches synced");
             }
         });
         let mut run = Box::pin(run);
+        let stop = stopped();
         let lost = tokio::select! {
             () = &mut run => false,
+            () = async { stop.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::warn!("running reconciles did not finish in time; stopping anyway");
+                false
+            }
             () = elector.hold() => true,
         };
+        sync.abort();
         self.metrics.leader.set(0);
         self.leading.send_replace(false);
+        // Nothing writes after this point (dropping the controller aborts its reconciles).
+        drop(run);
         if lost {
-            // Stop writing at once; the process exits and is restarted as a candidate.
-            drop(run);
+            // The process exits and is restarted as a candidate.
             return Err(Error::LostLeadership);
         }
-        match tokio::time::timeout(SHUTDOWN_GRACE, elector.release()).await {
+        match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "could not release the leader lease"),
             Err(_) => tracing::warn!("timed out releasing the leader lease"),

@@ -15,6 +15,7 @@ use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::controller::Synced;
 use crate::events::{EventType, Recorder};
 use crate::metrics::Metrics;
 use crate::plan::{self, FIELD_MANAGER, SpecError};
@@ -68,6 +69,8 @@ pub struct Context {
     pub(crate) deployments: Store<DeviceProcessDeployment>,
     pub(crate) processes: Store<DeviceProcess>,
     pub(crate) inventory: Store<PartialObjectMeta<DynamicObject>>,
+    processes_synced: Synced,
+    inventory_synced: Synced,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) recorder: Recorder,
     pub(crate) resync: Option<Duration>,
@@ -113,6 +116,8 @@ impl Context {
         deployments: Store<DeviceProcessDeployment>,
         processes: Store<DeviceProcess>,
         inventory: Store<PartialObjectMeta<DynamicObject>>,
+        processes_synced: Synced,
+        inventory_synced: Synced,
         metrics: Arc<Metrics>,
         recorder: Recorder,
         resync: Option<Duration>,
@@ -124,6 +129,8 @@ impl Context {
             deployments,
             processes,
             inventory,
+            processes_synced,
+            inventory_synced,
             metrics,
             recorder,
             resync,
@@ -141,10 +148,8 @@ impl Context {
     }
 
     async fn wait_for_caches(&self) -> Result<(), ReconcileError> {
-        let ready = async {
-            self.processes.wait_until_ready().await.is_ok()
-                && self.inventory.wait_until_ready().await.is_ok()
-        };
+        let ready =
+            async { self.processes_synced.wait().await && self.inventory_synced.wait().await };
         match tokio::time::timeout(CACHE_SYNC_TIMEOUT, ready).await {
             Ok(true) => Ok(()),
             _ => Err(ReconcileError::new(

@@ -203,6 +203,7 @@ async fn binary_serves_probes_and_metrics_and_releases_the_lease_on_sigterm() {
         .collect();
     for needle in [
         "acquired leader lease",
+        "caches synced",
         "DeviceProcess created",
         "deployment status updated",
         "received SIGTERM, shutting down",

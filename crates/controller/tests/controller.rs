@@ -27,6 +27,14 @@ async fn runbook_fans_out_to_one_device_process_per_switch() {
 
     wait_for_dps(&env, &runbook_names()).await;
     wait_for_counts(&env, "demo-logger", (2, 2, 2, 0, 0)).await;
+    eventually("ready once the caches synced", || async {
+        if ctl.readiness.is_ready() {
+            Ok(())
+        } else {
+            Err("not ready".to_owned())
+        }
+    })
+    .await;
 
     let admin = env.admin().await;
     let dpd = dpds(&env, &admin).get("demo-logger").await.unwrap();

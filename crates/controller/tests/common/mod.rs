@@ -79,6 +79,7 @@ pub fn leader_config(env: &TestEnv, identity: &str) -> LeaderElectionConfig {
 /// A controller running in-process.
 pub struct Running {
     pub metrics: Arc<Metrics>,
+    pub readiness: apollo_runtime::http::Readiness,
     pub leading: watch::Receiver<bool>,
     stop: Option<oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<Result<(), Error>>,
@@ -108,18 +109,32 @@ impl Running {
     }
 }
 
+/// Logs of the code under test, captured per test (shown when it fails); `RUST_LOG` filters.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("apollo_controller=debug,kube_runtime=info")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// Starts the controller with the controller's own identity.
 pub async fn start(env: &TestEnv, config: Config) -> Running {
+    init_logs();
     let client = env.as_user(User::Controller).await;
     let app = App::new(config, client);
     let metrics = app.metrics();
     let leading = app.leading();
+    let readiness = app.readiness();
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(app.run(async move {
         let _ = rx.await;
     }));
     Running {
         metrics,
+        readiness,
         leading,
         stop: Some(tx),
         handle,

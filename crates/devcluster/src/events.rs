@@ -287,14 +287,14 @@ pub(crate) fn validate_update(
     if !strict {
         return errs;
     }
-    if new.get("series") != old.get("series") {
-        if let Some(series) = new.get("series").filter(|v| !v.is_null()) {
-            if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
-                errs.push(invalid("series.count", "", "should be at least 2"));
-            }
-            if !is_set(series, "lastObservedTime") {
-                errs.push(required("series.lastObservedTime"));
-            }
+    if new.get("series") != old.get("series")
+        && let Some(series) = new.get("series").filter(|v| !v.is_null())
+    {
+        if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
+            errs.push(invalid("series.count", "", "should be at least 2"));
+        }
+        if !is_set(series, "lastObservedTime") {
+            errs.push(required("series.lastObservedTime"));
         }
     }
     let immutable = [

@@ -896,3 +896,58 @@ spec:
     ctl.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_its_lease_stops_writing() {
+    let env = setup().await;
+    let a = start(
+        &env,
+        apollo_controller::Config {
+            leader_election: Some(leader_config(&env, "replica-a")),
+            ..config(&env)
+        },
+    )
+    .await;
+    let mut leading = a.leading.clone();
+    tokio::time::timeout(DEADLINE, leading.wait_for(|l| *l))
+        .await
+        .expect("leads")
+        .unwrap();
+    // Someone else takes the Lease (as after a long partition).
+    let admin = env.admin().await;
+    let leases: Api<Lease> = Api::namespaced(admin, env.namespace());
+    let mut lease = leases.get("apollo-deviceprocess-controller").await.unwrap();
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some("intruder".into());
+        spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            jiff::Timestamp::now(),
+        ));
+    }
+    leases
+        .replace(
+            "apollo-deviceprocess-controller",
+            &PostParams::default(),
+            &lease,
+        )
+        .await
+        .unwrap();
+    let metrics = a.metrics.clone();
+    let result = a.finished().await;
+    assert!(
+        matches!(result, Err(apollo_controller::Error::LostLeadership)),
+        "{result:?}"
+    );
+    assert_eq!(metrics.leader.get(), 0);
+    let holder = leases
+        .get("apollo-deviceprocess-controller")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder.as_deref(),
+        Some("intruder"),
+        "a lost Lease is not released"
+    );
+    env.cleanup().await;
+}

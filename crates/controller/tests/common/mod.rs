@@ -97,6 +97,14 @@ impl Running {
             .expect("controller task does not panic")
     }
 
+    /// Waits for `run` to return by itself.
+    pub async fn finished(mut self) -> Result<(), Error> {
+        tokio::time::timeout(DEADLINE, &mut self.handle)
+            .await
+            .expect("controller returns within the deadline")
+            .expect("controller task does not panic")
+    }
+
     /// Kills the controller without any cleanup (as a crash would).
     pub async fn crash(self) {
         self.handle.abort();

@@ -675,17 +675,35 @@ fn list(ctx: &Ctx, def: &ResourceDef, ns: &str) -> Result<Response<Body>> {
             json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": m, "items": metas})
         }
         Output::Full => {
-            let presented: Vec<Value> = items.iter().map(|o| present(def, o)).collect();
+            // Serialized item by item, straight from the shared stored objects when their
+            // apiVersion already matches (no deep copy of the list).
             let mut m = json!({"resourceVersion": rv});
             if let Some(c) = &continue_token {
                 m["continue"] = json!(c);
             }
-            json!({
-                "apiVersion": def.api_version(),
-                "kind": format!("{}List", def.kind),
-                "metadata": m,
-                "items": presented,
-            })
+            let head = json!({"apiVersion": def.api_version(), "kind": format!("{}List", def.kind), "metadata": m});
+            let mut buf = serde_json::to_vec(&head).unwrap_or_default();
+            buf.pop(); // the closing brace
+            buf.extend_from_slice(b",\"items\":[");
+            let api_version = def.api_version();
+            for (i, o) in items.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                let fast = def.flavor != Flavor::EventsV1
+                    && o.get("apiVersion").and_then(Value::as_str) == Some(api_version.as_str())
+                    && o.get("kind").and_then(Value::as_str) == Some(def.kind.as_str());
+                let r = if fast {
+                    serde_json::to_writer(&mut buf, &**o)
+                } else {
+                    serde_json::to_writer(&mut buf, &present(def, o))
+                };
+                if r.is_err() {
+                    return Err(ApiError::internal("encoding list"));
+                }
+            }
+            buf.extend_from_slice(b"]}");
+            return Ok(crate::server::bytes_response(200, buf));
         }
     };
     Ok(json_response(200, &body, &[]))

@@ -422,6 +422,17 @@ pub(crate) fn classify(
     info
 }
 
+/// A JSON response from already serialized bytes.
+pub(crate) fn bytes_response(code: u16, bytes: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed());
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 pub(crate) fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response<Body> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(bytes)).boxed());

@@ -113,6 +113,48 @@ pub struct Args {
     pub log_filter: Option<String>,
 }
 
+/// Flags that take no value.
+const SWITCHES: [&str; 1] = ["--leader-elect"];
+
+/// Parses the command line (`argv[0]` first). Besides argh's `--flag value`, accepts the
+/// `--flag=value` form that Kubernetes manifests and Go tools use (`--kubeconfig=` for an
+/// empty value, `--leader-elect=true|false` for the switch).
+pub fn parse_args(argv: &[String]) -> Result<Args, argh::EarlyExit> {
+    let Some((cmd, rest)) = argv.split_first() else {
+        return Args::from_args(&["apollo-controller"], &[]);
+    };
+    let mut args: Vec<String> = Vec::with_capacity(rest.len());
+    let mut only_positional = false;
+    for arg in rest {
+        if only_positional || !arg.starts_with("--") {
+            only_positional |= arg == "--";
+            args.push(arg.clone());
+            continue;
+        }
+        match arg.split_once('=') {
+            Some((flag, value)) if SWITCHES.contains(&flag) => {
+                match value.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => args.push(flag.to_owned()),
+                    "false" | "0" | "no" | "off" => {}
+                    _ => {
+                        return Err(argh::EarlyExit {
+                            output: format!("{flag} takes true or false, not {value:?}"),
+                            status: Err(()),
+                        });
+                    }
+                }
+            }
+            Some((flag, value)) => {
+                args.push(flag.to_owned());
+                args.push(value.to_owned());
+            }
+            None => args.push(arg.clone()),
+        }
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Args::from_args(&[cmd.as_str()], &refs)
+}
+
 /// Leader election settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaderElectionConfig {
@@ -373,7 +415,11 @@ mod tests {
     use apollo_runtime::env::MapEnv;
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
-        let args = Args::from_args(&["apollo-controller"], args).map_err(|e| e.output)?;
+        let argv: Vec<String> = std::iter::once("apollo-controller")
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        let args = parse_args(&argv).map_err(|e| e.output)?;
         Config::from_args(args, &MapEnv::from_pairs(env.iter().copied())).map_err(|e| e.to_string())
     }
 
@@ -425,6 +471,28 @@ mod tests {
         assert_eq!(c.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
         assert_eq!(c.health_addr, None);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn equals_form_as_in_manifests() {
+        let c = parse(
+            &[
+                "--kubeconfig=",
+                "--namespace=ns=odd",
+                "--metrics-addr=0.0.0.0:8080",
+                "--leader-elect=true",
+                "--leader-election-identity=me",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.kubeconfig.as_deref(), Some(""));
+        assert_eq!(c.namespace.as_deref(), Some("ns=odd"));
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(c.leader_election.unwrap().identity, "me");
+        let c = parse(&["--leader-elect=false"], &[]).unwrap();
+        assert!(c.leader_election.is_none());
+        assert!(parse(&["--leader-elect=maybe"], &[]).is_err());
     }
 
     #[test]

@@ -45,6 +45,16 @@ fn help_lists_every_flag_and_env_twin() {
 }
 
 #[test]
+fn unknown_flags_are_usage_errors() {
+    let out = std::process::Command::new(BIN)
+        .arg("--bogus=1")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"));
+}
+
+#[test]
 fn bad_configuration_exits_with_a_clear_error() {
     let out = std::process::Command::new(BIN)
         .env("APOLLO_CONCURRENCY", "lots")
@@ -110,8 +120,8 @@ async fn binary_serves_probes_and_metrics_and_releases_the_lease_on_sigterm() {
         .args([
             "--kubeconfig",
             kubeconfig.to_str().unwrap(),
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
+            // The `--flag=value` form of the Kubernetes manifests.
+            &format!("--metrics-addr=127.0.0.1:{metrics_port}"),
             "--leader-election-namespace",
             env.namespace(),
             "--leader-election-identity",

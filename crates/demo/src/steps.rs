@@ -151,7 +151,7 @@ impl Demo {
             Some(Err(e)) => step.saw(&format!("{e:#}")),
             None => step.shell(
                 &format!(
-                    "{}   (kubectl not installed; the client's view)",
+                    "{}   (without kubectl: the same facts from the demo's client)",
                     Kubectl::display(args)
                 ),
                 &fallback(),

@@ -287,10 +287,7 @@ fn cluster_mode_drives_agents_through_docker_compose() {
         assert!(calls.contains(&want), "no {want:?} in:\n{calls}");
     }
     // The presenter sees the compose commands and the containers' configuration.
-    assert!(
-        stdout.contains("$ docker compose -f "),
-        "{stdout}"
-    );
+    assert!(stdout.contains("$ docker compose -f "), "{stdout}");
     assert!(stdout.contains("APOLLO_DEVICE_KEY=<redacted"), "{stdout}");
     assert!(stdout.contains("mounts: none"), "{stdout}");
 }

@@ -105,7 +105,8 @@ fn ctrl_c_stops_everything_and_fails_the_rest() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bins = build_components();
     let logs = tempfile::tempdir().unwrap();
-    let mut child = demo(logs.path(), &bins, &[])
+    // Also the path without kubectl (what a machine without it shows).
+    let mut child = demo(logs.path(), &bins, &["--no-kubectl"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("run apollo-demo");
@@ -144,6 +145,10 @@ fn ctrl_c_stops_everything_and_fails_the_rest() {
     let out = reader.join().expect("reader");
     assert_eq!(status.code(), Some(130), "exit status after SIGINT:\n{out}");
     assert!(out.contains("interrupted (SIGINT)"), "{out}");
+    assert!(
+        out.contains("without kubectl: the same facts") && !out.contains("CREATED AT"),
+        "{out}"
+    );
     let steps = step_lines(&out);
     assert!(steps[0].starts_with("PASS 1 "), "{steps:?}");
     assert!(

@@ -6,25 +6,33 @@
 //! lookup. A GET is a read-locked map lookup returning an `Arc` of the encoded bytes.
 //!
 //! Memory per device is the encoded document (the body bytes, which are also the source
-//! re-parsed on the rare rebuild), its ETag and revision, and a `tokio::sync::watch` channel
-//! that long polls wait on. Per object: its name, device, generation and spec hash.
-//! Devices without objects get an empty document computed on the fly, unless a long poll is
-//! waiting on them (then a slot exists until the waiter leaves and [`DesiredStore::prune`]).
+//! re-parsed on the rare rebuild) and its ETag; per object its name, device, generation and
+//! spec hash. Devices without objects hold nothing: their (empty) document is computed on
+//! the fly, so an unassigned name is indistinguishable from an unknown one.
+//!
+//! Long polls wait on one of [`WAKE_SHARDS`] `Notify`s chosen by a hash of the device name
+//! rather than on a channel per device: a change wakes the few waiters of its shard (about
+//! devices / 1024), who re-check their own document with a lookup. Changes are rare next to
+//! polls, and this keeps a 100,000-device fleet free of 100,000 channels.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 
 use apollo_protocol::wire::{DesiredDocument, DesiredProcess, EncodedDocument};
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+/// Number of long-poll wake-up shards.
+pub const WAKE_SHARDS: usize = 1024;
 
 /// One encoded desired document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Doc {
-    /// Content hash; the ETag is `"<revision>"`.
-    pub revision: String,
-    /// The strong ETag, quotes included.
+    /// The strong ETag, quotes included: `"<revision>"`.
     pub etag: String,
     /// The `200` body.
     pub body: Bytes,
@@ -33,7 +41,6 @@ pub struct Doc {
 impl From<EncodedDocument> for Doc {
     fn from(e: EncodedDocument) -> Self {
         Doc {
-            revision: e.revision,
             etag: e.etag,
             body: e.body,
         }
@@ -44,6 +51,11 @@ impl Doc {
     /// The document of a device with nothing assigned.
     pub fn empty(device: &str) -> Doc {
         DesiredDocument::encode(device, Vec::new()).into()
+    }
+
+    /// The revision (the ETag without its quotes).
+    pub fn revision(&self) -> &str {
+        self.etag.trim_matches('"')
     }
 }
 
@@ -65,62 +77,35 @@ struct ObjKey {
     spec_hash: String,
 }
 
-#[derive(Debug)]
-struct Slot {
-    tx: watch::Sender<Arc<Doc>>,
-    processes: usize,
-}
-
 #[derive(Debug, Default)]
 struct Inner {
     objects: HashMap<String, ObjKey>,
-    devices: HashMap<String, Slot>,
+    /// Devices with at least one DeviceProcess.
+    devices: HashMap<String, Arc<Doc>>,
 }
 
 /// The per-device desired documents.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DesiredStore {
     inner: RwLock<Inner>,
+    wake: Box<[Notify]>,
+    hasher: RandomState,
+}
+
+impl Default for DesiredStore {
+    fn default() -> Self {
+        DesiredStore {
+            inner: RwLock::new(Inner::default()),
+            wake: (0..WAKE_SHARDS).map(|_| Notify::new()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
 }
 
 fn decode(doc: &Doc) -> Vec<DesiredProcess> {
     serde_json::from_slice::<DesiredDocument>(&doc.body)
         .map(|d| d.processes)
         .unwrap_or_default()
-}
-
-impl Inner {
-    /// Re-encodes `device`'s document with `edit` applied to its processes; wakes waiters
-    /// when the ETag changes. Creates the slot when missing; drops it when it ends up empty
-    /// and nobody waits.
-    fn edit(&mut self, device: &str, edit: impl FnOnce(&mut Vec<DesiredProcess>)) {
-        let slot = self
-            .devices
-            .entry(device.to_string())
-            .or_insert_with(|| Slot {
-                tx: watch::Sender::new(Arc::new(Doc::empty(device))),
-                processes: 0,
-            });
-        let mut processes = decode(&slot.tx.borrow());
-        edit(&mut processes);
-        slot.processes = processes.len();
-        let doc: Doc = DesiredDocument::encode(device, processes).into();
-        slot.tx.send_if_modified(|current| {
-            if current.etag == doc.etag {
-                false
-            } else {
-                *current = Arc::new(doc);
-                true
-            }
-        });
-        if slot.processes == 0 && slot.tx.receiver_count() == 0 {
-            self.devices.remove(device);
-        }
-    }
-
-    fn remove_from(&mut self, device: &str, name: &str) {
-        self.edit(device, |ps| ps.retain(|p| p.name != name));
-    }
 }
 
 impl DesiredStore {
@@ -135,6 +120,41 @@ impl DesiredStore {
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shard(&self, device: &str) -> &Notify {
+        let i = (self.hasher.hash_one(device) as usize) % self.wake.len();
+        &self.wake[i]
+    }
+
+    /// Re-encodes `device`'s document with `edit` applied to its processes; wakes its
+    /// waiters when the ETag changes.
+    fn edit(&self, inner: &mut Inner, device: &str, edit: impl FnOnce(&mut Vec<DesiredProcess>)) {
+        let mut processes = inner
+            .devices
+            .get(device)
+            .map(|d| decode(d))
+            .unwrap_or_default();
+        edit(&mut processes);
+        let changed = if processes.is_empty() {
+            inner.devices.remove(device).is_some()
+        } else {
+            let doc: Doc = DesiredDocument::encode(device, processes).into();
+            match inner.devices.get_mut(device) {
+                Some(current) if current.etag == doc.etag => false,
+                Some(current) => {
+                    *current = Arc::new(doc);
+                    true
+                }
+                None => {
+                    inner.devices.insert(device.to_string(), Arc::new(doc));
+                    true
+                }
+            }
+        };
+        if changed {
+            self.shard(device).notify_waiters();
+        }
     }
 
     /// Adds or updates a DeviceProcess. Returns whether any document changed.
@@ -158,7 +178,9 @@ impl DesiredStore {
         if let Some(old) = previous
             && old.device != p.device
         {
-            inner.remove_from(&old.device, &p.name);
+            self.edit(&mut inner, &old.device, |ps| {
+                ps.retain(|q| q.name != p.name)
+            });
         }
         let device = p.device.clone();
         let process = DesiredProcess {
@@ -168,7 +190,7 @@ impl DesiredStore {
             spec_hash: p.spec_hash,
             spec: p.spec,
         };
-        inner.edit(&device, move |ps| {
+        self.edit(&mut inner, &device, move |ps| {
             ps.retain(|q| q.name != process.name);
             ps.push(process);
         });
@@ -180,7 +202,7 @@ impl DesiredStore {
         let mut inner = self.write();
         match inner.objects.remove(name) {
             Some(old) => {
-                inner.remove_from(&old.device, name);
+                self.edit(&mut inner, &old.device, |ps| ps.retain(|p| p.name != name));
                 true
             }
             None => false,
@@ -203,44 +225,23 @@ impl DesiredStore {
 
     /// The current document of `device` (empty when nothing is assigned).
     pub fn current(&self, device: &str) -> Arc<Doc> {
-        if let Some(slot) = self.read().devices.get(device) {
-            return slot.tx.borrow().clone();
+        if let Some(doc) = self.read().devices.get(device) {
+            return doc.clone();
         }
         Arc::new(Doc::empty(device))
     }
 
-    /// A receiver that sees every new document of `device` (the current one marked seen).
-    pub fn subscribe(&self, device: &str) -> watch::Receiver<Arc<Doc>> {
-        if let Some(slot) = self.read().devices.get(device) {
-            return slot.tx.subscribe();
-        }
-        let mut inner = self.write();
-        inner
-            .devices
-            .entry(device.to_string())
-            .or_insert_with(|| Slot {
-                tx: watch::Sender::new(Arc::new(Doc::empty(device))),
-                processes: 0,
-            })
-            .tx
-            .subscribe()
-    }
-
-    /// Drops slots of devices with no objects and no waiters.
-    pub fn prune(&self) {
-        let mut inner = self.write();
-        inner
-            .devices
-            .retain(|_, s| s.processes > 0 || s.tx.receiver_count() > 0);
+    /// A future that completes at the next change of `device`'s document (and possibly at a
+    /// change of another device of the same shard: re-check with [`DesiredStore::current`]).
+    /// Call `enable()` on it (pinned) *before* checking the current document, so a change
+    /// between the check and the wait is not missed.
+    pub fn changed(&self, device: &str) -> Notified<'_> {
+        self.shard(device).notified()
     }
 
     /// Devices with at least one DeviceProcess.
     pub fn device_count(&self) -> usize {
-        self.read()
-            .devices
-            .values()
-            .filter(|s| s.processes > 0)
-            .count()
+        self.read().devices.len()
     }
 
     /// DeviceProcesses indexed.
@@ -253,6 +254,7 @@ impl DesiredStore {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
 
     fn input(name: &str, device: &str, generation: i64, arg: &str) -> ProcessInput {
         ProcessInput {
@@ -274,6 +276,7 @@ mod tests {
         let s = DesiredStore::new();
         let empty = s.current("tor1-01");
         assert_eq!(*empty, Doc::empty("tor1-01"));
+        assert_eq!(empty.revision().len(), 32);
         assert!(s.upsert(input("a", "tor1-01", 1, "x")));
         let one = s.current("tor1-01");
         assert_ne!(one.etag, empty.etag);
@@ -296,6 +299,7 @@ mod tests {
         assert_eq!(s.device_count(), 1);
         s.retain(&HashSet::new());
         assert_eq!(s.object_count(), 0);
+        assert_eq!(s.device_count(), 0);
         assert_eq!(*s.current("tor1-01"), Doc::empty("tor1-01"));
     }
 
@@ -311,28 +315,39 @@ mod tests {
         assert_eq!(a.current("d"), b.current("d"));
     }
 
+    async fn woken(n: std::pin::Pin<&mut Notified<'_>>) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), n)
+            .await
+            .is_ok()
+    }
+
     #[tokio::test]
-    async fn waiters_are_woken_by_their_device_only() {
+    async fn waiters_are_woken_by_changes() {
         let s = DesiredStore::new();
         s.upsert(input("a", "d1", 1, "x"));
-        let mut rx1 = s.subscribe("d1");
-        let mut rx_other = s.subscribe("d2");
-        s.upsert(input("b", "d3", 1, "x"));
-        assert!(!rx1.has_changed().unwrap());
-        assert!(!rx_other.has_changed().unwrap());
+        // A change of the device wakes its waiter.
+        let n = s.changed("d1");
+        tokio::pin!(n);
+        n.as_mut().enable();
         s.upsert(input("a", "d1", 2, "z"));
-        assert!(rx1.has_changed().unwrap());
-        let doc = rx1.borrow_and_update().clone();
-        assert_eq!(doc, s.current("d1"));
-        // A waiter on an unassigned device sees its first object.
+        assert!(woken(n).await);
+        // A no-op does not.
+        let n = s.changed("d1");
+        tokio::pin!(n);
+        n.as_mut().enable();
+        s.upsert(input("a", "d1", 2, "z"));
+        assert!(!woken(n).await);
+        // A waiter on an unassigned device sees its first object, and its removal.
+        let n = s.changed("d2");
+        tokio::pin!(n);
+        n.as_mut().enable();
         s.upsert(input("c", "d2", 1, "x"));
-        rx_other.changed().await.unwrap();
-        assert_eq!(names(&rx_other.borrow()), ["c"]);
-        // Slots of waiters are kept while they wait, pruned afterwards.
+        assert!(woken(n).await);
+        assert_eq!(names(&s.current("d2")), ["c"]);
+        let n = s.changed("d2");
+        tokio::pin!(n);
+        n.as_mut().enable();
         s.remove("c");
-        assert!(rx_other.has_changed().unwrap());
-        drop(rx_other);
-        s.prune();
-        assert_eq!(s.read().devices.len(), 2);
+        assert!(woken(n).await);
     }
 }

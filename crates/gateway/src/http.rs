@@ -394,25 +394,20 @@ async fn desired_answer(
     }
     state.metrics.long_polls_held.inc();
     let _guard = LongPollGuard(state);
-    let mut rx = state.desired.subscribe(device);
     let mut shutdown = state.shutdown.clone();
-    let doc = rx.borrow_and_update().clone();
-    if !matches(&doc) {
-        return answer(&doc, false);
-    }
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
     loop {
+        // Register for wake-ups before looking, so a change in between is not missed.
+        let changed = state.desired.changed(device);
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let doc = state.desired.current(device);
+        if !matches(&doc) {
+            return answer(&doc, false);
+        }
         tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let doc = rx.borrow_and_update().clone();
-                if !matches(&doc) {
-                    return answer(&doc, false);
-                }
-            }
+            _ = changed => {}
             _ = &mut deadline => break,
             _ = crate::stopped(&mut shutdown) => break,
         }
@@ -471,7 +466,7 @@ fn report_answer(state: &HttpState, body: &[u8], device: &str, signer: &Signer) 
         state.status.device_changed(device);
     }
     let ack = ReportAck {
-        revision: state.desired.current(device).revision.clone(),
+        revision: state.desired.current(device).revision().to_string(),
         heartbeat_interval_ms: u64::try_from(state.heartbeat.as_millis()).unwrap_or(u64::MAX),
     };
     let body = Bytes::from(serde_json::to_vec(&ack).unwrap_or_default());

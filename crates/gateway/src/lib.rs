@@ -191,7 +191,6 @@ impl Gateway {
         tasks.spawn(sync::run_sweeper(
             liveness.clone(),
             status.clone(),
-            desired.clone(),
             shutdown.clone(),
         ));
         for _ in 0..settings.status_workers {

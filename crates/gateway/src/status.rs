@@ -352,17 +352,17 @@ struct Obj {
     live: View,
     /// The target when it differs from `live` (in the steady state it does not, so each
     /// object holds one view).
-    pending: Option<View>,
+    pending: Option<Box<View>>,
     inflight: bool,
 }
 
 impl Obj {
     fn target(&self) -> &View {
-        self.pending.as_ref().unwrap_or(&self.live)
+        self.pending.as_deref().unwrap_or(&self.live)
     }
 
     fn set_target(&mut self, target: View) {
-        self.pending = (target != self.live).then_some(target);
+        self.pending = (target != self.live).then(|| Box::new(target));
     }
 
     /// A new live view; the target stays what it was.
@@ -371,7 +371,7 @@ impl Obj {
             return;
         }
         let old = std::mem::replace(&mut self.live, live);
-        let target = self.pending.take().unwrap_or(old);
+        let target = self.pending.take().map(|b| *b).unwrap_or(old);
         self.set_target(target);
     }
 }
@@ -379,10 +379,20 @@ impl Obj {
 #[derive(Debug, Default)]
 struct State {
     objects: HashMap<String, Obj>,
-    by_device: HashMap<String, HashSet<String>>,
+    /// Object names per device (usually one: a Vec is smaller than a set).
+    by_device: HashMap<String, Vec<String>>,
     synced: bool,
     /// The namespace of the objects, shared by all of them.
     namespace: Option<Arc<str>>,
+}
+
+fn unindex(by_device: &mut HashMap<String, Vec<String>>, device: &str, name: &str) {
+    if let Some(names) = by_device.get_mut(device) {
+        names.retain(|n| n != name);
+        if names.is_empty() {
+            by_device.remove(device);
+        }
+    }
 }
 
 /// Whether resourceVersion `a` is older than `b` (both numeric, as on every real server;
@@ -482,17 +492,12 @@ impl StatusController {
                     return;
                 }
                 if obj.device != device {
-                    if let Some(set) = state.by_device.get_mut(&obj.device) {
-                        set.remove(&name);
-                        if set.is_empty() {
-                            state.by_device.remove(&obj.device);
-                        }
-                    }
+                    unindex(&mut state.by_device, &obj.device, &name);
                     state
                         .by_device
                         .entry(device.clone())
                         .or_default()
-                        .insert(name.clone());
+                        .push(name.clone());
                     obj.device = device;
                 }
                 obj.uid = dp.uid().unwrap_or_default();
@@ -519,7 +524,7 @@ impl StatusController {
                     .by_device
                     .entry(device.clone())
                     .or_default()
-                    .insert(name.clone());
+                    .push(name.clone());
                 state.objects.insert(
                     name.clone(),
                     Obj {
@@ -544,13 +549,8 @@ impl StatusController {
     /// An object deleted.
     pub fn forget(&self, name: &str) {
         let mut state = self.lock();
-        if let Some(obj) = state.objects.remove(name)
-            && let Some(set) = state.by_device.get_mut(&obj.device)
-        {
-            set.remove(name);
-            if set.is_empty() {
-                state.by_device.remove(&obj.device);
-            }
+        if let Some(obj) = state.objects.remove(name) {
+            unindex(&mut state.by_device, &obj.device, name);
         }
     }
 
@@ -793,7 +793,7 @@ impl StatusController {
         if let Some(obj) = state.objects.get_mut(name)
             && let Some(target) = obj.pending.take()
         {
-            obj.live = target;
+            obj.live = *target;
         }
     }
 }

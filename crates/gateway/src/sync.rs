@@ -117,18 +117,15 @@ pub fn sweep_interval(stale_after: Duration) -> Duration {
     (stale_after / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
-/// Marks silent devices stale (and recomputes their status) until shutdown; prunes unused
-/// long-poll slots once a minute.
+/// Marks silent devices stale (and recomputes their status) until shutdown.
 pub async fn run_sweeper(
     liveness: Arc<Liveness>,
     status: Arc<StatusController>,
-    desired: Arc<DesiredStore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let period = sweep_interval(liveness.stale_after());
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -137,10 +134,6 @@ pub async fn run_sweeper(
         let now = tokio::time::Instant::now();
         for (device, _) in liveness.sweep(now) {
             status.device_changed(&device);
-        }
-        if now.duration_since(last_prune) > Duration::from_secs(60) {
-            desired.prune();
-            last_prune = now;
         }
     }
 }

@@ -626,7 +626,7 @@ impl StatusController {
         if !state.synced {
             return;
         }
-        let names: Vec<String> = names.iter().cloned().collect();
+        let names: Vec<String> = names.to_vec();
         let now = Timestamp::now();
         for name in &names {
             self.recompute(state, name, now);

@@ -7,7 +7,8 @@ use apollo_runtime::env::ProcessEnv;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let argv: Vec<String> = std::env::args().collect();
+    // `--flag=value` (as the manifests write it) and `--flag value` both work.
+    let argv = apollo_runtime::args::split_equals(std::env::args());
     let args = match apollo_controller::config::parse_args(&argv) {
         Ok(args) => args,
         Err(early) => {

@@ -6,6 +6,7 @@
 //! Kubernetes client, applying YAML manifests, and the `/healthz`, `/readyz`, `/metrics`
 //! endpoints.
 
+pub mod args;
 pub mod duration;
 pub mod env;
 pub mod http;

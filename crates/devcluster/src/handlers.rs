@@ -374,10 +374,44 @@ fn render_one(ctx: &Ctx, def: &ResourceDef, obj: &Value, rv: &str) -> Value {
     }
 }
 
+/// Decodes a request body by its Content-Type: JSON, YAML, or (built-ins) Kubernetes protobuf.
+fn decode_body(ctx: &Ctx, custom: bool) -> Result<Value> {
+    let ct = ctx.content_type();
+    match ct.as_str() {
+        "application/vnd.kubernetes.protobuf" if !custom => crate::protobuf::decode(&ctx.body)
+            .ok_or_else(|| {
+                ApiError::bad_request("unable to decode the protobuf body of the request (kind not supported by the development server)")
+            }),
+        "application/vnd.kubernetes.protobuf" | "application/cbor" => Err(ApiError::unsupported_media(
+            if custom {
+                &["application/json", "application/yaml"]
+            } else {
+                &["application/json", "application/yaml", "application/vnd.kubernetes.protobuf"]
+            },
+        )),
+        "application/yaml" => {
+            let text = std::str::from_utf8(&ctx.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            serde_saphyr::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+        }
+        _ => serde_json::from_slice(&ctx.body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
+    }
+}
+
 fn body_json(ctx: &Ctx) -> Result<Value> {
-    let v: Value = serde_json::from_slice(&ctx.body).map_err(|e| {
-        ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
-    })?;
+    let custom = ctx.info.api_prefix == "apis"
+        && !matches!(
+            ctx.info.group.as_str(),
+            "apiextensions.k8s.io"
+                | "rbac.authorization.k8s.io"
+                | "coordination.k8s.io"
+                | "events.k8s.io"
+                | "authorization.k8s.io"
+        );
+    let v: Value = decode_body(ctx, custom)?;
     if !v.is_object() {
         return Err(ApiError::bad_request(format!(
             "couldn't get version/kind; json parse error: json: cannot unmarshal {} into Go value of type struct {{ APIVersion string \"json:\\\"apiVersion,omitempty\\\"\"; Kind string \"json:\\\"kind,omitempty\\\"\" }}",
@@ -1862,8 +1896,13 @@ fn delete_options(ctx: &Ctx) -> Result<DeleteOptions> {
         );
     }
     if !ctx.body.is_empty() {
-        let v: Value = serde_json::from_slice(&ctx.body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        let v: Value = if ctx.content_type() == "application/vnd.kubernetes.protobuf" {
+            crate::protobuf::decode(&ctx.body)
+                .ok_or_else(|| ApiError::bad_request("error decoding DeleteOptions"))?
+        } else {
+            serde_json::from_slice(&ctx.body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
+        };
         if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
             o.propagation = Some(p.to_string());
         }

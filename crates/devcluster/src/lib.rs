@@ -22,6 +22,7 @@ mod handlers;
 mod kubeconfig;
 mod meta;
 mod openapi;
+mod protobuf;
 mod registry;
 mod requests;
 mod server;

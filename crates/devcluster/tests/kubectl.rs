@@ -428,3 +428,80 @@ async fn describe_patch_status_and_delete_with_kubectl() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_kubectl_commands_send_protobuf() {
+    if !kubectl_available() {
+        eprintln!("kubectl not on PATH: skipped");
+        return;
+    }
+    let env = TestEnv::new().await;
+    let ns = env.namespace().to_string();
+    let extra = format!("{ns}-p");
+    must(&env, &["create", "namespace", &extra], None).await;
+    must(
+        &env,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "s1",
+            "-n",
+            &ns,
+            "--from-literal=a=b",
+        ],
+        None,
+    )
+    .await;
+    let out = must(
+        &env,
+        &["get", "secret", "s1", "-n", &ns, "-o", "jsonpath={.data.a}"],
+        None,
+    )
+    .await;
+    assert_eq!(out, "Yg==");
+    must(
+        &env,
+        &["create", "configmap", "c1", "-n", &ns, "--from-literal=x=y"],
+        None,
+    )
+    .await;
+    must(
+        &env,
+        &[
+            "create",
+            "role",
+            "r1",
+            "-n",
+            &ns,
+            "--verb=get",
+            "--resource=configmaps",
+        ],
+        None,
+    )
+    .await;
+    must(
+        &env,
+        &[
+            "create",
+            "rolebinding",
+            "rb1",
+            "-n",
+            &ns,
+            "--role=r1",
+            &format!("--serviceaccount={ns}:apollo-agent"),
+        ],
+        None,
+    )
+    .await;
+    let out = must(
+        &env,
+        &["auth", "can-i", "get", "configmaps", "-n", &ns],
+        None,
+    )
+    .await;
+    assert_eq!(out.trim(), "yes");
+    let out = must(&env, &["delete", "namespace", &extra], None).await;
+    assert!(out.contains("deleted"), "{out}");
+    env.cleanup().await;
+}

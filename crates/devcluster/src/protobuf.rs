@@ -160,6 +160,9 @@ fn schema_for(kind: &str) -> Option<&'static [Field]> {
     })
 }
 
+/// One decoded field: number and payload (varint/fixed as Ok, length-delimited as Err).
+type Item<'a> = (u64, Result<u64, &'a [u8]>);
+
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
@@ -188,7 +191,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Next (field number, wire type, payload): varints as Ok(u64), length-delimited as Err(bytes).
-    fn next(&mut self) -> Option<Option<(u64, Result<u64, &'a [u8]>)>> {
+    fn next(&mut self) -> Option<Option<Item<'a>>> {
         if self.i >= self.b.len() {
             return Some(None);
         }
@@ -237,10 +240,7 @@ fn time(b: &[u8]) -> Option<Value> {
 
 fn map_entry(b: &[u8], bytes_value: bool) -> Option<(String, Value)> {
     let mut r = Reader { b, i: 0 };
-    let (mut k, mut v) = (
-        String::new(),
-        if bytes_value { json!("") } else { json!("") },
-    );
+    let (mut k, mut v) = (String::new(), json!(""));
     while let Some((num, p)) = r.next()? {
         match (num, p) {
             (1, Err(s)) => k = String::from_utf8_lossy(s).into_owned(),

@@ -40,10 +40,13 @@ generate: ## Rust types are the source of truth: there is no deepcopy/clientset 
 manifests: ## write k8s/crds/*.yaml from the apollo-api types
 	$(CARGO) run -q -p apollo-crdgen -- --out-dir k8s/crds
 
-build: ## static release binaries into bin/
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET) $(addprefix -p ,$(BINS))
+build: ## static release binaries into bin/ (the agent with the size-optimised profile)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET) \
+	  $(addprefix -p ,$(filter-out apollo-agent,$(BINS)))
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile release-small --target $(TARGET) -p apollo-agent
 	mkdir -p $(BIN_DIR)
-	for b in $(BINS); do cp target/$(TARGET)/release/$$b $(BIN_DIR)/; done
+	for b in $(filter-out apollo-agent,$(BINS)); do cp target/$(TARGET)/release/$$b $(BIN_DIR)/; done
+	cp target/$(TARGET)/release-small/apollo-agent $(BIN_DIR)/
 	@file $(BIN_DIR)/* | sed 's/, BuildID[^,]*//'
 	@ls -l $(BIN_DIR)
 

@@ -20,6 +20,8 @@ use crate::load::{self, LoadResult};
 pub struct BenchConfig {
     /// Repository root (for `k8s/`).
     pub repo: PathBuf,
+    /// Where each scenario keeps its server state and component logs.
+    pub work_dir: PathBuf,
     /// Directory holding `apollo-gateway` and `apollo-controller`.
     pub bin_dir: PathBuf,
     /// Fleet sizes.
@@ -110,7 +112,11 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         stale_window_seconds: (config.heartbeat * 3).as_secs_f64(),
         ..SizeResult::default()
     };
-    let cluster = Cluster::start(&config.repo).await?;
+    let cluster = Cluster::start(
+        &config.repo,
+        &config.work_dir.join(format!("devices-{devices}")),
+    )
+    .await?;
     let tracker = cluster.track_device_processes();
     let names = cluster.create_switches(devices).await?;
 
@@ -257,7 +263,7 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
 /// Conditional-GET throughput of the gateway against the bare-hyper baseline.
 pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputResult> {
     let devices = 256;
-    let cluster = Cluster::start(&config.repo).await?;
+    let cluster = Cluster::start(&config.repo, &config.work_dir.join("throughput")).await?;
     let tracker = cluster.track_device_processes();
     let names = cluster.create_switches(devices).await?;
     let controller = Component::spawn(

@@ -28,9 +28,8 @@ pub struct Cluster {
     pub dev: DevCluster,
     /// Admin client.
     pub admin: kube::Client,
-    /// Working directory (kubeconfigs, master key, logs).
+    /// Working directory (kubeconfigs, master key, component logs); kept after the run.
     pub dir: PathBuf,
-    _tmp: tempfile::TempDir,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -42,10 +41,11 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Starts the server and installs the project's CRDs and RBAC from `repo/k8s`.
-    pub async fn start(repo: &Path) -> anyhow::Result<Self> {
-        let tmp = tempfile::tempdir()?;
-        let dir = tmp.path().to_owned();
+    /// Starts the server with its state and the component logs in `dir`, and installs the
+    /// project's CRDs and RBAC from `repo/k8s`.
+    pub async fn start(repo: &Path, dir: &Path) -> anyhow::Result<Self> {
+        let dir = dir.to_owned();
+        std::fs::create_dir_all(&dir)?;
         let dev = DevCluster::start(Options {
             dir: dir.join("cluster"),
             ..Options::default()
@@ -59,12 +59,7 @@ impl Cluster {
         );
         applier.apply_dir(&repo.join("k8s/crds")).await?;
         applier.apply_dir(&repo.join("k8s/rbac")).await?;
-        Ok(Self {
-            dev,
-            admin,
-            dir,
-            _tmp: tmp,
-        })
+        Ok(Self { dev, admin, dir })
     }
 
     /// Writes requests by `user` so far (create, update, patch, delete).

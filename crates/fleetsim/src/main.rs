@@ -46,6 +46,9 @@ struct BenchArgs {
     /// write the results as JSON to this file
     #[argh(option)]
     json: Option<PathBuf>,
+    /// directory for server state and component logs (default .fleetsim/<unix time>)
+    #[argh(option)]
+    work_dir: Option<PathBuf>,
 }
 
 /// Simulate agents against a running gateway until interrupted.
@@ -100,7 +103,15 @@ async fn main() -> anyhow::Result<()> {
                 },
                 |h| h.0,
             );
+            let work_dir = b.work_dir.unwrap_or_else(|| {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                PathBuf::from(format!(".fleetsim/{secs}"))
+            });
+            eprintln!("logs and state in {}", work_dir.display());
             let config = BenchConfig {
+                work_dir,
                 repo: b.repo,
                 bin_dir: b.bin_dir,
                 sizes,

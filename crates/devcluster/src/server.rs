@@ -93,11 +93,18 @@ pub(crate) struct ServerHandle {
 }
 
 impl ServerHandle {
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shutdown.send_replace(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+    }
+}
+
+impl Drop for ServerHandle {
+    /// A dropped cluster stops serving (its connections and watches end).
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
     }
 }
 

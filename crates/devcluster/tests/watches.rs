@@ -210,7 +210,10 @@ async fn bookmarks_at_interval_and_before_timeout() {
         "{elapsed:?}"
     );
     let bookmarks: Vec<_> = events.iter().filter(|e| e["type"] == "BOOKMARK").collect();
-    assert!(bookmarks.len() >= 3, "{events:?}");
+    // In-process: every 300 ms plus one before the timeout; a real server only guarantees
+    // the one about 2 s before timeoutSeconds (its interval is about a minute).
+    let min = if env.is_real() { 1 } else { 3 };
+    assert!(bookmarks.len() >= min, "{events:?}");
     for b in &bookmarks {
         assert_eq!(b["object"]["kind"], KIND);
         assert!(

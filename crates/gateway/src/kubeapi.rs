@@ -1,6 +1,11 @@
 //! The Kubernetes client of the gateway, wrapped so every request to the API server is
 //! counted by verb (`apollo_gateway_api_requests_total{verb}`): the proof that the gateway
 //! lists once per (re)sync and writes only on transitions, whatever the device traffic.
+//!
+//! [`client`] builds it like `apollo_runtime::kubeclient::client` but without kube's built-in
+//! retry of 429/503/504 answers: that retry backs off exponentially up to minutes per request,
+//! which would hold a status writer long after an outage ends. The gateway's own writers and
+//! event worker retry with a 5 s cap instead, and the watcher has its own backoff.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,6 +14,7 @@ use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
 use kube::client::Body;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::metrics::Metrics;
 
@@ -62,6 +68,31 @@ impl tower::Service<Request<Body>> for Counting {
         let client = self.inner.clone();
         Box::pin(async move { client.send(req).await })
     }
+}
+
+/// Errors building the client.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot configure the Kubernetes client: {0}")]
+pub struct ClientError(String);
+
+/// A client for `kubeconfig`: `Some("")` means in-cluster configuration, `Some(path)` that
+/// kubeconfig file, `None` kube's inference (`KUBECONFIG`, `~/.kube/config`, then in-cluster).
+pub async fn client(kubeconfig: Option<&str>) -> Result<kube::Client, ClientError> {
+    let mut config = match kubeconfig {
+        Some("") => kube::Config::incluster().map_err(|e| ClientError(e.to_string()))?,
+        Some(path) => {
+            let file =
+                Kubeconfig::read_from(path).map_err(|e| ClientError(format!("{path}: {e}")))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| ClientError(format!("{path}: {e}")))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| ClientError(e.to_string()))?,
+    };
+    config.default_retry = false;
+    kube::Client::try_from(config).map_err(|e| ClientError(e.to_string()))
 }
 
 /// `client` with every request counted in `metrics`.

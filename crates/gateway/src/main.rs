@@ -51,9 +51,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let client = apollo_runtime::kubeclient::client(config.kubeconfig.as_deref())
-            .await
-            .context("cannot build the Kubernetes client")?;
+        let client = apollo_gateway::kubeapi::client(config.kubeconfig.as_deref()).await?;
         let gateway = Gateway::start(config.settings, client).await?;
         gateway.run_until(apollo_runtime::shutdown::signal()).await;
         Ok(())

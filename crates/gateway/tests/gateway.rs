@@ -298,8 +298,7 @@ async fn api_outage_converges_to_last_reports() {
     h.wait_status("dp-2", "observed", T, observed).await;
 
     let faults = h.env.dev().unwrap().faults();
-    // 500 rather than 503: kube's client retries 503 itself, for minutes.
-    faults.fail_share(1.0, 500);
+    faults.fail_share(1.0, 503);
     faults.drop_watches();
     // During the outage: agent 1 restarts (new instance), agent 2 dies.
     agent1.stop().await;
@@ -727,7 +726,6 @@ async fn bad_input_table() {
 /// 304 at once and the gateway stops within its grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_graceful_shutdown() {
-    use apollo_devcluster::User;
     use apollo_gateway::Gateway;
 
     let mut h = Harness::start().await;
@@ -735,7 +733,7 @@ async fn readiness_and_graceful_shutdown() {
     h.stop_gateway().await;
 
     // The API server is unreachable when the gateway starts.
-    let client = h.env.as_user(User::Gateway).await;
+    let client = h.gateway_client().await;
     let faults = h.env.dev().unwrap().faults();
     faults.refuse_connections(Duration::from_secs(2));
     let gw = Gateway::start(settings(&h.master, h.env.namespace()), client)

@@ -110,7 +110,7 @@ impl Harness {
         if let Some(a) = addr {
             s.addr = a;
         }
-        let client = self.env.as_user(User::Gateway).await;
+        let client = self.gateway_client().await;
         let gw = Gateway::start(s, client).await.expect("gateway starts");
         self.addr = gw.local_addr();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -122,6 +122,18 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.gateway = Some(gw);
+    }
+
+    /// A client as the gateway's ServiceAccount, built the way the binary builds it.
+    pub async fn gateway_client(&self) -> kube::Client {
+        let kubeconfig = self
+            .env
+            .dev()
+            .expect("in-process cluster")
+            .kubeconfig(User::Gateway);
+        apollo_gateway::kubeapi::client(Some(&kubeconfig.display().to_string()))
+            .await
+            .expect("gateway client")
     }
 
     pub async fn stop_gateway(&mut self) {

@@ -457,14 +457,11 @@ async fn step2_fanout(demo: &mut Demo, step: &Step) -> Result<()> {
         apollo_api::labels::DEPLOYMENT,
         apollo_api::labels::DEVICE,
     ));
-    let dpd_uid = demo
-        .kube
-        .deployments()
-        .get(DEPLOYMENT)
-        .await?
-        .metadata
-        .uid
-        .unwrap_or_default();
+    let dpd = demo.kube.deployments().get(DEPLOYMENT).await?;
+    let dpd_uid = dpd.metadata.uid.clone().unwrap_or_default();
+    // Up to date: each spec is the template plus its device (a DeviceProcess left over from an
+    // earlier run with another template does not count until the controller updated it).
+    let want = expected_hashes(&dpd, &demo.devices);
     let last = RefCell::new(String::from("no DeviceProcess yet"));
     let deadline = demo.timings.within * 2;
     let got = poll_until(deadline, demo.timings.poll, || {
@@ -472,6 +469,7 @@ async fn step2_fanout(demo: &mut Demo, step: &Step) -> Result<()> {
         let names = names.clone();
         let devices = demo.devices.clone();
         let dpd_uid = dpd_uid.clone();
+        let want = &want;
         let last = &last;
         async move {
             let dps = match kube.processes_of(DEPLOYMENT).await {
@@ -481,7 +479,7 @@ async fn step2_fanout(demo: &mut Demo, step: &Step) -> Result<()> {
                     return None;
                 }
             };
-            match check_fanout(&dps, &names, &devices, &dpd_uid) {
+            match check_fanout(&dps, &names, &devices, &dpd_uid, want) {
                 Ok(()) => Some(dps),
                 Err(e) => {
                     *last.borrow_mut() = e;
@@ -559,11 +557,28 @@ async fn step2_fanout(demo: &mut Demo, step: &Step) -> Result<()> {
     Ok(())
 }
 
+/// The spec hash each device's DeviceProcess must have for the deployment's current template.
+fn expected_hashes(
+    dpd: &apollo_api::DeviceProcessDeployment,
+    devices: &[String],
+) -> BTreeMap<String, String> {
+    devices
+        .iter()
+        .map(|d| {
+            (
+                d.clone(),
+                apollo_api::spec_hash(&dpd.spec.template.spec.for_device(d)),
+            )
+        })
+        .collect()
+}
+
 fn check_fanout(
     dps: &[DeviceProcess],
     names: &[String],
     devices: &[String],
     dpd_uid: &str,
+    want_hash: &BTreeMap<String, String>,
 ) -> Result<(), String> {
     let got: Vec<String> = dps.iter().map(|d| d.name_any()).collect();
     if got != names {
@@ -590,6 +605,14 @@ fn check_fanout(
                     labels.get(k)
                 ));
             }
+        }
+        let hash = apollo_api::spec_hash(&dp.spec);
+        if want_hash.get(device) != Some(&hash) {
+            return Err(format!(
+                "{}: spec hash {hash}, the template gives {}",
+                dp.name_any(),
+                want_hash.get(device).map(String::as_str).unwrap_or("?")
+            ));
         }
         if dp.spec.device_ref.name != *device {
             return Err(format!(
@@ -989,6 +1012,11 @@ async fn step6_template_change(demo: &mut Demo, step: &Step) -> Result<()> {
     ));
     let old = demo.memo.hashes.clone();
     let uids = demo.memo.uids.clone();
+    let patched = demo.kube.deployments().get(DEPLOYMENT).await?;
+    let want: BTreeMap<String, String> = expected_hashes(&patched, &demo.devices)
+        .into_iter()
+        .map(|(d, h)| (apollo_api::naming::device_process_name(DEPLOYMENT, &d), h))
+        .collect();
     step.expect(&format!(
         "within {} s on both DeviceProcesses: a new spec hash (≠ {}), observedSpecHash = it, \
          SpecObserved=True; same objects (uid unchanged)",
@@ -998,8 +1026,13 @@ async fn step6_template_change(demo: &mut Demo, step: &Step) -> Result<()> {
     let r = wait_all(demo, demo.timings.within, |dp| {
         let name = dp.name_any();
         let hash = apollo_api::spec_hash(&dp.spec);
-        if old.get(&name) == Some(&hash) {
+        if want.get(&name) != Some(&hash) {
             return Err(format!("{name}: spec not updated yet"));
+        }
+        if old.get(&name) == Some(&hash) {
+            return Err(format!(
+                "{name}: the template change did not change the spec"
+            ));
         }
         if uids.get(&name) != dp.metadata.uid.as_ref() {
             return Err(format!("{name}: recreated (uid changed)"));

@@ -928,3 +928,41 @@ async fn tampered_response_is_refused_by_the_agent() {
     h.stop_gateway().await;
     h.env.cleanup().await;
 }
+
+/// Key rotation: with the ring [new, old] both key ids are accepted and each response is
+/// signed with the key the request used; after the old key leaves the ring it gets 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_overlap() {
+    use apollo_protocol::keys::{MasterKey, MasterKeyRing};
+
+    fn new_key() -> MasterKey {
+        MasterKey::new("knew", [8; 32]).unwrap()
+    }
+    let mut h = Harness::start_with(|s| {
+        let old = s.keys.current().clone();
+        s.keys = MasterKeyRing::from_keys(vec![new_key(), old]).unwrap();
+    })
+    .await;
+    h.create_dp("dp-k", "dev-k", "x").await;
+    let old_dev = h.device("dev-k");
+    let new_dev = TestDevice {
+        addr: h.addr,
+        key: new_key().derive("dev-k"),
+    };
+    // `send` verifies each 200 with the requesting key.
+    assert_eq!(old_dev.get(None, None).await.status, 200);
+    assert_eq!(new_dev.get(None, None).await.status, 200);
+    assert_eq!(new_dev.report("i-new", &[]).await.status, 200);
+
+    // Rotation done: only the new key.
+    let addr = h.addr;
+    h.stop_gateway().await;
+    h.tweak = |s| s.keys = MasterKeyRing::from(new_key());
+    h.start_gateway(Some(addr)).await;
+    assert_eq!(new_dev.get(None, None).await.status, 200);
+    let r = old_dev.get(None, None).await;
+    assert_eq!(r.status, 401);
+    assert!(h.gw().metrics().encode().contains("reason=\"unknown_key\""));
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}

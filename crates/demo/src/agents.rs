@@ -253,7 +253,27 @@ impl Agents {
                     .sup
                     .pid(&process_name(device))
                     .ok_or_else(|| anyhow!("agent {device} is not running"))?;
-                let view = procs::inspect(pid)?;
+                let view = match procs::inspect(pid) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        // No /proc (not Linux): what the demo launched it with, said as such.
+                        let spec = l.spec(device);
+                        let mut ev = Evidence::default();
+                        ev.shown.push(format!(
+                            "cannot read /proc/{pid} ({e}); the agent was started with an empty \
+                             environment plus:"
+                        ));
+                        let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
+                        for l in redact(&env) {
+                            ev.shown.push(format!("  {l}"));
+                        }
+                        ev.shown.push(format!("  argv: {}", spec.display()));
+                        let mut argv = vec![spec.program.display().to_string()];
+                        argv.extend(spec.args.clone());
+                        ev.problems = credential_problems(&argv, &env, &[], forbidden);
+                        return Ok(ev);
+                    }
+                };
                 let mut ev = Evidence::default();
                 ev.shown
                     .push(format!("$ tr '\\0' ' ' < /proc/{pid}/cmdline"));

@@ -19,8 +19,17 @@ pub const DEFAULT_ADDR: &str = ":8080";
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Default `--auth-skew` (see docs/PROTOCOL.md §3.3).
 pub const DEFAULT_AUTH_SKEW: Duration = Duration::from_secs(60);
-/// Default `--header-timeout`.
+/// Least default `--header-timeout`.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default `--header-timeout` for a heartbeat interval: at least 10 s and twice the
+/// heartbeat. hyper's header timeout also limits how long a keep-alive connection may sit
+/// idle between requests; an agent reuses its connection about once per heartbeat, so the
+/// limit must stay clear of it or the gateway would close connections just as agents reuse
+/// them.
+pub fn default_header_timeout(heartbeat: Duration) -> Duration {
+    (heartbeat * 2).max(DEFAULT_HEADER_TIMEOUT)
+}
 /// Default `--body-timeout`.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default `--max-connections`: one long poll per device for a 100,000-device fleet, plus room.
@@ -64,7 +73,8 @@ pub struct Cli {
     /// accepted clock skew of request timestamps (env APOLLO_AUTH_SKEW; default 60s)
     #[argh(option)]
     pub auth_skew: Option<HumanDuration>,
-    /// time allowed to receive a request's headers (env APOLLO_HEADER_TIMEOUT; default 10s)
+    /// time allowed to receive a request's headers, also the idle limit of keep-alive
+    /// connections (env APOLLO_HEADER_TIMEOUT; default 2 x heartbeat interval, at least 10s)
     #[argh(option)]
     pub header_timeout: Option<HumanDuration>,
     /// time allowed to receive a request's body (env APOLLO_BODY_TIMEOUT; default 10s)
@@ -261,7 +271,7 @@ impl Cli {
         let auth_skew =
             duration(self.auth_skew, env, "APOLLO_AUTH_SKEW")?.unwrap_or(DEFAULT_AUTH_SKEW);
         let header_timeout = duration(self.header_timeout, env, "APOLLO_HEADER_TIMEOUT")?
-            .unwrap_or(DEFAULT_HEADER_TIMEOUT);
+            .unwrap_or_else(|| default_header_timeout(heartbeat_interval));
         let body_timeout = duration(self.body_timeout, env, "APOLLO_BODY_TIMEOUT")?
             .unwrap_or(DEFAULT_BODY_TIMEOUT);
         let max_connections = flag_or_env(self.max_connections, env, "APOLLO_MAX_CONNECTIONS")?
@@ -380,6 +390,7 @@ mod tests {
         assert_eq!(s.keys.current().id(), "k1");
         assert_eq!(c.kubeconfig, None);
         assert_eq!(s.auth_skew, Duration::from_secs(60));
+        assert_eq!(s.header_timeout, Duration::from_secs(20));
     }
 
     #[test]

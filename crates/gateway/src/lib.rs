@@ -74,7 +74,8 @@ pub struct Settings {
     pub stale_after: Duration,
     /// Accepted clock skew of request timestamps.
     pub auth_skew: Duration,
-    /// Time allowed to receive request headers.
+    /// Time allowed to receive request headers (also the idle limit of keep-alive
+    /// connections: keep it above the heartbeat interval).
     pub header_timeout: Duration,
     /// Time allowed to receive a request body.
     pub body_timeout: Duration,
@@ -103,7 +104,7 @@ impl Settings {
             heartbeat_interval: config::DEFAULT_HEARTBEAT,
             stale_after: config::DEFAULT_HEARTBEAT * 3,
             auth_skew: config::DEFAULT_AUTH_SKEW,
-            header_timeout: config::DEFAULT_HEADER_TIMEOUT,
+            header_timeout: config::default_header_timeout(config::DEFAULT_HEARTBEAT),
             body_timeout: config::DEFAULT_BODY_TIMEOUT,
             max_connections: config::DEFAULT_MAX_CONNECTIONS,
             max_long_polls: config::DEFAULT_MAX_LONG_POLLS,
@@ -146,6 +147,14 @@ impl Gateway {
     /// the event worker and the HTTP server. Readiness follows the first complete list.
     pub async fn start(settings: Settings, client: kube::Client) -> Result<Gateway, Error> {
         settings.validate()?;
+        if settings.header_timeout <= settings.heartbeat_interval {
+            tracing::warn!(
+                header_timeout = %format_duration(settings.header_timeout),
+                heartbeat = %format_duration(settings.heartbeat_interval),
+                "the header timeout also closes idle keep-alive connections; at or below the \
+                 heartbeat interval agents will find their connections closed as they reuse them"
+            );
+        }
         let metrics = Metrics::new();
         let client = kubeapi::counting_client(client, metrics.clone());
         let namespace = settings

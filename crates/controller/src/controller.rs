@@ -65,10 +65,8 @@ fn deployments_for_device(
     };
     let labels = device.metadata.labels.clone().unwrap_or_default();
     let mut out: BTreeSet<(String, String)> = BTreeSet::new();
-    for dpd in deployments.state() {
-        if dpd.namespace().as_deref() != Some(namespace.as_str()) {
-            continue;
-        }
+    let here = |meta: &kube::api::ObjectMeta| meta.namespace.as_deref() == Some(namespace.as_str());
+    for dpd in deployments.state_filter(|d| here(&d.metadata)) {
         let matches = Selector::try_from(dpd.spec.selector.clone())
             .map(|s| s.matches(&labels))
             .unwrap_or(false);
@@ -76,11 +74,7 @@ fn deployments_for_device(
             out.insert((namespace.clone(), dpd.name_any()));
         }
     }
-    for dp in processes.state() {
-        if dp.namespace().as_deref() != Some(namespace.as_str()) || &dp.spec.device_ref.name != name
-        {
-            continue;
-        }
+    for dp in processes.state_filter(|dp| here(&dp.metadata) && &dp.spec.device_ref.name == name) {
         for owner in dp.owner_references() {
             if owner.controller == Some(true) && owner.kind == "DeviceProcessDeployment" {
                 out.insert((namespace.clone(), owner.name.clone()));

@@ -232,12 +232,14 @@ pub struct ApplyItem {
 
 /// Decides the writes for `dpd` given the matching `devices` and every DeviceProcess in the
 /// deployment's namespace (from the cache). DeviceProcesses owned by others are never
-/// chosen, updated or deleted.
+/// chosen, updated or deleted. `claimed` are names other deployments are creating right now
+/// (not in the cache yet); they count as taken.
 pub fn plan(
     dpd: &DeviceProcessDeployment,
     owner: &OwnerReference,
     devices: &[String],
     in_namespace: &[Arc<DeviceProcess>],
+    claimed: &BTreeSet<String>,
 ) -> Plan {
     let by_name: BTreeMap<String, &Arc<DeviceProcess>> =
         in_namespace.iter().map(|dp| (dp.name_any(), dp)).collect();
@@ -257,9 +259,9 @@ pub fn plan(
             (plain, Some(dp))
         } else if let Some(dp) = ours(&hashed) {
             (hashed, Some(dp))
-        } else if !by_name.contains_key(&plain) {
+        } else if !by_name.contains_key(&plain) && !claimed.contains(&plain) {
             (plain, None)
-        } else if !by_name.contains_key(&hashed) {
+        } else if !by_name.contains_key(&hashed) && !claimed.contains(&hashed) {
             (hashed, None)
         } else {
             plan.conflicts.push((
@@ -589,6 +591,10 @@ mod tests {
         Arc::new(dp)
     }
 
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
     fn devices(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| (*s).to_owned()).collect()
     }
@@ -601,7 +607,13 @@ mod tests {
         assert_eq!(owner.block_owner_deletion, Some(true));
         assert_eq!(owner.kind, "DeviceProcessDeployment");
         assert_eq!(owner.api_version, "azure.com/v1alpha1");
-        let p = plan(&dpd, &owner, &devices(&["tor1-01", "tor1-02"]), &[]);
+        let p = plan(
+            &dpd,
+            &owner,
+            &devices(&["tor1-01", "tor1-02"]),
+            &[],
+            &none(),
+        );
         let names: Vec<_> = p.apply.iter().map(|a| a.object.name_any()).collect();
         assert_eq!(names, ["demo-logger-tor1-01", "demo-logger-tor1-02"]);
         assert!(p.apply.iter().all(|a| !a.exists));
@@ -633,7 +645,13 @@ mod tests {
             live(&dpd, "demo-logger-tor1-01", "tor1-01"),
             live(&dpd, "demo-logger-tor1-02", "tor1-02"),
         ];
-        let p = plan(&dpd, &owner, &devices(&["tor1-01", "tor1-02"]), &existing);
+        let p = plan(
+            &dpd,
+            &owner,
+            &devices(&["tor1-01", "tor1-02"]),
+            &existing,
+            &none(),
+        );
         assert!(p.apply.is_empty() && p.delete.is_empty() && p.conflicts.is_empty());
         assert_eq!(p.unchanged.len(), 2);
     }
@@ -649,7 +667,13 @@ mod tests {
             live(&dpd, "demo-logger-tor1-02", "tor1-02"),
             live(&dpd, "demo-logger-tor1-03", "tor1-03"),
         ];
-        let p = plan(&dpd, &owner, &devices(&["tor1-01", "tor1-02"]), &existing);
+        let p = plan(
+            &dpd,
+            &owner,
+            &devices(&["tor1-01", "tor1-02"]),
+            &existing,
+            &none(),
+        );
         assert_eq!(p.apply.len(), 1);
         assert!(p.apply[0].exists);
         assert_eq!(
@@ -660,7 +684,13 @@ mod tests {
         assert_eq!(p.delete[0].name_any(), "demo-logger-tor1-03");
 
         dpd.spec.template.spec.execution.args = vec!["echo".into(), "updated".into()];
-        let p = plan(&dpd, &owner, &devices(&["tor1-01", "tor1-02"]), &existing);
+        let p = plan(
+            &dpd,
+            &owner,
+            &devices(&["tor1-01", "tor1-02"]),
+            &existing,
+            &none(),
+        );
         assert_eq!(
             p.apply.len(),
             2,
@@ -720,6 +750,7 @@ mod tests {
             &owner,
             &devices(&["tor1-01"]),
             std::slice::from_ref(&taken),
+            &none(),
         );
         assert!(p.delete.is_empty());
         assert_eq!(p.apply.len(), 1);
@@ -728,7 +759,13 @@ mod tests {
 
         // Once created under the hashed name, it stays there.
         let ours = live(&dpd, &hashed, "tor1-01");
-        let p = plan(&dpd, &owner, &devices(&["tor1-01"]), &[taken.clone(), ours]);
+        let p = plan(
+            &dpd,
+            &owner,
+            &devices(&["tor1-01"]),
+            &[taken.clone(), ours],
+            &none(),
+        );
         assert!(p.apply.is_empty() && p.delete.is_empty());
 
         // Both names taken: a conflict, nothing written.
@@ -737,6 +774,7 @@ mod tests {
             &owner,
             &devices(&["tor1-01"]),
             &[taken, foreign(&hashed, "x")],
+            &none(),
         );
         assert!(p.apply.is_empty());
         assert_eq!(p.conflicts.len(), 1);
@@ -752,8 +790,20 @@ mod tests {
             o.metadata.uid = Some("uid-2".into());
             live(&o, "demo-logger-tor1-09", "tor1-09")
         };
-        let p = plan(&dpd, &owner, &[], &[other]);
+        let p = plan(&dpd, &owner, &[], &[other], &none());
         assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn names_claimed_by_a_concurrent_reconcile_count_as_taken() {
+        let dpd = demo_logger();
+        let owner = owner_reference(&dpd).unwrap();
+        let claimed = BTreeSet::from(["demo-logger-tor1-01".to_owned()]);
+        let p = plan(&dpd, &owner, &devices(&["tor1-01"]), &[], &claimed);
+        assert_eq!(
+            p.apply[0].object.name_any(),
+            hashed_device_process_name("demo-logger", "tor1-01")
+        );
     }
 
     #[test]
@@ -771,6 +821,7 @@ mod tests {
             &owner_reference(&ab).unwrap(),
             &devices(&["c"]),
             &[taken],
+            &none(),
         );
         assert_eq!(
             p.apply[0].object.name_any(),

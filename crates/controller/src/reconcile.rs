@@ -1,7 +1,7 @@
 //! Reconciling one DeviceProcessDeployment against the caches: the writes of [`crate::plan`],
 //! the deployment's status, events, error classification and retry backoff.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,10 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     warned: Mutex<HashMap<String, HashSet<String>>>,
     expectations: Mutex<HashMap<String, Expectations>>,
+    /// (namespace, DeviceProcess name) → uid of the deployment that created it, so two
+    /// deployments reconciled at the same time never pick the same name before the cache
+    /// shows either object.
+    claims: Mutex<HashMap<(String, String), String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -139,6 +143,7 @@ impl Context {
             failures: Mutex::default(),
             warned: Mutex::default(),
             expectations: Mutex::default(),
+            claims: Mutex::default(),
         }
     }
 
@@ -284,7 +289,40 @@ impl Context {
         )
     }
 
-    /// Forgets failure counts, warnings and expectations of deployments no longer cached.
+    /// Names in `namespace` claimed by deployments other than `uid`.
+    fn claimed_by_others(&self, namespace: &str, uid: &str) -> BTreeSet<String> {
+        self.claims.lock().map_or_else(
+            |_| BTreeSet::new(),
+            |c| {
+                c.iter()
+                    .filter(|((ns, _), owner)| ns == namespace && *owner != uid)
+                    .map(|((_, name), _)| name.clone())
+                    .collect()
+            },
+        )
+    }
+
+    /// Claims `name` for `uid`; false when another deployment holds it.
+    fn claim(&self, namespace: &str, name: &str, uid: &str) -> bool {
+        self.claims.lock().is_ok_and(|mut c| {
+            let owner = c
+                .entry((namespace.to_owned(), name.to_owned()))
+                .or_insert_with(|| uid.to_owned());
+            owner == uid
+        })
+    }
+
+    fn unclaim(&self, namespace: &str, name: &str, uid: &str) {
+        if let Ok(mut c) = self.claims.lock() {
+            let key = (namespace.to_owned(), name.to_owned());
+            if c.get(&key).is_some_and(|owner| owner == uid) {
+                c.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets failure counts, warnings, expectations and claims of deployments no longer
+    /// cached.
     pub(crate) fn prune(&self) {
         let live = self.deployments.state();
         let uids: HashSet<String> = live.iter().filter_map(|d| d.uid()).collect();
@@ -297,6 +335,9 @@ impl Context {
         }
         if let Ok(mut e) = self.expectations.lock() {
             e.retain(|k, _| uids.contains(k));
+        }
+        if let Ok(mut c) = self.claims.lock() {
+            c.retain(|_, owner| uids.contains(owner));
         }
     }
 }
@@ -405,21 +446,21 @@ async fn reconcile_deployment(
             (plan::count(dpd, 0, &owned), Some(err))
         }
         Ok(selector) => {
+            let no_labels = std::collections::BTreeMap::new();
             let mut devices: Vec<String> = ctx
                 .inventory
-                .state()
-                .iter()
-                .filter(|obj| {
+                .state_filter(|obj| {
                     obj.metadata.namespace.as_deref() == Some(namespace.as_str())
                         && obj.metadata.deletion_timestamp.is_none()
-                        && selector
-                            .matches(obj.metadata.labels.as_ref().unwrap_or(&Default::default()))
+                        && selector.matches(obj.metadata.labels.as_ref().unwrap_or(&no_labels))
                 })
+                .iter()
                 .filter_map(|obj| obj.metadata.name.clone())
                 .collect();
             devices.sort();
             devices.dedup();
-            let p = plan::plan(dpd, &owner, &devices, &in_namespace);
+            let claimed = ctx.claimed_by_others(&namespace, &uid);
+            let p = plan::plan(dpd, &owner, &devices, &in_namespace, &claimed);
             let mut current: Vec<(String, DeviceProcess)> = p
                 .unchanged
                 .iter()
@@ -427,6 +468,17 @@ async fn reconcile_deployment(
                 .collect();
             for item in p.apply {
                 let dp_name = item.object.name_any();
+                if !item.exists && !ctx.claim(&namespace, &dp_name, &uid) {
+                    failures.push(Failure {
+                        class: "name_conflict",
+                        event_reason: "NameConflict",
+                        message: format!(
+                            "DeviceProcess {dp_name} for device {} is being created by another deployment",
+                            item.device
+                        ),
+                    });
+                    continue;
+                }
                 ctx.metrics.wrote("apply", "deviceprocesses");
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 match processes
@@ -495,14 +547,19 @@ async fn reconcile_deployment(
                 };
                 match processes.delete(&dp_name, &params).await {
                     Ok(_) => {
+                        ctx.unclaim(&namespace, &dp_name, &uid);
                         if let Some(rv) = rv_of(&dp.metadata) {
                             expect.insert(dp_name.clone(), Expect::Gone(rv));
                         }
-                        let why = if ctx.inventory.state().iter().any(|obj| {
-                            obj.metadata.namespace.as_deref() == Some(namespace.as_str())
-                                && obj.metadata.name.as_deref() == Some(device.as_str())
-                                && obj.metadata.deletion_timestamp.is_none()
-                        }) {
+                        let why = if ctx
+                            .inventory
+                            .find(|obj| {
+                                obj.metadata.namespace.as_deref() == Some(namespace.as_str())
+                                    && obj.metadata.name.as_deref() == Some(device.as_str())
+                                    && obj.metadata.deletion_timestamp.is_none()
+                            })
+                            .is_some()
+                        {
                             "no longer matches the selector"
                         } else {
                             "is no longer in the inventory"

@@ -951,3 +951,82 @@ async fn a_leader_that_loses_its_lease_stops_writing() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_whose_names_collide_get_distinct_device_processes() {
+    let env = setup().await;
+    // Deployment "a" on device "b-c" and deployment "a-b" on device "c" both want "a-b-c";
+    // both exist before the controller starts, so they are reconciled at the same time.
+    env.apply_manifest(
+        r#"
+apiVersion: azure.com/v1alpha1
+kind: NetworkSwitch
+metadata: {name: b-c, labels: {grp: left}}
+spec: {dummy: ok}
+---
+apiVersion: azure.com/v1alpha1
+kind: NetworkSwitch
+metadata: {name: c, labels: {grp: right}}
+spec: {dummy: ok}
+---
+apiVersion: azure.com/v1alpha1
+kind: DeviceProcessDeployment
+metadata: {name: a}
+spec:
+  selector: {matchLabels: {grp: left}}
+  template:
+    spec: {artifact: {type: oci, url: "a:1"}, execution: {backend: container}}
+---
+apiVersion: azure.com/v1alpha1
+kind: DeviceProcessDeployment
+metadata: {name: a-b}
+spec:
+  selector: {matchLabels: {grp: right}}
+  template:
+    spec: {artifact: {type: oci, url: "ab:1"}, execution: {backend: container}}
+"#,
+    )
+    .await
+    .unwrap();
+    let ctl = start(&env, config(&env)).await;
+    wait_for_counts(&env, "a", (1, 1, 1, 0, 0)).await;
+    wait_for_counts(&env, "a-b", (1, 1, 1, 0, 0)).await;
+    let admin = env.admin().await;
+    let list = dps(&env, &admin)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        list.items.len(),
+        2,
+        "{:?}",
+        list.items.iter().map(|d| d.name_any()).collect::<Vec<_>>()
+    );
+    let names: Vec<String> = list.items.iter().map(|d| d.name_any()).collect();
+    assert!(names.contains(&"a-b-c".to_owned()), "{names:?}");
+    for dp in &list.items {
+        let owner = dp
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.name.clone());
+        let want = if dp.spec.device_ref.name == "b-c" {
+            "a"
+        } else {
+            "a-b"
+        };
+        assert_eq!(owner.as_deref(), Some(want), "{}", dp.name_any());
+        assert_eq!(dp.owner_references().len(), 1);
+        let url = if want == "a" { "a:1" } else { "ab:1" };
+        assert_eq!(dp.spec.artifact.url, url);
+    }
+    // And they stay that way.
+    let before = controller_writes(&env, &ctl.metrics);
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(controller_writes(&env, &ctl.metrics), before);
+    ctl.stop().await.unwrap();
+    env.cleanup().await;
+}

@@ -1,7 +1,10 @@
 //! String formats that CRD schemas may declare (`format:`), as the apiserver checks them
 //! (kube-openapi `strfmt` default registry, filtered by the apiextensions supported list).
 
-use crate::regex::Regex;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use regex::Regex;
 
 /// Formats the apiserver validates for `type: string` (after removing `-`, as go-openapi
 /// normalises names). Other formats are ignored, as the apiserver strips them.
@@ -57,8 +60,18 @@ pub(crate) fn is_string_format(format: &str) -> bool {
     SUPPORTED.contains(&format.replace('-', "").as_str())
 }
 
-fn re(p: &str, s: &str) -> bool {
-    Regex::new(p).map(|r| r.is_match(s)).unwrap_or(false)
+/// Whether `s` matches the constant pattern `p` (compiled once, then cached).
+fn re(p: &'static str, s: &str) -> bool {
+    static CACHE: LazyLock<Mutex<HashMap<&'static str, Option<Regex>>>> =
+        LazyLock::new(|| Mutex::new(HashMap::new()));
+    let Ok(mut cache) = CACHE.lock() else {
+        return false;
+    };
+    cache
+        .entry(p)
+        .or_insert_with(|| Regex::new(p).ok())
+        .as_ref()
+        .is_some_and(|r| r.is_match(s))
 }
 
 /// Whether `s` is valid for the (supported) string format.

@@ -50,8 +50,8 @@
 //! * CEL (`x-kubernetes-validations`), metadata validation (names, labels; the server does
 //!   it), `patternProperties`/`dependencies`, and ObjectMeta type errors. Ratcheting does not
 //!   cover embedded-resource checks.
-//! * `pattern` uses this crate's own RE2-subset engine (see `regex.rs`); Unicode classes
-//!   (`\p{..}`) are approximations. String formats follow kube-openapi's registry, with
+//! * `pattern` is matched with the `regex` crate, whose syntax and semantics are RE2's, as
+//!   Go's `regexp` (linear time, no backreferences). String formats follow kube-openapi's registry, with
 //!   simplified checks for `email`, `uri`, `hostname` and `duration`.
 //! * Error order: Go iterates maps in random order, so the real server's order of errors
 //!   from sibling properties varies; this crate uses schema order (deterministic).
@@ -68,5 +68,4 @@
 pub mod apply;
 mod formats;
 mod gofmt;
-mod regex;
 pub mod schema;

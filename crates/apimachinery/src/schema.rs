@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::formats;
 use crate::gofmt;
-use crate::regex::Regex;
+use regex::Regex;
 
 /// Errors compiling a schema.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

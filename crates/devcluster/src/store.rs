@@ -38,6 +38,9 @@ pub(crate) struct Change {
     pub key: Key,
     pub obj: Arc<Value>,
     pub prev: Option<Arc<Value>>,
+    /// The watch event line `{"type":..,"object":obj}\n`, encoded once for all watchers
+    /// that send the stored object unchanged.
+    pub encoded: std::sync::OnceLock<bytes::Bytes>,
 }
 
 struct WatcherTx {
@@ -170,6 +173,7 @@ impl Store {
             key,
             obj: obj.clone(),
             prev,
+            encoded: std::sync::OnceLock::new(),
         });
         record(table, change, self.history_limit);
         obj
@@ -198,6 +202,7 @@ impl Store {
             key,
             obj: deleted.clone(),
             prev: Some(prev),
+            encoded: std::sync::OnceLock::new(),
         });
         record(table, change, self.history_limit);
         Some(deleted)

@@ -197,11 +197,7 @@ impl Watcher {
     }
 
     fn event_bytes(&self, typ: &str, obj: &Value) -> Bytes {
-        let fast = self.output == Output::Full
-            && self.def.flavor != Flavor::EventsV1
-            && obj.get("apiVersion").and_then(Value::as_str)
-                == Some(self.def.api_version().as_str());
-        if fast {
+        if self.sends_stored_form(obj) {
             encode(typ, obj)
         } else {
             encode(typ, &self.render(obj))
@@ -213,22 +209,41 @@ impl Watcher {
     }
 
     /// Translates a committed change into this watcher's event, if any.
+    /// Whether this watcher sends stored objects as they are (so encodings can be shared).
+    fn sends_stored_form(&self, obj: &Value) -> bool {
+        self.output == Output::Full
+            && self.def.flavor != Flavor::EventsV1
+            && obj.get("apiVersion").and_then(Value::as_str)
+                == Some(self.def.api_version().as_str())
+    }
+
+    /// The change as an event of its own type, encoded once per change when possible.
+    fn same_type_event(&self, c: &Change) -> Bytes {
+        if self.sends_stored_form(&c.obj) {
+            return c
+                .encoded
+                .get_or_init(|| encode(c.typ.as_str(), &c.obj))
+                .clone();
+        }
+        self.event_bytes(c.typ.as_str(), &c.obj)
+    }
+
     fn translate(&self, c: &Change) -> Option<Bytes> {
         if self.everything {
-            return Some(self.event_bytes(c.typ.as_str(), &c.obj));
+            return Some(self.same_type_event(c));
         }
         let m = |v: &Value| self.selectors.matches(&self.def, v);
         match c.typ {
-            ChangeType::Added => m(&c.obj).then(|| self.event_bytes("ADDED", &c.obj)),
+            ChangeType::Added => m(&c.obj).then(|| self.same_type_event(c)),
             ChangeType::Deleted => {
                 let matched = c.prev.as_deref().map(m).unwrap_or_else(|| m(&c.obj));
-                matched.then(|| self.event_bytes("DELETED", &c.obj))
+                matched.then(|| self.same_type_event(c))
             }
             ChangeType::Modified => {
                 let now = m(&c.obj);
                 let before = c.prev.as_deref().is_some_and(m);
                 match (before, now) {
-                    (true, true) => Some(self.event_bytes("MODIFIED", &c.obj)),
+                    (true, true) => Some(self.same_type_event(c)),
                     (false, true) => Some(self.event_bytes("ADDED", &c.obj)),
                     (true, false) => {
                         // The object as it last matched, at the change's resourceVersion.

@@ -912,17 +912,23 @@ async fn tampered_response_is_refused_by_the_agent() {
     })
     .await;
     assert!(tampered.load(std::sync::atomic::Ordering::Relaxed) >= 2);
-    let s = agent.agent.subscribe().borrow().clone();
-    assert_eq!(s.documents, 0, "a forged document is never adopted");
-    assert!(agent.agent.subscribe_document().borrow().is_none());
-    // Reports (untampered) still get through: connected, but nothing observed.
-    h.wait_status("dp-t", "connected, not observed", T, |dp| {
+    // The forged content is never adopted. (The proxy rewrites within one read; a response
+    // split across reads right inside the needle passes unmodified and is rightly accepted.)
+    let held = agent.agent.subscribe_document().borrow().clone();
+    if let Some(held) = &held {
+        let text = serde_json::to_string(&held.document).unwrap();
+        assert!(!text.contains("evil"), "forged document adopted: {text}");
+    }
+    // Reports (untampered) get through: connected; nothing forged is ever observed.
+    h.wait_status("dp-t", "connected", T, |dp| {
         cond_status(dp, AGENT_CONNECTED).as_deref() == Some("True")
     })
     .await;
     let dp = h.get_dp("dp-t").await;
-    assert_ne!(cond_status(&dp, SPEC_OBSERVED).as_deref(), Some("True"));
-    assert!(dp.status.unwrap().observed_spec_hash.is_none());
+    let genuine = spec_hash(&dp.spec);
+    if let Some(seen) = dp.status.as_ref().unwrap().observed_spec_hash.as_deref() {
+        assert_eq!(seen, genuine);
+    }
     agent.stop().await;
     proxy_task.abort();
     h.stop_gateway().await;

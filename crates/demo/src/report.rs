@@ -49,8 +49,12 @@ impl Out {
     }
 
     pub fn line(&self, s: &str) {
-        println!("{s}");
-        let _ = std::io::stdout().flush();
+        // Not println!: a closed stdout (`apollo-demo ... | head`) must not abort the run
+        // before it has stopped what it started.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{s}");
+        let _ = out.flush();
+        drop(out);
         if let Some(f) = &self.file
             && let Ok(mut f) = f.lock()
         {

@@ -1,0 +1,117 @@
+//! Built-in kinds through typed clients: Lease (leader election), ConfigMap, Secret, Namespace.
+#![recursion_limit = "256"]
+
+mod common;
+
+use apollo_devcluster::testing::TestEnv;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+#[tokio::test]
+async fn lease_optimistic_concurrency_as_leader_election_uses_it() {
+    let env = TestEnv::new().await;
+    let leases: Api<Lease> = Api::namespaced(env.admin().await, env.namespace());
+    let l: Lease = serde_json::from_value(json!({
+        "metadata": {"name": "apollo-controller"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "acquireTime": "2026-01-01T00:00:00.000000Z", "renewTime": "2026-01-01T00:00:00.000000Z", "leaseTransitions": 0}
+    }))
+    .unwrap();
+    let created = leases.create(&PostParams::default(), &l).await.unwrap();
+    assert!(
+        created.metadata.generation.is_none(),
+        "built-ins without generation"
+    );
+    let mut a = created.clone();
+    a.spec.as_mut().unwrap().holder_identity = Some("a".into());
+    a.spec.as_mut().unwrap().renew_time =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+            "2026-01-01T00:00:05Z".parse().unwrap(),
+        ));
+    let renewed = leases
+        .replace("apollo-controller", &PostParams::default(), &a)
+        .await
+        .unwrap();
+    // A competitor holding the old resourceVersion loses.
+    let mut b = created.clone();
+    b.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let err = leases
+        .replace("apollo-controller", &PostParams::default(), &b)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409),
+        "{err:?}"
+    );
+    assert_eq!(
+        leases
+            .get("apollo-controller")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        renewed.metadata.resource_version
+    );
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn configmap_apply_strategic_merge_and_secret_string_data() {
+    let env = TestEnv::new().await;
+    let client = env.admin().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), env.namespace());
+    let applied = cms
+        .patch(
+            "c",
+            &PatchParams::apply("tester"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}})),
+        )
+        .await
+        .expect("apply creates a ConfigMap");
+    assert_eq!(applied.data.as_ref().unwrap()["a"], "1");
+    let smp = cms
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"data": {"b": null, "c": "3"}})),
+        )
+        .await
+        .unwrap();
+    let data = smp.data.unwrap();
+    assert_eq!(data.get("a").map(String::as_str), Some("1"));
+    assert!(!data.contains_key("b"));
+    assert_eq!(data.get("c").map(String::as_str), Some("3"));
+    let secrets: Api<Secret> = Api::namespaced(client, env.namespace());
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s"}, "stringData": {"token": "hello"}}),
+    )
+    .unwrap();
+    let created = secrets.create(&PostParams::default(), &s).await.unwrap();
+    assert_eq!(created.type_.as_deref(), Some("Opaque"));
+    assert_eq!(created.data.unwrap()["token"].0, b"hello");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn namespaces_have_the_apiserver_defaults() {
+    let env = TestEnv::new().await;
+    let nss: Api<Namespace> = Api::all(env.admin().await);
+    let name = format!("{}-n", env.namespace());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    let created = nss.create(&PostParams::default(), &ns).await.unwrap();
+    assert_eq!(created.spec.unwrap().finalizers.unwrap(), ["kubernetes"]);
+    assert_eq!(
+        created.metadata.labels.unwrap()["kubernetes.io/metadata.name"],
+        name
+    );
+    let bad: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "Not.A.Label"}})).unwrap();
+    let err = nss.create(&PostParams::default(), &bad).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 422),
+        "{err:?}"
+    );
+    nss.delete(&name, &Default::default()).await.unwrap();
+    env.cleanup().await;
+}

@@ -175,8 +175,15 @@ deploy_components() {
 
 write_compose() {
   log "writing docker-compose.yaml from the flake's compose output (agents, not started yet)"
-  nix build "$ROOT#compose" --out-link "$WORK/compose"
-  "$WORK/compose/bin/apollo-write-compose" "$COMPOSE_FILE"
+  if [ "$GATEWAY_PORT" = 18080 ]; then
+    nix build "$ROOT#compose" --out-link "$WORK/compose"
+    "$WORK/compose/bin/apollo-write-compose" "$COMPOSE_FILE"
+  else
+    # The flake's output has the runbook's port baked in; compose.nix takes it as an argument
+    # (JSON is valid compose YAML).
+    nix-instantiate --eval --strict --json "$ROOT/compose.nix" \
+      --argstr gatewayUrl "http://host.docker.internal:$GATEWAY_PORT" >"$COMPOSE_FILE"
+  fi
   # Start from stopped agents: the demo starts them in its step 3.
   (cd "$ROOT" && compose down --remove-orphans)
 }

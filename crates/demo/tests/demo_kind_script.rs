@@ -85,6 +85,10 @@ esac"##,
     );
     write_exe(&dir.join("curl"), r#"echo "curl $*" >> "$CALLS""#);
     write_exe(
+        &dir.join("nix-instantiate"),
+        r#"echo "nix-instantiate $*" >> "$CALLS"; echo '{"services":{}}'"#,
+    );
+    write_exe(
         &dir.join("fake-apollo-demo"),
         r#"echo "apollo-demo $*" >> "$CALLS"; echo "PASS 9 Agents hold no Kubernetes credentials 0.1""#,
     );
@@ -117,7 +121,7 @@ fn demo_kind_up_and_down_do_the_runbook_steps_in_order() {
     stubs(&bin);
     let calls = tmp.path().join("calls.log");
     let port = free_port();
-    let run = |cmd: &str| {
+    let run_on = |cmd: &str, port: u16| {
         Command::new("bash")
             .arg(root.join("scripts/demo-kind.sh"))
             .arg(cmd)
@@ -132,6 +136,7 @@ fn demo_kind_up_and_down_do_the_runbook_steps_in_order() {
             .output()
             .expect("run demo-kind.sh")
     };
+    let run = |cmd: &str| run_on(cmd, port);
     let out = run("up");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -156,7 +161,7 @@ fn demo_kind_up_and_down_do_the_runbook_steps_in_order() {
         "/k8s/controller/ -f",
         "rollout status deployment/apollo-deviceprocess-gateway",
         "curl -fsS http://127.0.0.1:",
-        "write-compose",
+        "compose.nix --argstr gatewayUrl http://host.docker.internal:",
         "apollo-demo cluster",
     ];
     let mut last = 0;
@@ -206,12 +211,26 @@ fn demo_kind_up_and_down_do_the_runbook_steps_in_order() {
         "{stdout}"
     );
 
-    // A second `up` reuses the cluster.
+    // A second `up` reuses the cluster; on the runbook's port the flake's compose output is
+    // written as it is.
     std::fs::write(&calls, "").unwrap();
-    let out = run("up");
-    assert!(out.status.success());
+    let out = run_on("up", 18080);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = std::fs::read_to_string(&calls).unwrap();
     assert!(!log.contains("kind create cluster"), "{log}");
+    assert!(
+        log.contains("nix build ") && log.contains("#compose --out-link"),
+        "{log}"
+    );
+    assert!(
+        log.contains("write-compose ") && log.contains("docker-compose.yaml"),
+        "{log}"
+    );
+    assert!(!log.contains("nix-instantiate"), "{log}");
 
     // down: agents, cluster, keys.
     let out = run("down");

@@ -505,3 +505,96 @@ async fn typed_kubectl_commands_send_protobuf() {
     assert!(out.contains("deleted"), "{out}");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_with_cascading() {
+    if !kubectl_available() {
+        eprintln!("kubectl not on PATH: skipped");
+        return;
+    }
+    let env = TestEnv::new().await;
+    common::install_widgets(&env).await;
+    let ns = env.namespace().to_string();
+    for name in ["bg", "orph", "fg"] {
+        let w = format!(
+            "apiVersion: {}/{}\nkind: {}\nmetadata:\n  name: {name}\nspec:\n  deviceRef:\n    name: d\n",
+            common::GROUP,
+            common::VERSION,
+            common::KIND
+        );
+        must(&env, &["apply", "-n", &ns, "-f", "-"], Some(&w)).await;
+        let uid = must(
+            &env,
+            &[
+                "get",
+                "wdg",
+                name,
+                "-n",
+                &ns,
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+            None,
+        )
+        .await;
+        let cm = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}-dep\n  ownerReferences:\n  - apiVersion: {}/{}\n    kind: {}\n    name: {name}\n    uid: {uid}\n",
+            common::GROUP,
+            common::VERSION,
+            common::KIND
+        );
+        must(&env, &["apply", "-n", &ns, "-f", "-"], Some(&cm)).await;
+    }
+    must(&env, &["delete", "wdg", "bg", "-n", &ns], None).await;
+    must(
+        &env,
+        &["delete", "wdg", "orph", "-n", &ns, "--cascade=orphan"],
+        None,
+    )
+    .await;
+    must(
+        &env,
+        &["delete", "wdg", "fg", "-n", &ns, "--cascade=foreground"],
+        None,
+    )
+    .await;
+    // Foreground deletion returns once the owner is gone, i.e. after its dependents.
+    let o = kubectl(&env, &["get", "configmap", "fg-dep", "-n", &ns], None).await;
+    assert!(
+        !o.ok,
+        "foreground: dependent gone before the owner: {}",
+        o.stdout
+    );
+    must(
+        &env,
+        &[
+            "wait",
+            "--for=delete",
+            "configmap/bg-dep",
+            "-n",
+            &ns,
+            "--timeout=60s",
+        ],
+        None,
+    )
+    .await;
+    let out = must(
+        &env,
+        &[
+            "get",
+            "configmap",
+            "orph-dep",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.metadata.ownerReferences}",
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        out.is_empty(),
+        "orphaned dependent lost its owner reference: {out}"
+    );
+    env.cleanup().await;
+}

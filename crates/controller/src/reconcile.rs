@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use apollo_api::conditions;
 use apollo_api::{DeviceProcess, DeviceProcessDeployment};
+use futures::future::BoxFuture;
+use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::{PartialObjectMeta, SelectorExt};
@@ -25,6 +27,8 @@ const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the controller waits for its own writes to reach its caches before acting on
 /// the caches anyway.
 const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// DeviceProcess writes of one reconcile in flight at once.
+const WRITE_CONCURRENCY: usize = 16;
 /// Requeue delay while waiting for its own writes to show up in the caches.
 const EXPECTATION_REQUEUE: Duration = Duration::from_millis(200);
 
@@ -466,6 +470,7 @@ async fn reconcile_deployment(
                 .iter()
                 .map(|(device, dp)| (device.clone(), (**dp).clone()))
                 .collect();
+            let mut writes: Vec<BoxFuture<'_, Outcome>> = Vec::new();
             for item in p.apply {
                 let dp_name = item.object.name_any();
                 if !item.exists && !ctx.claim(&namespace, &dp_name, &uid) {
@@ -479,114 +484,32 @@ async fn reconcile_deployment(
                     });
                     continue;
                 }
-                ctx.metrics.wrote("apply", "deviceprocesses");
-                let params = PatchParams::apply(FIELD_MANAGER).force();
-                match processes
-                    .patch(&dp_name, &params, &Patch::Apply(&item.object))
-                    .await
-                {
-                    Ok(applied) => {
-                        if let Some(rv) = rv_of(&applied.metadata) {
-                            expect.insert(dp_name.clone(), Expect::AtLeast(rv));
-                        }
-                        let (reason, verb) = if item.exists {
-                            ("Updated", "updated")
-                        } else {
-                            ("Created", "created")
-                        };
-                        tracing::info!(
-                            deployment = %key,
-                            deviceprocess = %dp_name,
-                            device = %item.device,
-                            "DeviceProcess {verb}"
-                        );
-                        let note = if item.exists {
-                            format!(
-                                "Updated DeviceProcess {dp_name} for device {} to the current template",
-                                item.device
-                            )
-                        } else {
-                            format!("Created DeviceProcess {dp_name} for device {}", item.device)
-                        };
-                        ctx.recorder
-                            .publish(
-                                &regarding,
-                                Some(applied.object_ref(&())),
-                                EventType::Normal,
-                                reason,
-                                if item.exists { "Update" } else { "Create" },
-                                note,
-                            )
-                            .await;
-                        current.push((item.device, applied));
-                    }
-                    Err(error) => failures.push(Failure {
-                        class: classify(&error),
-                        event_reason: if item.exists {
-                            "FailedUpdate"
-                        } else {
-                            "FailedCreate"
-                        },
-                        message: format!(
-                            "cannot apply DeviceProcess {dp_name} for device {}: {error}",
-                            item.device
-                        ),
-                    }),
-                }
+                writes.push(Box::pin(apply_one(ctx, &processes, &regarding, &key, item)));
             }
             for dp in p.delete {
-                let dp_name = dp.name_any();
-                let device = dp.spec.device_ref.name.clone();
-                ctx.metrics.wrote("delete", "deviceprocesses");
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: dp.uid(),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match processes.delete(&dp_name, &params).await {
-                    Ok(_) => {
-                        ctx.unclaim(&namespace, &dp_name, &uid);
-                        if let Some(rv) = rv_of(&dp.metadata) {
-                            expect.insert(dp_name.clone(), Expect::Gone(rv));
+                writes.push(Box::pin(delete_one(
+                    ctx, &processes, &regarding, &key, &namespace, &uid, dp,
+                )));
+            }
+            let outcomes: Vec<Outcome> = stream::iter(writes)
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Applied { device, object } => {
+                        if let Some(rv) = rv_of(&object.metadata) {
+                            expect.insert(object.name_any(), Expect::AtLeast(rv));
                         }
-                        let why = if ctx
-                            .inventory
-                            .find(|obj| {
-                                obj.metadata.namespace.as_deref() == Some(namespace.as_str())
-                                    && obj.metadata.name.as_deref() == Some(device.as_str())
-                                    && obj.metadata.deletion_timestamp.is_none()
-                            })
-                            .is_some()
-                        {
-                            "no longer matches the selector"
-                        } else {
-                            "is no longer in the inventory"
-                        };
-                        tracing::info!(
-                            deployment = %key,
-                            deviceprocess = %dp_name,
-                            device = %device,
-                            "DeviceProcess deleted: device {why}"
-                        );
-                        ctx.recorder
-                            .publish(
-                                &regarding,
-                                Some(dp.object_ref(&())),
-                                EventType::Normal,
-                                "Deleted",
-                                "Delete",
-                                format!("Deleted DeviceProcess {dp_name}: device {device} {why}"),
-                            )
-                            .await;
+                        current.push((device, *object));
                     }
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(error) => failures.push(Failure {
-                        class: classify(&error),
-                        event_reason: "FailedDelete",
-                        message: format!("cannot delete DeviceProcess {dp_name}: {error}"),
-                    }),
+                    Outcome::Deleted { name, rv } => {
+                        if let Some(rv) = rv {
+                            expect.insert(name, Expect::Gone(rv));
+                        }
+                    }
+                    Outcome::AlreadyGone => {}
+                    Outcome::Failed(failure) => failures.push(failure),
                 }
             }
             for (_device, message) in p.conflicts {
@@ -685,6 +608,155 @@ async fn reconcile_deployment(
         )
     };
     Err(ReconcileError::new(first.class, message))
+}
+
+/// Result of one DeviceProcess write.
+enum Outcome {
+    Applied {
+        device: String,
+        object: Box<DeviceProcess>,
+    },
+    Deleted {
+        name: String,
+        rv: Option<u64>,
+    },
+    AlreadyGone,
+    Failed(Failure),
+}
+
+/// Server-side applies one DeviceProcess and reports it (log line and event).
+async fn apply_one(
+    ctx: &Context,
+    processes: &Api<DeviceProcess>,
+    regarding: &ObjectReference,
+    key: &str,
+    item: plan::ApplyItem,
+) -> Outcome {
+    let dp_name = item.object.name_any();
+    ctx.metrics.wrote("apply", "deviceprocesses");
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match processes
+        .patch(&dp_name, &params, &Patch::Apply(&item.object))
+        .await
+    {
+        Ok(applied) => {
+            let (reason, action, note) = if item.exists {
+                (
+                    "Updated",
+                    "Update",
+                    format!(
+                        "Updated DeviceProcess {dp_name} for device {} to the current template",
+                        item.device
+                    ),
+                )
+            } else {
+                (
+                    "Created",
+                    "Create",
+                    format!("Created DeviceProcess {dp_name} for device {}", item.device),
+                )
+            };
+            tracing::info!(
+                deployment = %key,
+                deviceprocess = %dp_name,
+                device = %item.device,
+                "DeviceProcess {}",
+                reason.to_ascii_lowercase()
+            );
+            ctx.recorder
+                .publish(
+                    regarding,
+                    Some(applied.object_ref(&())),
+                    EventType::Normal,
+                    reason,
+                    action,
+                    note,
+                )
+                .await;
+            Outcome::Applied {
+                device: item.device,
+                object: Box::new(applied),
+            }
+        }
+        Err(error) => Outcome::Failed(Failure {
+            class: classify(&error),
+            event_reason: if item.exists {
+                "FailedUpdate"
+            } else {
+                "FailedCreate"
+            },
+            message: format!(
+                "cannot apply DeviceProcess {dp_name} for device {}: {error}",
+                item.device
+            ),
+        }),
+    }
+}
+
+/// Deletes one DeviceProcess (only the object seen, by uid precondition) and reports it.
+async fn delete_one(
+    ctx: &Context,
+    processes: &Api<DeviceProcess>,
+    regarding: &ObjectReference,
+    key: &str,
+    namespace: &str,
+    uid: &str,
+    dp: Arc<DeviceProcess>,
+) -> Outcome {
+    let dp_name = dp.name_any();
+    let device = dp.spec.device_ref.name.clone();
+    ctx.metrics.wrote("delete", "deviceprocesses");
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: dp.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match processes.delete(&dp_name, &params).await {
+        Ok(_) => {
+            ctx.unclaim(namespace, &dp_name, uid);
+            let still_there = ctx
+                .inventory
+                .find(|obj| {
+                    obj.metadata.namespace.as_deref() == Some(namespace)
+                        && obj.metadata.name.as_deref() == Some(device.as_str())
+                        && obj.metadata.deletion_timestamp.is_none()
+                })
+                .is_some();
+            let why = if still_there {
+                "no longer matches the selector"
+            } else {
+                "is no longer in the inventory"
+            };
+            tracing::info!(
+                deployment = %key,
+                deviceprocess = %dp_name,
+                device = %device,
+                "DeviceProcess deleted: device {why}"
+            );
+            ctx.recorder
+                .publish(
+                    regarding,
+                    Some(dp.object_ref(&())),
+                    EventType::Normal,
+                    "Deleted",
+                    "Delete",
+                    format!("Deleted DeviceProcess {dp_name}: device {device} {why}"),
+                )
+                .await;
+            Outcome::Deleted {
+                name: dp_name,
+                rv: rv_of(&dp.metadata),
+            }
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Outcome::AlreadyGone,
+        Err(error) => Outcome::Failed(Failure {
+            class: classify(&error),
+            event_reason: "FailedDelete",
+            message: format!("cannot delete DeviceProcess {dp_name}: {error}"),
+        }),
+    }
 }
 
 async fn publish_invalid(ctx: &Context, regarding: &ObjectReference, err: &SpecError) {

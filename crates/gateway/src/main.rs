@@ -43,9 +43,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging to stderr (`RUST_LOG` filter, default `info`), colours only on a terminal so log
+/// files and pipes stay plain text.
+fn init_logging(format: apollo_runtime::telemetry::LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        apollo_runtime::telemetry::LogFormat::Text => builder.with_target(false).try_init(),
+        apollo_runtime::telemetry::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
 fn serve(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.serve_config(&ProcessEnv)?;
-    apollo_runtime::telemetry::init(config.log_format, "info");
+    init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

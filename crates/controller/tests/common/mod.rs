@@ -69,8 +69,8 @@ pub fn config(env: &TestEnv) -> Config {
 /// Fast leader election in the test's namespace.
 pub fn leader_config(env: &TestEnv, identity: &str) -> LeaderElectionConfig {
     LeaderElectionConfig {
-        lease_duration: Duration::from_secs(2),
-        renew_deadline: Duration::from_millis(1500),
+        lease_duration: Duration::from_secs(4),
+        renew_deadline: Duration::from_secs(3),
         retry_period: Duration::from_millis(100),
         ..LeaderElectionConfig::new(env.namespace(), identity)
     }

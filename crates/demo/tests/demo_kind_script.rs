@@ -5,6 +5,8 @@
 //! invocation, and `down`. It also runs shellcheck on every script under `scripts/` (when
 //! installed) and checks the kind wiring against the manifests in `k8s/`.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -331,4 +333,163 @@ fn kind_wiring_matches_the_gateway_manifests() {
         cfg.contains("containerPort: 30080") && cfg.contains("hostPort: 18080"),
         "{cfg}"
     );
+}
+
+/// The kubectl part of `scripts/demo-kind.sh up` against the development API server: the CRDs,
+/// their Established wait, RBAC and the master key Secret go through the real kubectl to a real
+/// (development) API server; only what it cannot serve (apps/v1 Deployments, Services, rollouts)
+/// is stood in for. Afterwards the Secret holds exactly the key the device keys derive from.
+#[test]
+fn demo_kind_manifests_apply_to_the_dev_api_server() {
+    use std::io::{BufRead as _, BufReader};
+    let Some(real_kubectl) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("kubectl"))
+            .find(|p| p.is_file())
+    }) else {
+        eprintln!("kubectl not installed: skipped");
+        return;
+    };
+    let bins = common::build_components();
+    let ws = workspace();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("repo");
+    std::fs::create_dir_all(root.join("scripts")).unwrap();
+    std::fs::copy(
+        ws.join("scripts/demo-kind.sh"),
+        root.join("scripts/demo-kind.sh"),
+    )
+    .unwrap();
+    copy_dir(&ws.join("k8s"), &root.join("k8s"));
+    let state = tmp.path().join("state");
+    let api_dir = tmp.path().join("api");
+    let bin = tmp.path().join("bin");
+    for d in [&state, &api_dir, &bin] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let mut api = Command::new(bins.join("apollo-devcluster"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&api_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut lines = BufReader::new(api.stdout.take().unwrap()).lines();
+    let _api = Kill(api);
+    let ready = lines.next().expect("ready line").unwrap();
+    assert!(ready.starts_with("ready "), "{ready}");
+    std::thread::spawn(move || for _ in lines {});
+    let admin = api_dir.join("admin.kubeconfig");
+
+    stubs(&bin);
+    // kubectl: the real one against the development API server, except for what it does not
+    // serve (workloads and Services) and the version (kind's would be 1.33).
+    write_exe(
+        &bin.join("kubectl"),
+        r#"echo "kubectl $*" >> "$CALLS"
+case "$*" in
+  *" version "*|*" version") echo '{"serverVersion": {"major": "1", "minor": "33"}}'; exit 0 ;;
+  *k8s/controller*|*rollout*|*cluster-info*) exit 0 ;;
+esac
+args=(); next=0
+for a in "$@"; do
+  if [ "$next" = 1 ]; then args+=("$REAL_KUBECONFIG"); next=0; continue; fi
+  [ "$a" = --kubeconfig ] && next=1
+  args+=("$a")
+done
+exec "$REAL_KUBECTL" "${args[@]}""#,
+    );
+    // The gateway image's `keys` subcommands, from the real binary.
+    write_exe(
+        &bin.join("docker"),
+        r#"echo "docker $*" >> "$CALLS"
+case "$*" in
+  *"keys generate"*) exec "$GATEWAY_BIN" keys generate ;;
+  *"keys derive"*) for a in "$@"; do d="$a"; done
+    exec "$GATEWAY_BIN" keys derive --master-key-file /dev/stdin --device "$d" ;;
+esac
+exit 0"#,
+    );
+    let calls = tmp.path().join("calls.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new("bash")
+        .arg(root.join("scripts/demo-kind.sh"))
+        .arg("up")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("CALLS", &calls)
+        .env("STATE", &state)
+        .env("REAL_KUBECTL", &real_kubectl)
+        .env("REAL_KUBECONFIG", &admin)
+        .env("GATEWAY_BIN", bins.join("apollo-gateway"))
+        .env("APOLLO_DEMO", bin.join("fake-apollo-demo"))
+        .env("GATEWAY_PORT", port.to_string())
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "up failed:\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&calls).unwrap_or_default()
+    );
+    let k = |args: &[&str]| -> String {
+        let o = Command::new(&real_kubectl)
+            .arg("--kubeconfig")
+            .arg(&admin)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "kubectl {args:?}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let crds = k(&["get", "crd", "-o", "name"]);
+    for c in [
+        "networkswitches.azure.com",
+        "deviceprocessdeployments.azure.com",
+        "deviceprocesses.azure.com",
+    ] {
+        assert!(crds.contains(c), "{crds}");
+    }
+    let sas = k(&["get", "serviceaccounts", "-o", "name"]);
+    assert!(sas.contains("apollo-deviceprocess-gateway"), "{sas}");
+    let secret = k(&[
+        "get",
+        "secret",
+        "apollo-gateway-master-key",
+        "-o",
+        "jsonpath={.data.master\\.key}",
+    ]);
+    use base64::Engine as _;
+    let in_cluster = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim())
+        .unwrap();
+    let on_disk = std::fs::read(root.join("keys/master.key")).unwrap();
+    assert_eq!(
+        in_cluster, on_disk,
+        "the Secret holds the key the device keys derive from"
+    );
+    assert!(String::from_utf8_lossy(&on_disk).starts_with("apollo-mk1:"));
+    // Device keys derived from that master key, for that device.
+    let env = std::fs::read_to_string(root.join("keys/tor1-02.env")).unwrap();
+    assert!(env.starts_with("APOLLO_DEVICE_KEY=apollo-dk1:"), "{env}");
+    assert!(env.contains(":tor1-02:"), "{env}");
 }

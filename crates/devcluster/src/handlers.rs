@@ -995,6 +995,12 @@ fn prepare_create(
         }
     }
     strip_system_fields(&mut obj);
+    if def.flavor != Flavor::CoreEvent {
+        let errs = meta::object_meta_errors(&obj);
+        if !errs.is_empty() {
+            return Err(invalid(def, &name, errs));
+        }
+    }
     if matches!(managed, Managed::Update(_))
         && let Some(m) = meta::meta_mut(&mut obj)
     {
@@ -1193,6 +1199,12 @@ fn prepare_update(
                     m.remove("managedFields");
                 }
             }
+        }
+    }
+    if def.flavor != Flavor::CoreEvent {
+        let errs = meta::object_meta_errors(&new);
+        if !errs.is_empty() {
+            return Err(invalid(def, &name, errs));
         }
     }
     if old.pointer("/metadata/deletionTimestamp").is_some() {

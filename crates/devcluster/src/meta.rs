@@ -160,3 +160,162 @@ pub(crate) fn field_string(obj: &Value, dotted: &str) -> Option<String> {
         other => other.to_string(),
     })
 }
+
+const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+fn qname_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// `validation.IsQualifiedName` (label and annotation keys).
+pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
+    let parts: Vec<&str> = value.split('/').collect();
+    let mut errs = Vec::new();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                errs.extend(
+                    dns_subdomain_errors(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
+            }
+            name
+        }
+        _ => {
+            return vec![format!(
+                "a qualified name {QUALIFIED_NAME_MSG} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+            )];
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".to_string());
+    }
+    if !qname_ok(name) {
+        errs.push(format!("name part {QUALIFIED_NAME_MSG}"));
+    }
+    errs
+}
+
+/// `validation.IsValidLabelValue`.
+pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if value.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !value.is_empty() && !qname_ok(value) {
+        errs.push(LABEL_VALUE_MSG.to_string());
+    }
+    errs
+}
+
+fn quoted(v: &str) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// ObjectMeta rules every object passes (labels, annotations, ownerReferences, finalizers),
+/// as 422 causes (reason, field, message).
+pub(crate) fn object_meta_errors(obj: &Value) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    fn invalid(out: &mut Vec<(String, String, String)>, field: &str, value: &str, msg: &str) {
+        out.push((
+            "FieldValueInvalid".to_string(),
+            field.to_string(),
+            format!("{field}: Invalid value: {}: {msg}", quoted(value)),
+        ))
+    }
+    if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
+        for (k, v) in labels {
+            for m in qualified_name_errors(k) {
+                invalid(&mut out, "metadata.labels", k, &m);
+            }
+            let v = v.as_str().unwrap_or("");
+            for m in label_value_errors(v) {
+                invalid(&mut out, "metadata.labels", v, &m);
+            }
+        }
+    }
+    if let Some(ann) = obj
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+    {
+        let mut total = 0usize;
+        for (k, v) in ann {
+            for m in qualified_name_errors(&k.to_lowercase()) {
+                invalid(&mut out, "metadata.annotations", k, &m);
+            }
+            total += k.len() + v.as_str().map(str::len).unwrap_or(0);
+        }
+        if total > 262_144 {
+            out.push((
+                "FieldValueTooLong".to_string(),
+                "metadata.annotations".to_string(),
+                "metadata.annotations: Too long: must have at most 262144 bytes".to_string(),
+            ));
+        }
+    }
+    if let Some(refs) = obj
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+    {
+        let mut controllers = Vec::new();
+        for r in refs {
+            for (key, what) in [
+                ("apiVersion", "version"),
+                ("kind", "kind"),
+                ("name", "name"),
+                ("uid", "uid"),
+            ] {
+                if r.get(key).and_then(Value::as_str).unwrap_or("").is_empty() {
+                    let field = format!("metadata.ownerReferences.{key}");
+                    out.push((
+                        "FieldValueInvalid".to_string(),
+                        field.clone(),
+                        format!("{field}: Invalid value: \"\": {what} must not be empty"),
+                    ));
+                }
+            }
+            if r.get("controller").and_then(Value::as_bool) == Some(true) {
+                controllers.push(format!(
+                    "{}/{}",
+                    r.get("kind").and_then(Value::as_str).unwrap_or(""),
+                    r.get("name").and_then(Value::as_str).unwrap_or("")
+                ));
+            }
+        }
+        if controllers.len() > 1 {
+            out.push((
+                "FieldValueInvalid".to_string(),
+                "metadata.ownerReferences".to_string(),
+                format!(
+                    "metadata.ownerReferences: Invalid value: {}: Only one reference can have Controller set to true. Found \"true\" in references for {}",
+                    Value::Array(refs.clone()),
+                    controllers.join(" and ")
+                ),
+            ));
+        }
+    }
+    if let Some(fins) = obj
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+    {
+        for f in fins {
+            let f = f.as_str().unwrap_or("");
+            for m in qualified_name_errors(f) {
+                invalid(&mut out, "metadata.finalizers", f, &m);
+            }
+        }
+    }
+    out
+}

@@ -175,3 +175,65 @@ async fn invalid_names_are_422() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn object_meta_labels_and_owner_references_are_validated() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let client = env.admin().await;
+    let long = "x".repeat(64);
+    let mut w = widget("w1", "tor1-01");
+    w["metadata"]["labels"] = json!({"apollo.azure.com/device": long});
+    let r = raw(
+        &client,
+        "POST",
+        &widgets_path(&env),
+        Some("application/json"),
+        Some(&w),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.message().contains(&format!(
+            "metadata.labels: Invalid value: \"{long}\": must be no more than 63 characters"
+        )),
+        "{}",
+        r.message()
+    );
+    let mut w = widget("w1", "tor1-01");
+    w["metadata"]["labels"] = json!({"bad key!": "v"});
+    let r = raw(
+        &client,
+        "POST",
+        &widgets_path(&env),
+        Some("application/json"),
+        Some(&w),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.message()
+            .contains("metadata.labels: Invalid value: \"bad key!\": name part must consist of"),
+        "{}",
+        r.message()
+    );
+    let mut w = widget("w1", "tor1-01");
+    w["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "c"}]);
+    let r = raw(
+        &client,
+        "POST",
+        &widgets_path(&env),
+        Some("application/json"),
+        Some(&w),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.message()
+            .contains("metadata.ownerReferences.uid: Invalid value: \"\": uid must not be empty"),
+        "{}",
+        r.message()
+    );
+    env.cleanup().await;
+}

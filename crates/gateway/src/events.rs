@@ -25,6 +25,8 @@ use crate::metrics::Metrics;
 pub const REPORTING_CONTROLLER: &str = "azure.com/apollo-gateway";
 /// How long one event is retried before it is dropped.
 pub const EVENT_RETRY_FOR: Duration = Duration::from_secs(120);
+/// How long queued events are still posted at shutdown.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
 /// Events waiting to be posted; beyond this they are dropped (and counted).
 pub const EVENT_QUEUE: usize = 10_000;
 
@@ -157,14 +159,19 @@ impl EventWorker {
             let Some((regarding, spec)) = next else { break };
             self.post(&client, &regarding, &spec, &mut shutdown).await;
         }
-        while let Ok((regarding, spec)) = self.rx.try_recv() {
-            let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
-            let ev = build_event(&regarding, &spec, &self.instance);
-            let result = api.create(&PostParams::default(), &ev).await;
-            self.metrics.event(
-                spec.type_,
-                if result.is_ok() { "created" } else { "failed" },
-            );
+        let drain = async {
+            while let Ok((regarding, spec)) = self.rx.try_recv() {
+                let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
+                let ev = build_event(&regarding, &spec, &self.instance);
+                let result = api.create(&PostParams::default(), &ev).await;
+                self.metrics.event(
+                    spec.type_,
+                    if result.is_ok() { "created" } else { "failed" },
+                );
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
+            tracing::warn!("events still queued at shutdown were dropped");
         }
     }
 

@@ -134,6 +134,7 @@ pub struct Gateway {
     addr: SocketAddr,
     namespace: String,
     shutdown: watch::Sender<bool>,
+    grace: Duration,
     tasks: JoinSet<()>,
     metrics: Arc<Metrics>,
     readiness: Readiness,
@@ -248,6 +249,7 @@ impl Gateway {
             addr,
             namespace,
             shutdown: shutdown_tx,
+            grace: settings.shutdown_grace,
             tasks,
             metrics,
             readiness,
@@ -297,7 +299,17 @@ impl Gateway {
     pub async fn shutdown(mut self) {
         tracing::info!("gateway shutting down");
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        // Every task stops within the grace period (plus the event drain); never hang past it.
+        let limit = self.grace + events::SHUTDOWN_DRAIN + Duration::from_secs(2);
+        let joined = tokio::time::timeout(limit, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!("tasks still busy after the grace period; stopping them");
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
         tracing::info!("gateway stopped");
     }
 

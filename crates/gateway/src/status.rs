@@ -457,6 +457,9 @@ pub struct StatusController {
     metrics: Arc<Metrics>,
 }
 
+/// Longest wait for one status write (a write normally takes milliseconds).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// What the writer does after a failure.
 fn backoff_after(failures: u32) -> Duration {
     let ms = 100u64.saturating_mul(1u64 << failures.min(6));
@@ -744,9 +747,16 @@ impl StatusController {
                 continue;
             };
             let api: Api<DeviceProcess> = Api::namespaced(client.clone(), &namespace);
-            let result = api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
+            let result = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(kube::Error::Service(
+                    format!("no answer within {}", format_duration(WRITE_TIMEOUT)).into(),
+                ))
+            });
             match result {
                 Ok(dp) => {
                     self.metrics.status_write("success");

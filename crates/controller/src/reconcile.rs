@@ -190,10 +190,12 @@ impl Context {
             (Some(want), Some(have)) => have >= want,
             _ => true,
         };
+        let by_name: HashMap<&str, &Arc<DeviceProcess>> = in_namespace
+            .iter()
+            .filter_map(|dp| dp.metadata.name.as_deref().map(|n| (n, dp)))
+            .collect();
         let processes_seen = exp.processes.iter().all(|(name, expect)| {
-            let live = in_namespace
-                .iter()
-                .find(|dp| dp.metadata.name.as_deref() == Some(name));
+            let live = by_name.get(name.as_str());
             match (expect, live) {
                 (Expect::AtLeast(want), Some(dp)) => {
                     rv_of(&dp.metadata).is_none_or(|have| have >= *want)

@@ -138,6 +138,19 @@ pub(crate) fn serve(
                 rv_param.unwrap_or("")
             ))
         })?;
+        if requested > store.rv {
+            let mut e = ApiError::new(
+                504,
+                "Timeout",
+                format!("Too large resource version: {requested}, current: {}", store.rv),
+            )
+            .with_details(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            }));
+            e.retry_after = Some(1);
+            return Err(e);
+        }
         match store.changes_since(&def.storage, requested, ns_filter) {
             Ok(backlog) => Start::Backlog(backlog, requested),
             Err(e) => Start::Expired {

@@ -422,10 +422,7 @@ async fn reconcile_deployment(
     ctx.wait_for_caches().await?;
     let in_namespace: Vec<Arc<DeviceProcess>> = ctx
         .processes
-        .state()
-        .into_iter()
-        .filter(|dp| dp.namespace().as_deref() == Some(namespace.as_str()))
-        .collect();
+        .state_filter(|dp| dp.metadata.namespace.as_deref() == Some(namespace.as_str()));
     if !ctx.expectations_met(&uid, dpd, &in_namespace) {
         tracing::debug!(deployment = %key, "waiting for the caches to show the last writes");
         return Ok(Action::requeue(EXPECTATION_REQUEUE));

@@ -233,8 +233,31 @@ fn kubectl_bin(disabled: bool) -> Option<PathBuf> {
 }
 
 /// Runs the steps one after another, recording each result.
-async fn run_steps(shared: &Shared, demo: &mut Demo) {
+async fn run_steps(shared: &Shared, demo: &mut Demo, pause: bool) {
+    // Enter presses, read on a thread of their own (an interactive read would hold up a
+    // runtime worker); at end of input the sender is gone and the steps run on unpaused.
+    let (tx, mut enter) = tokio::sync::mpsc::unbounded_channel::<()>();
+    if pause {
+        std::thread::spawn(move || {
+            for _ in std::io::stdin().lines() {
+                if tx.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+    } else {
+        drop(tx);
+    }
     for n in 1..=TITLES.len() {
+        if pause {
+            // Presenter mode: the audience reads the last step while the presenter talks.
+            shared.out.line(&format!(
+                "\n  ⏎  press Enter for step {n}/{}: {}",
+                TITLES.len(),
+                TITLES[n - 1]
+            ));
+            let _ = enter.recv().await;
+        }
         let step = Step::begin(n, &shared.out);
         let r = steps::run(n, demo, &step).await.map_err(|e| {
             let mut reason = concise(&e);
@@ -472,7 +495,7 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
         Some(local),
         keys_dir,
     );
-    run_steps(shared, &mut demo).await;
+    run_steps(shared, &mut demo, args.pause).await;
     Ok(())
 }
 
@@ -537,7 +560,7 @@ pub async fn cluster(args: &ClusterArgs, shared: &Shared) -> Result<()> {
         None,
         keys_dir,
     );
-    run_steps(shared, &mut demo).await;
+    run_steps(shared, &mut demo, args.pause).await;
     Ok(())
 }
 

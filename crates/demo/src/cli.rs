@@ -59,6 +59,9 @@ pub struct LocalArgs {
     /// after the report, keep everything running until Ctrl-C (for poking around by hand)
     #[argh(switch)]
     pub hold: bool,
+    /// presenter mode: wait for Enter before each step
+    #[argh(switch)]
+    pub pause: bool,
 }
 
 /// run the steps against a cluster where controller and gateway are already deployed (the
@@ -99,6 +102,9 @@ pub struct ClusterArgs {
     /// do not run kubectl even if it is installed
     #[argh(switch)]
     pub no_kubectl: bool,
+    /// presenter mode: wait for Enter before each step
+    #[argh(switch)]
+    pub pause: bool,
 }
 
 /// Every interval and deadline the demo uses.

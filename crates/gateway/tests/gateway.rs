@@ -95,6 +95,7 @@ async fn runbook_flow() {
     })
     .await;
     let before = h.status_patches();
+    let attempted_before = h.gateway_writes();
     let heartbeats_before = h.gw().metrics().encode();
     tokio::time::sleep(HEARTBEAT * 8).await;
     assert_eq!(
@@ -102,6 +103,7 @@ async fn runbook_flow() {
         before,
         "no status writes while only heartbeats arrive"
     );
+    assert_eq!(h.gateway_writes(), attempted_before);
     assert_ne!(
         h.gw().metrics().encode(),
         heartbeats_before,
@@ -155,13 +157,15 @@ async fn runbook_flow() {
     assert_eq!(h.events("demo-logger-tor1-02", "AgentStale").await.len(), 1);
 
     // One list of DeviceProcesses for the whole run, whatever the device traffic.
-    let list = h.env.dev().unwrap().requests().count(
-        Some(&h.gateway_user()),
-        Some("list"),
-        Some("deviceprocesses"),
-        None,
-    );
-    assert_eq!(list, 1, "{:?}", h.env.dev().unwrap().requests());
+    if let Some(dev) = h.env.dev() {
+        let list = dev.requests().count(
+            Some(&h.gateway_user()),
+            Some("list"),
+            Some("deviceprocesses"),
+            None,
+        );
+        assert_eq!(list, 1, "{:?}", dev.requests());
+    }
     let metrics = h.gw().metrics().encode();
     assert!(
         metrics.contains("apollo_gateway_api_requests_total{verb=\"list\"} 1"),
@@ -278,7 +282,7 @@ async fn gateway_restart_keeps_status_and_etags() {
     assert_eq!(h.events("dp-b", "AgentStale").await.len(), 1);
     // The only status write after the restart is b's stale transition.
     wait_until("converged", T, || async { h.gw().status().converged() }).await;
-    assert_eq!(h.status_patches(), patches_before + 1);
+    assert_eq!(h.status_patches(), patches_before.map(|n| n + 1));
 
     agent_a.stop().await;
     h.stop_gateway().await;
@@ -297,6 +301,9 @@ async fn api_outage_converges_to_last_reports() {
     h.wait_status("dp-1", "observed", T, observed).await;
     h.wait_status("dp-2", "observed", T, observed).await;
 
+    if h.skip_on_real_cluster("needs fault injection") {
+        return;
+    }
     let faults = h.env.dev().unwrap().faults();
     faults.fail_share(1.0, 503);
     faults.drop_watches();
@@ -733,6 +740,9 @@ async fn readiness_and_graceful_shutdown() {
     h.stop_gateway().await;
 
     // The API server is unreachable when the gateway starts.
+    if h.skip_on_real_cluster("needs fault injection") {
+        return;
+    }
     let client = h.gateway_client().await;
     let faults = h.env.dev().unwrap().faults();
     faults.refuse_connections(Duration::from_secs(2));

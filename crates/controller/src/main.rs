@@ -7,8 +7,7 @@ use apollo_runtime::env::ProcessEnv;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `--flag=value` (as the manifests write it) and `--flag value` both work.
-    let argv = apollo_runtime::args::split_equals(std::env::args());
+    let argv: Vec<String> = std::env::args().collect();
     let args = match apollo_controller::config::parse_args(&argv) {
         Ok(args) => args,
         Err(early) => {

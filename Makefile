@@ -86,8 +86,9 @@ deploy: ## RBAC, controller and gateway into NAMESPACE (IMAGE / GATEWAY_IMAGE ov
 undeploy: ## remove controller, gateway and RBAC
 	$(KUBECTL) kustomize k8s | $(KUBECTL) delete --ignore-not-found -f -
 
-demo-local: build-dev ## the runbook end to end with no containers (FAST=1 for short intervals)
-	$(CARGO) run -q -p apollo-demo -- local --bin-dir target/debug $(if $(FAST),--fast,)
+demo-local: build-dev ## the runbook end to end with no containers (FAST=1 short intervals; DEMO_KUBECONFIG=… an existing cluster)
+	$(CARGO) run -q -p apollo-demo -- local --bin-dir target/debug $(if $(filter 1 true yes,$(FAST)),--fast,) \
+	  $(if $(DEMO_KUBECONFIG),--kubeconfig $(DEMO_KUBECONFIG),)
 
 demo: ## the runbook on kind: cluster, flake images, controller, gateway, compose agents (run inside `nix develop`)
 	KIND_CLUSTER=$(KIND_CLUSTER) scripts/demo-kind.sh up

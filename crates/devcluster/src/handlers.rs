@@ -313,6 +313,9 @@ async fn resource(ctx: Ctx) -> Result<Response<Body>> {
             if def.flavor == Flavor::SelfSubjectAccessReview {
                 return self_subject_access_review(&ctx);
             }
+            if def.flavor == Flavor::SelfSubjectRulesReview {
+                return self_subject_rules_review(&ctx);
+            }
             create(&ctx, &def, &ns)
         }
         "update" => update(&ctx, &def, &ns, &name, sub),
@@ -1070,7 +1073,7 @@ fn prepare_create(
             }
         }
         Flavor::Generic => generic_defaults(def, &mut obj),
-        Flavor::SelfSubjectAccessReview => {}
+        Flavor::SelfSubjectAccessReview | Flavor::SelfSubjectRulesReview => {}
     }
     set_type(&mut obj, storage_def(store, def).as_deref().unwrap_or(def));
     if let Managed::Update(manager) = managed {
@@ -2231,9 +2234,22 @@ fn self_subject_access_review(ctx: &Ctx) -> Result<Response<Body>> {
             )],
         ));
     };
-    let admin = ctx.user.groups.iter().any(|g| g == "system:masters");
-    let allowed = admin || ctx.shared.policy().authorize(&attrs);
-    obj["status"] = json!({"allowed": allowed});
+    let decision = ctx.shared.policy().authorize_with_reason(&attrs);
+    obj["status"] = if decision.reason.is_empty() {
+        json!({"allowed": decision.allowed})
+    } else {
+        json!({"allowed": decision.allowed, "reason": decision.reason})
+    };
+    if let Some(m) = meta::meta_mut(&mut obj) {
+        m.insert("creationTimestamp".into(), Value::Null);
+    }
+    Ok(json_response(201, &obj, &[]))
+}
+
+fn self_subject_rules_review(ctx: &Ctx) -> Result<Response<Body>> {
+    let mut obj = body_json(ctx)?;
+    let ns = str_at(&obj, "/spec/namespace").to_string();
+    obj["status"] = ctx.shared.policy().rules_for(&ctx.user, &ns);
     if let Some(m) = meta::meta_mut(&mut obj) {
         m.insert("creationTimestamp".into(), Value::Null);
     }

@@ -101,6 +101,11 @@ const SSAR: &[Field] = &[
     f(1, "metadata", F::Msg(OBJECT_META)),
     f(2, "spec", F::Msg(SSAR_SPEC)),
 ];
+const SSRR_SPEC: &[Field] = &[f(1, "namespace", F::Str)];
+const SSRR: &[Field] = &[
+    f(1, "metadata", F::Msg(OBJECT_META)),
+    f(2, "spec", F::Msg(SSRR_SPEC)),
+];
 const POLICY_RULE: &[Field] = &[
     f(1, "verbs", F::RepStr),
     f(2, "apiGroups", F::RepStr),
@@ -152,6 +157,7 @@ fn schema_for(kind: &str) -> Option<&'static [Field]> {
         "ConfigMap" => CONFIG_MAP,
         "ServiceAccount" => SERVICE_ACCOUNT,
         "SelfSubjectAccessReview" => SSAR,
+        "SelfSubjectRulesReview" => SSRR,
         "Role" | "ClusterRole" => ROLE,
         "RoleBinding" | "ClusterRoleBinding" => ROLE_BINDING,
         "Lease" => LEASE,

@@ -19,6 +19,7 @@ pub(crate) enum Flavor {
     Crd,
     Custom,
     SelfSubjectAccessReview,
+    SelfSubjectRulesReview,
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +222,19 @@ fn builtins() -> Vec<Arc<ResourceDef>> {
             let mut d = ResourceDef::builtin(
                 "authorization.k8s.io",
                 "v1",
+                "selfsubjectrulesreviews",
+                "SelfSubjectRulesReview",
+                false,
+                &[],
+                SelfSubjectRulesReview,
+            );
+            d.verbs = vec!["create"];
+            d
+        },
+        {
+            let mut d = ResourceDef::builtin(
+                "authorization.k8s.io",
+                "v1",
                 "selfsubjectaccessreviews",
                 "SelfSubjectAccessReview",
                 false,
@@ -276,7 +290,10 @@ impl Registry {
     pub fn storage_keys(&self) -> Vec<(String, bool)> {
         let mut out: Vec<(String, bool)> = Vec::new();
         for d in self.all() {
-            if d.flavor == Flavor::SelfSubjectAccessReview {
+            if matches!(
+                d.flavor,
+                Flavor::SelfSubjectAccessReview | Flavor::SelfSubjectRulesReview
+            ) {
                 continue;
             }
             if !out.iter().any(|(s, _)| s == &d.storage) {

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::faults::Faults;
 use crate::requests::RequestLog;
-use crate::status::{ApiError, What};
+use crate::status::ApiError;
 use crate::store::Store;
 use crate::{Error, Options, User, admin, gc, handlers, kubeconfig, meta, tls};
 
@@ -166,6 +166,24 @@ pub(crate) async fn start(opts: Options) -> Result<(Arc<Shared>, String, ServerH
     ] {
         if store.get("namespaces", "", ns).is_none() {
             store.put("namespaces", handlers::new_namespace(ns));
+        }
+    }
+    for (storage, objs) in [
+        (
+            "clusterroles.rbac.authorization.k8s.io",
+            apollo_rbac::bootstrap_cluster_roles(),
+        ),
+        (
+            "clusterrolebindings.rbac.authorization.k8s.io",
+            apollo_rbac::bootstrap_cluster_role_bindings(),
+        ),
+    ] {
+        for mut o in objs {
+            if let Some(m) = meta::meta_mut(&mut o) {
+                m.insert("uid".into(), Value::String(meta::uid()));
+                m.insert("creationTimestamp".into(), Value::String(meta::now()));
+            }
+            store.put(storage, o);
         }
     }
     let store = Arc::new(Mutex::new(store));
@@ -590,16 +608,12 @@ async fn serve(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         resource_request: info.resource_request,
         path: path.clone(),
     };
-    if !is_admin && !shared.policy().authorize(&attrs) {
-        let msg = apollo_rbac::forbidden_message(&attrs);
-        return error_response(&ApiError::forbidden(
-            msg,
-            What {
-                group: &info.group,
-                resource: &info.resource,
-            },
-            &info.name,
-        ));
+    if !is_admin {
+        let decision = shared.policy().authorize_with_reason(&attrs);
+        if !decision.allowed {
+            let body = apollo_rbac::forbidden_status(&attrs, &decision.reason);
+            return json_response(403, &body, &[]);
+        }
     }
     let accepted = parts
         .headers

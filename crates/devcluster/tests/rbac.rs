@@ -173,3 +173,67 @@ subjects:
         .await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn project_gateway_rbac_manifest_takes_effect() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let (crd, rbac) = (
+        root.join("k8s/crds/deviceprocesses.azure.com.yaml"),
+        root.join("k8s/rbac/gateway.yaml"),
+    );
+    if !crd.is_file() || !rbac.is_file() {
+        eprintln!("project manifests not present: skipped");
+        return;
+    }
+    let env = TestEnv::new().await;
+    env.apply_manifest_file(&crd).await.unwrap();
+    env.apply_manifest_file(&rbac).await.unwrap();
+    let ns = env.namespace().to_string();
+    let ar = kube::api::ApiResource {
+        group: "azure.com".into(),
+        version: "v1alpha1".into(),
+        api_version: "azure.com/v1alpha1".into(),
+        kind: "DeviceProcess".into(),
+        plural: "deviceprocesses".into(),
+    };
+    let admin: Api<DynamicObject> = Api::namespaced_with(env.admin().await, &ns, &ar);
+    let dp: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "azure.com/v1alpha1", "kind": "DeviceProcess",
+        "metadata": {"name": "demo-logger-tor1-01"},
+        "spec": {"deviceRef": {"name": "tor1-01"}, "artifact": {"type": "oci", "url": "alpine:3.19"},
+                 "execution": {"backend": "container", "command": ["/bin/sh"]}}
+    }))
+    .unwrap();
+    admin
+        .create(&PostParams::default(), &dp)
+        .await
+        .expect("admin creates a DeviceProcess");
+    let gw: Api<DynamicObject> = Api::namespaced_with(env.as_user(User::Gateway).await, &ns, &ar);
+    gw.list(&ListParams::default())
+        .await
+        .expect("gateway lists");
+    gw.patch_status(
+        "demo-logger-tor1-01",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Pending"}})),
+    )
+    .await
+    .expect("gateway patches status");
+    let s = forbidden(
+        gw.patch(
+            "demo-logger-tor1-01",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        s.message,
+        format!(
+            "deviceprocesses.azure.com \"demo-logger-tor1-01\" is forbidden: User \"{}\" cannot patch resource \"deviceprocesses\" in API group \"azure.com\" in the namespace \"{ns}\"",
+            env.username(User::Gateway)
+        )
+    );
+    env.cleanup().await;
+}

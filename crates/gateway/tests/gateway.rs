@@ -480,11 +480,26 @@ async fn auth_failures_change_nothing() {
         );
     }
 
-    // A good report works, and its signed answer carries the revision and heartbeat.
-    let ok = dev.report("good", &[]).await;
+    // A good report works, and its signed answer carries the revision and heartbeat. A
+    // device cannot speak for another device's DeviceProcess by naming it.
+    let victim = h.create_dp("dp-victim", "dev-victim", "x").await;
+    let victim_hash = spec_hash(&victim.spec);
+    let ok = dev.report("good", &[("dp-victim", &victim_hash)]).await;
     assert_eq!(ok.status, 200);
     let ack: ReportAck = serde_json::from_slice(&ok.body).unwrap();
     assert_eq!(ack.heartbeat_interval_ms, HEARTBEAT.as_millis() as u64);
+    let doc = dev.get(None, None).await;
+    let doc: DesiredDocument = serde_json::from_slice(&doc.body).unwrap();
+    assert_eq!(ack.revision, doc.revision);
+    h.wait_status("dp-auth", "connected", T, connected).await;
+    h.wait_status("dp-victim", "initial status", T, |dp| {
+        cond_status(dp, AGENT_CONNECTED).as_deref() == Some("Unknown")
+    })
+    .await;
+    wait_until("converged", T, || async { h.gw().status().converged() }).await;
+    let v = h.get_dp("dp-victim").await;
+    assert_eq!(cond_status(&v, AGENT_CONNECTED).as_deref(), Some("Unknown"));
+    assert!(v.status.unwrap().observed_spec_hash.is_none());
     // A tampered response does not verify with the device key.
     let nonce = generate_nonce();
     let hs = auth_headers(&dev.key, "GET", &desired_pq, b"", unix_now(), &nonce);

@@ -197,3 +197,31 @@ async fn unknown_paths_and_methods() {
     assert_eq!(r.message(), "namespaces \"does-not-exist\" not found");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn table_watch_as_kubectl_get_watch_uses_it() {
+    let env = TestEnv::new().await;
+    let api = widgets(&env).await;
+    create_widget(&api, "w1", "tor1-01").await;
+    let client = env.admin().await;
+    let req = http::Request::builder()
+        .uri(format!(
+            "{}?watch=true&timeoutSeconds=5",
+            widgets_path(&env)
+        ))
+        .header(
+            "Accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .body(kube::client::Body::from(Vec::new()))
+        .unwrap();
+    let resp = client.send(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = http_body_util::BodyExt::into_data_stream(resp.into_body());
+    let first = futures::StreamExt::next(&mut body).await.unwrap().unwrap();
+    let line: Value = serde_json::from_slice(first.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["type"], "ADDED");
+    assert_eq!(line["object"]["kind"], "Table");
+    assert_eq!(line["object"]["rows"][0]["cells"][1], "tor1-01");
+    env.cleanup().await;
+}

@@ -180,3 +180,42 @@ async fn events_k8s_io_is_stricter() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn watching_events_k8s_io_sees_core_writes_in_its_own_shape() {
+    let env = TestEnv::new().await;
+    let ns = env.namespace().to_string();
+    let client = env.admin().await;
+    let path = format!(
+        "/apis/events.k8s.io/v1/namespaces/{ns}/events?watch=true&timeoutSeconds=10&fieldSelector=regarding.name%3Dw9"
+    );
+    let watcher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            watch_events(&client, &path, std::time::Duration::from_secs(10), |e| {
+                !e.is_empty()
+            })
+            .await
+        })
+    };
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), &ns);
+    for (name, target) in [("other.1", "w8"), ("mine.1", "w9")] {
+        let e: CoreEvent = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "involvedObject": {"kind": KIND, "name": target, "namespace": ns},
+            "reason": "Stale", "message": "agent silent", "type": "Warning"
+        }))
+        .unwrap();
+        core.create(&PostParams::default(), &e).await.unwrap();
+    }
+    let (status, events) = watcher.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "ADDED");
+    let obj = &events[0]["object"];
+    assert_eq!(obj["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(obj["regarding"]["name"], "w9");
+    assert_eq!(obj["note"], "agent silent");
+    assert!(obj.get("involvedObject").is_none());
+    env.cleanup().await;
+}

@@ -1250,6 +1250,20 @@ fn prepare_update(
         Flavor::Crd => {
             registry::default_crd(&mut new);
             registry::crd_defs(&new).map_err(|p| invalid(def, &name, p))?;
+            let mut errs = Vec::new();
+            for (ptr, field) in [("/spec/group", "spec.group"), ("/spec/scope", "spec.scope")] {
+                let (o, n) = (str_at(old, ptr), str_at(&new, ptr));
+                if o != n {
+                    errs.push((
+                        "FieldValueInvalid".to_string(),
+                        field.to_string(),
+                        format!("{field}: Invalid value: \"{n}\": field is immutable"),
+                    ));
+                }
+            }
+            if !errs.is_empty() {
+                return Err(invalid(def, &name, errs));
+            }
         }
         Flavor::Generic => generic_defaults(def, &mut new),
         _ => {}

@@ -94,3 +94,48 @@ async fn invalid_crd_is_422() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn crd_scope_and_group_are_immutable_and_updates_reserve() {
+    let env = TestEnv::new().await;
+    let group = format!("{}.conformance.apollo.azure.com", env.namespace());
+    env.apply_manifest(&gizmo_crd(&group).to_string())
+        .await
+        .unwrap();
+    let c = env.admin().await;
+    let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gizmos.{group}");
+    let r = raw(
+        &c,
+        "PATCH",
+        &path,
+        Some("application/merge-patch+json"),
+        Some(&json!({"spec": {"scope": "Cluster"}})),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.message()
+            .contains("spec.scope: Invalid value: \"Cluster\": field is immutable"),
+        "{}",
+        r.message()
+    );
+    // Adding a short name is served at once.
+    let r = raw(
+        &c,
+        "PATCH",
+        &path,
+        Some("application/merge-patch+json"),
+        Some(&json!({"spec": {"names": {"shortNames": ["gz"]}}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["metadata"]["generation"], 2);
+    let d = raw(&c, "GET", &format!("/apis/{group}/v1"), None, None).await;
+    assert_eq!(d.body["resources"][0]["shortNames"], json!(["gz"]));
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(c);
+    let _ = crds
+        .delete(&format!("gizmos.{group}"), &Default::default())
+        .await;
+    env.cleanup().await;
+}

@@ -75,7 +75,8 @@ impl Error {
 pub struct Options {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// State directory: kubeconfig files and the CA are written here.
+    /// State directory: kubeconfig files and the CA are written here (default: a fresh
+    /// directory under the system temp dir).
     pub dir: PathBuf,
     /// Namespace of the component ServiceAccount identities.
     pub namespace: String,
@@ -93,7 +94,12 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            dir: std::env::temp_dir().join("apollo-devcluster"),
+            // Unique per Options value, so servers started with defaults never share files.
+            dir: std::env::temp_dir().join(format!(
+                "apollo-devcluster-{}-{}",
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            )),
             namespace: "default".to_string(),
             bookmark_interval: Duration::from_secs(60),
             history_limit: 10_000,

@@ -123,34 +123,13 @@ pub fn parse_args(argv: &[String]) -> Result<Args, argh::EarlyExit> {
     let Some((cmd, rest)) = argv.split_first() else {
         return Args::from_args(&["apollo-controller"], &[]);
     };
-    let mut args: Vec<String> = Vec::with_capacity(rest.len());
-    let mut only_positional = false;
-    for arg in rest {
-        if only_positional || !arg.starts_with("--") {
-            only_positional |= arg == "--";
-            args.push(arg.clone());
-            continue;
-        }
-        match arg.split_once('=') {
-            Some((flag, value)) if SWITCHES.contains(&flag) => {
-                match value.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" | "on" => args.push(flag.to_owned()),
-                    "false" | "0" | "no" | "off" => {}
-                    _ => {
-                        return Err(argh::EarlyExit {
-                            output: format!("{flag} takes true or false, not {value:?}"),
-                            status: Err(()),
-                        });
-                    }
-                }
+    let args =
+        apollo_runtime::args::split_equals(rest.iter().cloned(), &SWITCHES).map_err(|output| {
+            argh::EarlyExit {
+                output,
+                status: Err(()),
             }
-            Some((flag, value)) => {
-                args.push(flag.to_owned());
-                args.push(value.to_owned());
-            }
-            None => args.push(arg.clone()),
-        }
-    }
+        })?;
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     Args::from_args(&[cmd.as_str()], &refs)
 }

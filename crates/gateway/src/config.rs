@@ -185,31 +185,14 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
 }
 
-/// argh reads `--flag value` only; this splits `--flag=value` (as Kubernetes manifests
-/// write it: `--addr=:8080`, `--kubeconfig=`) into two arguments. Arguments after a bare `--`
-/// are left alone.
+/// Boolean flags, for [`apollo_runtime::args::split_equals`] (`--access-log=true`).
+pub const SWITCHES: &[&str] = &["--access-log"];
+
+/// [`apollo_runtime::args::split_equals`] with this binary's switches (`--flag=value` as
+/// manifests write it); an invalid switch value is left for argh to refuse.
 pub fn split_equals(args: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = false;
-    for arg in args {
-        if rest {
-            out.push(arg);
-            continue;
-        }
-        if arg == "--" {
-            rest = true;
-            out.push(arg);
-            continue;
-        }
-        match arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
-            Some((name, value)) if !name.is_empty() => {
-                out.push(format!("--{name}"));
-                out.push(value.to_string());
-            }
-            _ => out.push(arg),
-        }
-    }
-    out
+    let args: Vec<String> = args.into_iter().collect();
+    apollo_runtime::args::split_equals(args.clone(), SWITCHES).unwrap_or(args)
 }
 
 /// Parses a listen address: `:8080` (all interfaces), `HOST:PORT`, `localhost:PORT`.

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use apollo_gateway::config::{Cli, Command, KeysAction, split_equals};
+use apollo_gateway::config::{Cli, Command, KeysAction, SWITCHES};
 use apollo_gateway::{Gateway, keys};
 use apollo_runtime::env::ProcessEnv;
 use argh::FromArgs;
@@ -12,7 +12,13 @@ use argh::FromArgs;
 fn main() -> ExitCode {
     let mut args = std::env::args();
     let program = args.next().unwrap_or_else(|| "apollo-gateway".to_string());
-    let args = split_equals(args);
+    let args = match apollo_runtime::args::split_equals(args, SWITCHES) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("apollo-gateway: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let cli = match Cli::from_args(&[program.as_str()], &refs) {
         Ok(cli) => cli,
@@ -43,25 +49,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logging to stderr (`RUST_LOG` filter, default `info`), colours only on a terminal so log
-/// files and pipes stay plain text.
-fn init_logging(format: apollo_runtime::telemetry::LogFormat) {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        apollo_runtime::telemetry::LogFormat::Text => builder.with_target(false).try_init(),
-        apollo_runtime::telemetry::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
-
 fn serve(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.serve_config(&ProcessEnv)?;
-    init_logging(config.log_format);
+    apollo_runtime::telemetry::init(config.log_format, "info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

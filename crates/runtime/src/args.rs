@@ -1,12 +1,17 @@
 //! Command-line arguments as Kubernetes manifests write them.
 //!
-//! argh reads `--flag value` only, while manifests (and the runbook) write `--addr=:8080` and
-//! `--kubeconfig=`. [`split_equals`] turns `--flag=value` into `--flag value` before argh
-//! parses, so both forms work for every Apollo binary.
+//! argh reads `--flag value` only, while manifests (and the runbook) write `--addr=:8080`,
+//! `--kubeconfig=` and `--leader-elect=true`. [`split_equals`] rewrites the `=` forms before
+//! argh parses, so both forms work for every Apollo binary.
 
-/// Splits every `--flag=value` into `--flag` and `value` (an empty value stays an empty
-/// argument). Arguments after a bare `--` are left alone.
-pub fn split_equals(args: impl IntoIterator<Item = String>) -> Vec<String> {
+/// Rewrites `--flag=value` into `--flag value` (an empty value stays an empty argument) and,
+/// for the boolean `switches` (written with their dashes, e.g. `"--leader-elect"`),
+/// `--switch=true|false` into `--switch` or nothing. Arguments after a bare `--` are left
+/// alone. A switch with another value is an error naming it.
+pub fn split_equals(
+    args: impl IntoIterator<Item = String>,
+    switches: &[&str],
+) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut rest = false;
     for arg in args {
@@ -15,23 +20,31 @@ pub fn split_equals(args: impl IntoIterator<Item = String>) -> Vec<String> {
             out.push(arg);
             continue;
         }
-        match arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
-            Some((name, value)) if !name.is_empty() => {
-                out.push(format!("--{name}"));
-                out.push(value.to_owned());
+        match arg.split_once('=') {
+            Some((flag, value)) if flag.len() > 2 && flag.starts_with("--") => {
+                if switches.contains(&flag) {
+                    match value.to_ascii_lowercase().as_str() {
+                        "true" | "1" | "yes" | "on" => out.push(flag.to_owned()),
+                        "false" | "0" | "no" | "off" => {}
+                        _ => return Err(format!("{flag} takes true or false, not {value:?}")),
+                    }
+                } else {
+                    out.push(flag.to_owned());
+                    out.push(value.to_owned());
+                }
             }
             _ => out.push(arg),
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn split(args: &[&str]) -> Vec<String> {
-        split_equals(args.iter().map(|a| (*a).to_owned()))
+    fn split(args: &[&str]) -> Result<Vec<String>, String> {
+        split_equals(args.iter().map(|a| (*a).to_owned()), &["--leader-elect"])
     }
 
     #[test]
@@ -43,7 +56,8 @@ mod tests {
                 "--leader-elect",
                 "--namespace",
                 "ns"
-            ]),
+            ])
+            .unwrap(),
             [
                 "--addr",
                 ":8080",
@@ -57,12 +71,23 @@ mod tests {
     }
 
     #[test]
+    fn switches_take_booleans() {
+        assert_eq!(split(&["--leader-elect=true"]).unwrap(), ["--leader-elect"]);
+        assert!(split(&["--leader-elect=false"]).unwrap().is_empty());
+        let err = split(&["--leader-elect=maybe"]).unwrap_err();
+        assert!(
+            err.contains("--leader-elect") && err.contains("maybe"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn values_keep_later_equals_signs_and_positional_arguments_stay() {
         assert_eq!(
-            split(&["--x=a=b", "=c", "-v=1"]),
+            split(&["--x=a=b", "=c", "-v=1"]).unwrap(),
             ["--x", "a=b", "=c", "-v=1"]
         );
-        assert_eq!(split(&["--", "--y=z"]), ["--", "--y=z"]);
-        assert_eq!(split(&["--=v"]), ["--=v"]);
+        assert_eq!(split(&["--", "--y=z"]).unwrap(), ["--", "--y=z"]);
+        assert_eq!(split(&["--=v"]).unwrap(), ["--=v"]);
     }
 }

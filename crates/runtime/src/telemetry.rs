@@ -36,13 +36,16 @@ impl fmt::Display for LogFormat {
 }
 
 /// Installs the global subscriber: `RUST_LOG` when set, else `default_filter`. Logs go to
-/// stderr. Calling it twice keeps the first subscriber.
+/// stderr, coloured only when stderr is a terminal (log files and pipes get plain text).
+/// Calling it twice keeps the first subscriber.
 pub fn init(format: LogFormat, default_filter: &str) {
+    use std::io::IsTerminal;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -305,7 +305,19 @@ async fn resource(ctx: Ctx) -> Result<Response<Body>> {
     match info.verb.as_str() {
         "get" => get(&ctx, &def, &ns, &name),
         "list" => list(&ctx, &def, &ns),
-        "watch" => watch::serve(&ctx, def.clone(), &ns),
+        "watch" => {
+            // The deprecated `/watch/.../<name>` form watches one object.
+            let mut ctx = ctx;
+            if !name.is_empty() {
+                let by_name = format!("metadata.name={name}");
+                let fs = match ctx.query.get("fieldSelector").filter(|f| !f.is_empty()) {
+                    Some(f) => format!("{f},{by_name}"),
+                    None => by_name,
+                };
+                ctx.query.insert("fieldSelector".into(), fs);
+            }
+            watch::serve(&ctx, def.clone(), &ns)
+        }
         "create" => {
             if !name.is_empty() {
                 return Err(ApiError::method_not_allowed());
@@ -1108,7 +1120,11 @@ fn generic_defaults(def: &ResourceDef, obj: &mut Value) {
                 }
             }
         }
-        if !m.contains_key("type") {
+        if m.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
             m.insert("type".into(), json!("Opaque"));
         }
     }

@@ -269,6 +269,9 @@ fn message(b: &[u8], schema: &[Field]) -> Option<Value> {
         };
         let name = field.name.to_string();
         match (field.kind, p) {
+            // Proto3 writes zero values; the JSON form omits them (omitempty).
+            (F::Str, Err([])) => {}
+            (F::Int, Ok(0)) | (F::Bool, Ok(0)) => {}
             (F::Str, Err(s)) => {
                 out.insert(name, string(s));
             }

@@ -12,6 +12,7 @@
 //!   used for ETags, `SpecObserved` and up-to-date counts.
 //! - [`naming`]: stable DeviceProcess names and valid label values for long device names.
 //! - [`labels`] and [`conditions`]: label keys, condition types and reasons.
+//! - [`samples`]: the runbook's demo template as a value, for tests and examples.
 //!
 //! The CRD YAML under `k8s/crds/` is generated from these types by `apollo-crdgen`.
 
@@ -24,6 +25,7 @@ pub mod device_process;
 pub mod labels;
 pub mod naming;
 pub mod network_switch;
+pub mod samples;
 pub mod spec_hash;
 
 pub use deployment::{

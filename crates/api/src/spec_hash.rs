@@ -75,27 +75,9 @@ fn write_canonical(value: &Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Artifact, ArtifactType, DeviceRef, EnvVar, Execution, ExecutionBackend};
 
     fn runbook_spec(device: &str) -> DeviceProcessSpec {
-        DeviceProcessSpec {
-            device_ref: DeviceRef {
-                name: device.into(),
-            },
-            artifact: Artifact {
-                type_: ArtifactType::Oci,
-                url: "alpine:3.19".into(),
-            },
-            execution: Execution {
-                backend: ExecutionBackend::Container,
-                command: vec!["/bin/sh".into(), "-c".into()],
-                args: vec!["echo hello from ${APOLLO_DEVICE_NAME}; sleep 3600".into()],
-                env: vec![EnvVar {
-                    name: "APOLLO_DEVICE_NAME".into(),
-                    value: "${APOLLO_DEVICE_NAME}".into(),
-                }],
-            },
-        }
+        crate::samples::demo_logger_template().for_device(device)
     }
 
     #[test]

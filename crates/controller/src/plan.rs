@@ -524,9 +524,8 @@ pub fn now() -> Time {
 mod tests {
     use super::*;
     use apollo_api::{
-        AgentInfo, Artifact, ArtifactType, DeviceProcessDeploymentSpec, DeviceProcessStatus,
-        DeviceProcessTemplate, EnvVar, Execution, ExecutionBackend, ProcessTemplateSpec,
-        TemplateMetadata,
+        AgentInfo, DeviceProcessDeploymentSpec, DeviceProcessStatus, DeviceProcessTemplate,
+        ProcessTemplateSpec, TemplateMetadata,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         FieldsV1, LabelSelectorRequirement, ManagedFieldsEntry,
@@ -534,21 +533,7 @@ mod tests {
     use kube::core::SelectorExt;
 
     fn template() -> ProcessTemplateSpec {
-        ProcessTemplateSpec {
-            artifact: Artifact {
-                type_: ArtifactType::Oci,
-                url: "alpine:3.19".into(),
-            },
-            execution: Execution {
-                backend: ExecutionBackend::Container,
-                command: vec!["/bin/sh".into(), "-c".into()],
-                args: vec!["echo hello from ${APOLLO_DEVICE_NAME}; sleep 3600".into()],
-                env: vec![EnvVar {
-                    name: "APOLLO_DEVICE_NAME".into(),
-                    value: "${APOLLO_DEVICE_NAME}".into(),
-                }],
-            },
-        }
+        apollo_api::samples::demo_logger_template()
     }
 
     fn demo_logger() -> DeviceProcessDeployment {

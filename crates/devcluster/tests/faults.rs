@@ -52,7 +52,7 @@ async fn refused_connections_come_back_with_state_intact() {
     let Some(dev) = env.dev() else { return };
     let api = widgets(&env).await;
     create_widget(&api, "w1", "d").await;
-    dev.faults().refuse_connections(Duration::from_millis(800));
+    dev.faults().refuse_connections(Duration::from_millis(2500));
     let addr = dev.url().trim_start_matches("https://").to_string();
     let refused = eventually(Duration::from_secs(5), || {
         let addr = addr.clone();
@@ -65,7 +65,7 @@ async fn refused_connections_come_back_with_state_intact() {
     })
     .await;
     assert!(refused.is_some(), "connections refused");
-    let back = eventually(Duration::from_secs(10), || {
+    let back = eventually(Duration::from_secs(20), || {
         let api = api.clone();
         async move { api.get("w1").await.ok() }
     })

@@ -206,7 +206,7 @@ async fn bookmarks_at_interval_and_before_timeout() {
     .await;
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_millis(2900) && elapsed < Duration::from_secs(6),
+        elapsed >= Duration::from_millis(2900) && elapsed < Duration::from_secs(20),
         "{elapsed:?}"
     );
     let bookmarks: Vec<_> = events.iter().filter(|e| e["type"] == "BOOKMARK").collect();

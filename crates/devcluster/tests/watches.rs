@@ -334,3 +334,25 @@ async fn kube_rs_streaming_list_watcher() {
     let _: Api<DynamicObject> = api;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn continue_token_after_compaction_is_410() {
+    let env = TestEnv::new().await;
+    let Some(dev) = env.dev() else { return };
+    let api = widgets(&env).await;
+    for i in 0..3 {
+        create_widget(&api, &format!("w{i}"), "d").await;
+    }
+    let first = api.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    dev.faults().compact();
+    let err = api
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 410 && s.reason == "Expired"),
+        "{err:?}"
+    );
+    env.cleanup().await;
+}

@@ -808,6 +808,39 @@ fn strict_error(def: &ResourceDef, removed: &[String]) -> ApiError {
     ))
 }
 
+/// Decoding into the typed struct of a built-in kind (and typed `metadata` for custom
+/// resources): unknown fields per `fieldValidation`, wrong JSON types are 400.
+fn typed_pipeline(
+    def: &ResourceDef,
+    obj: &mut Value,
+    mode: FieldValidation,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let checked = match def.flavor {
+        Flavor::Generic | Flavor::Namespace | Flavor::CoreEvent | Flavor::EventsV1 => {
+            crate::typed::check_builtin(&def.kind, &def.group, obj)
+        }
+        Flavor::Custom => crate::typed::check_metadata(obj),
+        _ => Ok(Vec::new()),
+    };
+    let removed = checked.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            def.kind, def.version, def.kind
+        ))
+    })?;
+    if !removed.is_empty() {
+        match mode {
+            FieldValidation::Strict => return Err(strict_error(def, &removed)),
+            FieldValidation::Warn => {
+                warnings.extend(removed.iter().map(|p| format!("unknown field \"{p}\"")))
+            }
+            FieldValidation::Ignore => {}
+        }
+    }
+    Ok(())
+}
+
 /// Structural pruning, defaulting and validation of a custom resource.
 fn schema_pipeline(
     def: &ResourceDef,
@@ -947,6 +980,7 @@ fn prepare_create(
     mode: FieldValidation,
 ) -> Result<Prepared> {
     let mut warnings = Vec::new();
+    typed_pipeline(def, &mut obj, mode, &mut warnings)?;
     {
         let m = meta::meta_mut(&mut obj).ok_or_else(|| ApiError::bad_request("object expected"))?;
         if def.namespaced {
@@ -1144,6 +1178,7 @@ fn prepare_update(
 ) -> Result<Prepared> {
     let mut warnings = Vec::new();
     let name = str_at(old, "/metadata/name").to_string();
+    typed_pipeline(def, &mut new, mode, &mut warnings)?;
     if def.flavor == Flavor::EventsV1 {
         new = events::v1_to_core(&new);
     }
@@ -1756,6 +1791,7 @@ fn apply_patch(
     let mut warnings = Vec::new();
     // Field validation on the applied configuration itself.
     let mut applied = applied;
+    typed_pipeline(def, &mut applied, mode, &mut warnings)?;
     if let Some(schema) = schema_of(def) {
         let mut probe = applied.clone();
         let removed = schema.prune(&mut probe);

@@ -30,6 +30,7 @@ mod status;
 mod store;
 pub mod testing;
 mod tls;
+mod typed;
 mod watch;
 
 use std::net::SocketAddr;

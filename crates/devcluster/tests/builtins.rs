@@ -115,3 +115,47 @@ async fn namespaces_have_the_apiserver_defaults() {
     nss.delete(&name, &Default::default()).await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn builtin_kinds_decode_strictly() {
+    let env = TestEnv::new().await;
+    let client = env.admin().await;
+    let path = format!("/api/v1/namespaces/{}/configmaps", env.namespace());
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "bogus": 1}, "data": {"a": "b"}, "extra": true});
+    let r = common::raw(
+        &client,
+        "POST",
+        &format!("{path}?fieldValidation=Strict"),
+        Some("application/json"),
+        Some(&cm),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.message()
+            .contains("strict decoding error: unknown field \"extra\""),
+        "{}",
+        r.message()
+    );
+    assert!(
+        r.message().contains("unknown field \"metadata.bogus\""),
+        "{}",
+        r.message()
+    );
+    let r = common::raw(&client, "POST", &path, Some("application/json"), Some(&cm)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.body.get("extra").is_none() && r.body["metadata"].get("bogus").is_none());
+    assert!(!r.warnings().is_empty());
+    let wrong = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}, "data": {"a": 1}});
+    let r = common::raw(
+        &client,
+        "POST",
+        &path,
+        Some("application/json"),
+        Some(&wrong),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.reason(), "BadRequest");
+    env.cleanup().await;
+}

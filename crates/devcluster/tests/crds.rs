@@ -130,8 +130,16 @@ async fn crd_scope_and_group_are_immutable_and_updates_reserve() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["metadata"]["generation"], 2);
-    let d = raw(&c, "GET", &format!("/apis/{group}/v1"), None, None).await;
-    assert_eq!(d.body["resources"][0]["shortNames"], json!(["gz"]));
+    // Served at once here; a real server updates discovery within moments.
+    let served = eventually(Duration::from_secs(30), || {
+        let (c, group) = (c.clone(), group.clone());
+        async move {
+            let d = raw(&c, "GET", &format!("/apis/{group}/v1"), None, None).await;
+            (d.body["resources"][0]["shortNames"] == json!(["gz"])).then_some(())
+        }
+    })
+    .await;
+    assert!(served.is_some(), "short name in discovery");
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(c);
     let _ = crds

@@ -60,15 +60,14 @@ async fn crd_deletion_deletes_instances_and_stops_serving() {
     })
     .await;
     assert!(gone.is_some(), "CRD removed after its instances");
-    let r = raw(
-        &env.admin().await,
-        "GET",
-        &format!("/apis/{group}/v1/namespaces/{}/gizmos", env.namespace()),
-        None,
-        None,
-    )
+    let c = env.admin().await;
+    let path = format!("/apis/{group}/v1/namespaces/{}/gizmos", env.namespace());
+    let unserved = eventually(Duration::from_secs(30), || {
+        let (c, path) = (c.clone(), path.clone());
+        async move { (raw(&c, "GET", &path, None, None).await.status == 404).then_some(()) }
+    })
     .await;
-    assert_eq!(r.status, 404, "no longer served");
+    assert!(unserved.is_some(), "no longer served");
     env.cleanup().await;
 }
 

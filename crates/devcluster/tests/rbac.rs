@@ -43,6 +43,16 @@ subjects:
     env.apply_manifest(&manifest).await.expect("apply RBAC");
 }
 
+/// A real cluster's authorizer sees new RBAC objects after a moment: wait for the first list.
+async fn list_eventually(api: &Api<DynamicObject>) -> kube::core::ObjectList<DynamicObject> {
+    eventually(std::time::Duration::from_secs(30), || {
+        let api = api.clone();
+        async move { api.list(&ListParams::default()).await.ok() }
+    })
+    .await
+    .expect("list allowed")
+}
+
 fn forbidden(err: kube::Error) -> kube::core::Status {
     match err {
         kube::Error::Api(s) => *s,
@@ -59,14 +69,7 @@ async fn role_binding_grants_exactly_its_rules() {
     let ns = env.namespace().to_string();
     let gw: Api<DynamicObject> =
         Api::namespaced_with(env.as_user(User::Gateway).await, &ns, &widget_resource());
-    assert_eq!(
-        gw.list(&ListParams::default())
-            .await
-            .expect("list allowed")
-            .items
-            .len(),
-        1
-    );
+    assert_eq!(list_eventually(&gw).await.items.len(), 1);
     gw.patch_status(
         "w1",
         &PatchParams::default(),
@@ -159,9 +162,7 @@ subjects:
     );
     env.apply_manifest(&manifest).await.unwrap();
     let all: Api<DynamicObject> = Api::all_with(agent.clone(), &widget_resource());
-    all.list(&ListParams::default())
-        .await
-        .expect("cluster-wide list allowed");
+    list_eventually(&all).await;
     let admin = env.admin().await;
     let crb: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(admin.clone());
     let _ = crb
@@ -209,9 +210,7 @@ async fn project_gateway_rbac_manifest_takes_effect() {
         .await
         .expect("admin creates a DeviceProcess");
     let gw: Api<DynamicObject> = Api::namespaced_with(env.as_user(User::Gateway).await, &ns, &ar);
-    gw.list(&ListParams::default())
-        .await
-        .expect("gateway lists");
+    list_eventually(&gw).await;
     gw.patch_status(
         "demo-logger-tor1-01",
         &PatchParams::default(),

@@ -174,6 +174,19 @@ fn non_resource(ctx: &Ctx) -> Result<Response<Body>> {
         return Err(ApiError::not_found_path());
     }
     let store = ctx.shared.lock();
+    if let (["api"] | ["apis"], Some(version)) = (segs.as_slice(), aggregated_version(&ctx.accept))
+    {
+        let body = store
+            .registry
+            .aggregated(segs == ["api"], &format!("apidiscovery.k8s.io/{version}"));
+        let mut resp = json_response(200, &body, &[]);
+        if let Ok(v) = http::HeaderValue::from_str(&format!(
+            "application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList"
+        )) {
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        }
+        return Ok(resp);
+    }
     match segs.as_slice() {
         ["version"] => Ok(json_response(
             200,
@@ -254,6 +267,32 @@ fn non_resource(ctx: &Ctx) -> Result<Response<Body>> {
             .ok_or_else(ApiError::not_found_path),
         _ => Err(ApiError::not_found_path()),
     }
+}
+
+/// The aggregated discovery version the client asks for first (`v2` or `v2beta1`), if any.
+fn aggregated_version(accept: &str) -> Option<&'static str> {
+    for part in accept.split(',') {
+        let params: Vec<&str> = part.split(';').map(str::trim).collect();
+        if !params.contains(&"as=APIGroupDiscoveryList")
+            || !params.contains(&"g=apidiscovery.k8s.io")
+        {
+            if params
+                .first()
+                .is_some_and(|t| *t == "application/json" || *t == "*/*")
+                && params.len() == 1
+            {
+                return None;
+            }
+            continue;
+        }
+        if params.contains(&"v=v2") {
+            return Some("v2");
+        }
+        if params.contains(&"v=v2beta1") {
+            return Some("v2beta1");
+        }
+    }
+    None
 }
 
 fn group_json(g: &str, versions: &[String]) -> Value {

@@ -600,3 +600,66 @@ pub(crate) fn default_crd(crd: &mut Value) {
         }
     }
 }
+
+impl Registry {
+    /// Aggregated discovery (`apidiscovery.k8s.io/<version>` APIGroupDiscoveryList) of the core
+    /// group (`/api`) or of every named group (`/apis`).
+    pub fn aggregated(&self, core: bool, api_version: &str) -> Value {
+        let groups: Vec<(String, Vec<String>)> = if core {
+            vec![(String::new(), vec!["v1".to_string()])]
+        } else {
+            self.groups()
+        };
+        let items: Vec<Value> = groups
+            .into_iter()
+            .map(|(group, versions)| {
+                let versions: Vec<Value> = versions
+                    .iter()
+                    .map(|v| {
+                        let resources: Vec<Value> = self
+                            .all()
+                            .filter(|d| d.group == group && &d.version == v)
+                            .map(|d| {
+                                let gvk =
+                                    json!({"group": d.group, "version": d.version, "kind": d.kind});
+                                let mut r = json!({
+                                    "resource": d.plural,
+                                    "responseKind": gvk,
+                                    "scope": if d.namespaced { "Namespaced" } else { "Cluster" },
+                                    "singularResource": d.singular,
+                                    "verbs": d.verbs,
+                                });
+                                if !d.short_names.is_empty() {
+                                    r["shortNames"] = json!(d.short_names);
+                                }
+                                if !d.categories.is_empty() {
+                                    r["categories"] = json!(d.categories);
+                                }
+                                if d.status_subresource {
+                                    r["subresources"] = json!([{
+                                        "subresource": "status",
+                                        "responseKind": gvk,
+                                        "verbs": ["get", "patch", "update"],
+                                    }]);
+                                }
+                                r
+                            })
+                            .collect();
+                        json!({"version": v, "resources": resources, "freshness": "Current"})
+                    })
+                    .collect();
+                let mut metadata = json!({"creationTimestamp": null});
+                if !group.is_empty() {
+                    metadata["name"] = json!(group);
+                }
+                json!({"metadata": metadata, "versions": versions})
+            })
+            .collect();
+        json!({
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": api_version,
+            "metadata": {},
+            "items": items,
+        })
+    }
+}

@@ -225,3 +225,33 @@ async fn table_watch_as_kubectl_get_watch_uses_it() {
     assert_eq!(line["object"]["rows"][0]["cells"][1], "tor1-01");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn aggregated_discovery_as_kube_rs_and_kubectl_use_it() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let discovery = kube::Discovery::new(env.admin().await)
+        .run_aggregated()
+        .await
+        .expect("aggregated discovery");
+    let group = discovery.get(GROUP).expect("widget group");
+    let (ar, caps) = group
+        .recommended_resources()
+        .into_iter()
+        .find(|(ar, _)| ar.plural == PLURAL)
+        .expect("widgets");
+    assert_eq!(ar.kind, KIND);
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural == format!("{PLURAL}/status") || s.plural == "status")
+    );
+    let core = discovery.get("").expect("core group");
+    assert!(
+        core.recommended_resources()
+            .iter()
+            .any(|(ar, _)| ar.plural == "namespaces")
+    );
+    env.cleanup().await;
+}

@@ -3,6 +3,7 @@
 //! reportingController≡reportingComponent, deprecatedSource≡source,
 //! deprecatedFirstTimestamp/LastTimestamp/Count ≡ firstTimestamp/lastTimestamp/count.
 
+use apollo_apimachinery::schema::FieldError;
 use serde_json::{Map, Value, json};
 
 const PAIRS: [(&str, &str); 8] = [
@@ -123,20 +124,12 @@ fn is_set(obj: &Value, key: &str) -> bool {
     }
 }
 
-fn required(field: &str) -> (String, String, String) {
-    (
-        "FieldValueRequired".into(),
-        field.into(),
-        format!("{field}: Required value"),
-    )
+fn required(field: &str) -> FieldError {
+    FieldError::required(field, "")
 }
 
-fn invalid(field: &str, value: &str, detail: &str) -> (String, String, String) {
-    (
-        "FieldValueInvalid".into(),
-        field.into(),
-        format!("{field}: Invalid value: \"{value}\": {detail}"),
-    )
+fn invalid(field: &str, value: &str, detail: &str) -> FieldError {
+    FieldError::invalid(field, Value::String(value.to_string()), detail)
 }
 
 fn qualified_name_errors(v: &str) -> Vec<String> {
@@ -173,7 +166,7 @@ fn qualified_name_errors(v: &str) -> Vec<String> {
 
 /// Event validation as the apiserver's: `strict` for events.k8s.io/v1 creates and updates,
 /// legacy rules for core/v1. `core` is the storage (core/v1) form.
-pub(crate) fn validate(core: &Value, strict: bool) -> Vec<(String, String, String)> {
+pub(crate) fn validate(core: &Value, strict: bool) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let ns = s(core, "/metadata/namespace");
     let involved_ns = s(core, "/involvedObject/namespace");
@@ -278,12 +271,8 @@ pub(crate) fn validate(core: &Value, strict: bool) -> Vec<(String, String, Strin
 }
 
 /// Update validation: the legacy rules, plus for events.k8s.io/v1 the immutable fields.
-pub(crate) fn validate_update(
-    new: &Value,
-    old: &Value,
-    strict: bool,
-) -> Vec<(String, String, String)> {
-    let mut errs: Vec<(String, String, String)> = validate(new, false);
+pub(crate) fn validate_update(new: &Value, old: &Value, strict: bool) -> Vec<FieldError> {
+    let mut errs: Vec<FieldError> = validate(new, false);
     if !strict {
         return errs;
     }
@@ -320,16 +309,8 @@ pub(crate) fn validate_update(
             Some(v) => v.clone(),
         };
         if norm(new.get(key)) != norm(old.get(key)) {
-            let shown = match new.get(key) {
-                Some(Value::String(s)) => format!("\"{s}\""),
-                Some(v) => v.to_string(),
-                None => "null".to_string(),
-            };
-            errs.push((
-                "FieldValueInvalid".into(),
-                field.into(),
-                format!("{field}: Invalid value: {shown}: field is immutable"),
-            ));
+            let shown = new.get(key).cloned().unwrap_or(Value::Null);
+            errs.push(FieldError::invalid(field, shown, "field is immutable"));
         }
     }
     errs

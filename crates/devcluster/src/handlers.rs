@@ -6,7 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use apollo_apimachinery::apply::{self, ApplyError, ApplyRequest};
-use apollo_apimachinery::schema::{FieldError, Structural};
+use apollo_apimachinery::schema::{self, FieldError, Structural};
 use apollo_apiquery::fields::FieldSelector;
 use apollo_apiquery::labels::LabelSelector;
 use apollo_apiquery::table::{self, IncludeObject};
@@ -698,11 +698,10 @@ fn list(ctx: &Ctx, def: &ResourceDef, ns: &str) -> Result<Response<Body>> {
                     "ListOptions",
                     "meta.k8s.io",
                     "",
-                    vec![(
-                        "FieldValueForbidden".into(),
-                        "resourceVersionMatch".into(),
+                    &[FieldError::forbidden(
+                        "resourceVersionMatch",
                         format!(
-                            "resourceVersionMatch: Forbidden: resourceVersionMatch \"{m}\" is forbidden unless resourceVersion is provided"
+                            "resourceVersionMatch \"{m}\" is forbidden unless resourceVersion is provided"
                         ),
                     )],
                 ));
@@ -818,32 +817,17 @@ fn schema_of(def: &ResourceDef) -> Option<&Structural> {
     def.schema.as_deref()
 }
 
-fn field_error_causes(errors: &[FieldError]) -> Vec<(String, String, String)> {
-    errors
-        .iter()
-        .map(|e| {
-            let full = e.to_string();
-            let reason = e.reason().to_string();
-            (reason, e.field.clone(), full)
-        })
-        .collect()
-}
-
-fn invalid(def: &ResourceDef, name: &str, causes: Vec<(String, String, String)>) -> ApiError {
-    ApiError::invalid(&def.kind, &def.group, name, causes)
+fn invalid(def: &ResourceDef, name: &str, errs: Vec<FieldError>) -> ApiError {
+    ApiError::invalid(&def.kind, &def.group, name, &errs)
 }
 
 fn strict_error(def: &ResourceDef, removed: &[String]) -> ApiError {
-    let fields: Vec<String> = removed
-        .iter()
-        .map(|p| format!("unknown field \"{p}\""))
-        .collect();
     ApiError::bad_request(format!(
-        "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+        "{} in version \"{}\" cannot be handled as a {}: {}",
         def.kind,
         def.version,
         def.kind,
-        fields.join(", ")
+        schema::strict_decoding_message(removed)
     ))
 }
 
@@ -871,19 +855,25 @@ fn typed_pipeline(
     if !removed.is_empty() {
         match mode {
             FieldValidation::Strict => return Err(strict_error(def, &removed)),
-            FieldValidation::Warn => {
-                warnings.extend(removed.iter().map(|p| format!("unknown field \"{p}\"")))
-            }
+            FieldValidation::Warn => warnings.extend(
+                removed
+                    .iter()
+                    .map(|p| apollo_apimachinery::schema::unknown_field_warning(p)),
+            ),
             FieldValidation::Ignore => {}
         }
     }
     Ok(())
 }
 
-/// Structural pruning, defaulting and validation of a custom resource.
+/// Structural pruning, defaulting and validation of a custom resource: `old` is the stored
+/// object of an update (validation ratcheting), `sub` the subresource (`/status` writes
+/// validate only status, as the real status strategy does).
 fn schema_pipeline(
     def: &ResourceDef,
     obj: &mut Value,
+    old: Option<&Value>,
+    sub: Option<&str>,
     mode: FieldValidation,
     warnings: &mut Vec<String>,
 ) -> Result<()> {
@@ -894,22 +884,30 @@ fn schema_pipeline(
     if !removed.is_empty() {
         match mode {
             FieldValidation::Strict => return Err(strict_error(def, &removed)),
-            FieldValidation::Warn => {
-                warnings.extend(removed.iter().map(|p| format!("unknown field \"{p}\"")))
-            }
+            FieldValidation::Warn => warnings.extend(
+                removed
+                    .iter()
+                    .map(|p| apollo_apimachinery::schema::unknown_field_warning(p)),
+            ),
             FieldValidation::Ignore => {}
         }
     }
     schema.apply_defaults(obj);
-    let errors = schema.validate(obj);
+    let status = sub == Some("status");
+    let errors = match (old, status) {
+        (None, false) => schema.validate(obj),
+        (None, true) => schema.validate_status(obj),
+        (Some(old), false) => schema.validate_update(old, obj),
+        (Some(old), true) => schema.validate_status_update(old, obj),
+    };
     if !errors.is_empty() {
         let name = str_at(obj, "/metadata/name").to_string();
-        return Err(invalid(def, &name, field_error_causes(&errors)));
+        return Err(invalid(def, &name, errors));
     }
     Ok(())
 }
 
-fn name_errors(def: &ResourceDef, name: &str, generate: bool) -> Vec<(String, String, String)> {
+fn name_errors(def: &ResourceDef, name: &str, generate: bool) -> Vec<FieldError> {
     let (field, errs) = if generate {
         let label = def.flavor == Flavor::Namespace;
         (
@@ -932,13 +930,7 @@ fn name_errors(def: &ResourceDef, name: &str, generate: bool) -> Vec<(String, St
         ("metadata.name", errs)
     };
     errs.into_iter()
-        .map(|m| {
-            (
-                "FieldValueInvalid".to_string(),
-                field.to_string(),
-                format!("{field}: Invalid value: \"{name}\": {m}"),
-            )
-        })
+        .map(|m| FieldError::invalid(field, Value::String(name.to_string()), m))
         .collect()
 }
 
@@ -1053,10 +1045,9 @@ fn prepare_create(
             return Err(invalid(
                 def,
                 "",
-                vec![(
-                    "FieldValueRequired".into(),
-                    "metadata.name".into(),
-                    "metadata.name: Required value: name or generateName is required".into(),
+                vec![FieldError::required(
+                    "metadata.name",
+                    "name or generateName is required",
                 )],
             ));
         }
@@ -1108,7 +1099,7 @@ fn prepare_create(
             {
                 m.remove("status");
             }
-            schema_pipeline(def, &mut obj, mode, &mut warnings)?;
+            schema_pipeline(def, &mut obj, None, None, mode, &mut warnings)?;
         }
         Flavor::EventsV1 => {
             let core = events::v1_to_core(&obj);
@@ -1310,11 +1301,10 @@ fn prepare_update(
             return Err(invalid(
                 def,
                 &name,
-                vec![(
-                    "FieldValueForbidden".into(),
-                    "metadata.finalizers".into(),
+                vec![FieldError::forbidden(
+                    "metadata.finalizers",
                     format!(
-                        "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{}\"}}",
+                        "no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{}\"}}",
                         added.join("\", \"")
                     ),
                 )],
@@ -1322,7 +1312,7 @@ fn prepare_update(
         }
     }
     match def.flavor {
-        Flavor::Custom => schema_pipeline(def, &mut new, mode, &mut warnings)?,
+        Flavor::Custom => schema_pipeline(def, &mut new, Some(old), sub, mode, &mut warnings)?,
         Flavor::EventsV1 => {
             events::normalize_core(&mut new);
             let errs = events::validate_update(&new, old, true);
@@ -1344,10 +1334,10 @@ fn prepare_update(
             for (ptr, field) in [("/spec/group", "spec.group"), ("/spec/scope", "spec.scope")] {
                 let (o, n) = (str_at(old, ptr), str_at(&new, ptr));
                 if o != n {
-                    errs.push((
-                        "FieldValueInvalid".to_string(),
-                        field.to_string(),
-                        format!("{field}: Invalid value: \"{n}\": field is immutable"),
+                    errs.push(FieldError::invalid(
+                        field,
+                        Value::String(n.to_string()),
+                        "field is immutable",
                     ));
                 }
             }
@@ -1804,10 +1794,9 @@ fn apply_patch(
             "PatchOptions",
             "meta.k8s.io",
             "",
-            vec![(
-                "FieldValueRequired".into(),
-                "fieldManager".into(),
-                "fieldManager: Required value: is required for apply patch".into(),
+            &[FieldError::required(
+                "fieldManager",
+                "is required for apply patch",
             )],
         ));
     };
@@ -1837,9 +1826,11 @@ fn apply_patch(
         if !removed.is_empty() {
             match mode {
                 FieldValidation::Strict => return Err(strict_error(def, &removed)),
-                FieldValidation::Warn => {
-                    warnings.extend(removed.iter().map(|p| format!("unknown field \"{p}\"")))
-                }
+                FieldValidation::Warn => warnings.extend(
+                    removed
+                        .iter()
+                        .map(|p| apollo_apimachinery::schema::unknown_field_warning(p)),
+                ),
                 FieldValidation::Ignore => {}
             }
             applied = probe;
@@ -1891,7 +1882,7 @@ fn apply_patch(
         schema: schema_of(def),
         now: &ctx.now,
     })
-    .map_err(|e| apply_error(def, name, e))?;
+    .map_err(apply_error)?;
     let (code, stored, more_warnings) = match old {
         None => {
             check_namespace(&store, def, ns, name)?;
@@ -1940,49 +1931,18 @@ fn apply_patch(
     ))
 }
 
-fn apply_error(def: &ResourceDef, name: &str, e: ApplyError) -> ApiError {
+/// The Status of a failed apply: 409 Conflict with only `causes` in `details` (as the real
+/// server answers), or the code [`ApplyError::code`] gives (400, or 500 for `failed to create
+/// typed patch object ...`).
+fn apply_error(e: ApplyError) -> ApiError {
     match &e {
-        ApplyError::Conflicts(conflicts) => {
-            let causes: Vec<Value> = conflicts
-                .iter()
-                .map(|c| {
-                    let message = match &c.subresource {
-                        Some(s) => {
-                            format!("conflict with \"{}\" with subresource \"{s}\"", c.manager)
-                        }
-                        None => format!("conflict with \"{}\"", c.manager),
-                    };
-                    json!({"reason": "FieldManagerConflict", "message": message, "field": c.path})
-                })
-                .collect();
-            let list: Vec<String> = conflicts
-                .iter()
-                .map(|c| match &c.subresource {
-                    Some(s) => format!(
-                        "conflict with \"{}\" with subresource \"{s}\": {}",
-                        c.manager, c.path
-                    ),
-                    None => format!("conflict with \"{}\": {}", c.manager, c.path),
-                })
-                .collect();
-            let message = if list.len() == 1 {
-                format!("Apply failed with 1 conflict: {}", list[0])
-            } else {
-                format!(
-                    "Apply failed with {} conflicts: {}",
-                    list.len(),
-                    list.join("\n")
-                )
-            };
-            ApiError::new(409, "Conflict", message).with_details(
-                json!({"name": name, "group": def.group, "kind": def.plural, "causes": causes}),
-            )
-        }
-        ApplyError::Invalid(m) => invalid(
-            def,
-            name,
-            vec![("FieldValueInvalid".into(), String::new(), m.clone())],
-        ),
+        ApplyError::Conflicts(_) => ApiError::new(409, "Conflict", e.to_string())
+            .with_details(json!({"causes": e.causes()})),
+        ApplyError::Invalid(_) => match e.code() {
+            // A plain Go error: ErrorToAPIStatus gives 500 with reason Unknown (omitted).
+            500 => ApiError::new(500, "", e.to_string()),
+            _ => ApiError::bad_request(e.to_string()),
+        },
     }
 }
 
@@ -2054,12 +2014,10 @@ fn delete_options(ctx: &Ctx) -> Result<DeleteOptions> {
             "DeleteOptions",
             "meta.k8s.io",
             "",
-            vec![(
-                "FieldValueNotSupported".into(),
-                "propagationPolicy".into(),
-                format!(
-                    "propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
-                ),
+            &[FieldError::not_supported(
+                "propagationPolicy",
+                Value::String(p.clone()),
+                &["Foreground", "Background", "Orphan", "nil"].map(String::from),
             )],
         ));
     }
@@ -2332,10 +2290,9 @@ fn self_subject_access_review(ctx: &Ctx) -> Result<Response<Body>> {
             "SelfSubjectAccessReview",
             "authorization.k8s.io",
             "",
-            vec![(
-                "FieldValueRequired".into(),
-                "spec.resourceAttributes".into(),
-                "spec.resourceAttributes: Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified".into(),
+            &[FieldError::required(
+                "spec.resourceAttributes",
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
             )],
         ));
     };

@@ -1,5 +1,6 @@
 //! Object metadata helpers: names, timestamps, uids, generateName, comparisons.
 
+use apollo_apimachinery::schema::{FieldError, FieldErrorKind};
 use rand::Rng;
 use serde_json::{Map, Value};
 
@@ -220,19 +221,15 @@ pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
     errs
 }
 
-fn quoted(v: &str) -> String {
-    serde_json::to_string(v).unwrap_or_default()
-}
-
 /// ObjectMeta rules every object passes (labels, annotations, ownerReferences, finalizers),
-/// as 422 causes (reason, field, message).
-pub(crate) fn object_meta_errors(obj: &Value) -> Vec<(String, String, String)> {
+/// as 422 field errors.
+pub(crate) fn object_meta_errors(obj: &Value) -> Vec<FieldError> {
     let mut out = Vec::new();
-    fn invalid(out: &mut Vec<(String, String, String)>, field: &str, value: &str, msg: &str) {
-        out.push((
-            "FieldValueInvalid".to_string(),
-            field.to_string(),
-            format!("{field}: Invalid value: {}: {msg}", quoted(value)),
+    fn invalid(out: &mut Vec<FieldError>, field: &str, value: &str, msg: &str) {
+        out.push(FieldError::invalid(
+            field,
+            Value::String(value.to_string()),
+            msg,
         ))
     }
     if let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) {
@@ -258,11 +255,12 @@ pub(crate) fn object_meta_errors(obj: &Value) -> Vec<(String, String, String)> {
             total += k.len() + v.as_str().map(str::len).unwrap_or(0);
         }
         if total > 262_144 {
-            out.push((
-                "FieldValueTooLong".to_string(),
-                "metadata.annotations".to_string(),
-                "metadata.annotations: Too long: must have at most 262144 bytes".to_string(),
-            ));
+            out.push(FieldError {
+                field: "metadata.annotations".to_string(),
+                kind: FieldErrorKind::TooLong,
+                value: None,
+                detail: "must have at most 262144 bytes".to_string(),
+            });
         }
     }
     if let Some(refs) = obj
@@ -279,10 +277,10 @@ pub(crate) fn object_meta_errors(obj: &Value) -> Vec<(String, String, String)> {
             ] {
                 if r.get(key).and_then(Value::as_str).unwrap_or("").is_empty() {
                     let field = format!("metadata.ownerReferences.{key}");
-                    out.push((
-                        "FieldValueInvalid".to_string(),
-                        field.clone(),
-                        format!("{field}: Invalid value: \"\": {what} must not be empty"),
+                    out.push(FieldError::invalid(
+                        field,
+                        Value::String(String::new()),
+                        format!("{what} must not be empty"),
                     ));
                 }
             }
@@ -295,12 +293,11 @@ pub(crate) fn object_meta_errors(obj: &Value) -> Vec<(String, String, String)> {
             }
         }
         if controllers.len() > 1 {
-            out.push((
-                "FieldValueInvalid".to_string(),
-                "metadata.ownerReferences".to_string(),
+            out.push(FieldError::invalid(
+                "metadata.ownerReferences",
+                Value::Array(refs.clone()),
                 format!(
-                    "metadata.ownerReferences: Invalid value: {}: Only one reference can have Controller set to true. Found \"true\" in references for {}",
-                    Value::Array(refs.clone()),
+                    "Only one reference can have Controller set to true. Found \"true\" in references for {}",
                     controllers.join(" and ")
                 ),
             ));

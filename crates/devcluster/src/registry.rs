@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use apollo_apimachinery::schema::Structural;
+use apollo_apimachinery::schema::{FieldError, Structural};
 use apollo_apiquery::table::{self, Column};
 use serde_json::{Value, json};
 
@@ -410,7 +410,7 @@ pub(crate) fn version_priority(v: &str) -> (u8, u64, u64, String) {
 }
 
 /// Problems with a CRD, reported as 422 causes (field, message).
-pub(crate) type CrdProblems = Vec<(String, String, String)>;
+pub(crate) type CrdProblems = Vec<FieldError>;
 
 /// Validates a CRD and builds one def per served version.
 pub(crate) fn crd_defs(crd: &Value) -> Result<Vec<Arc<ResourceDef>>, CrdProblems> {
@@ -430,13 +430,8 @@ pub(crate) fn crd_defs(crd: &Value) -> Result<Vec<Arc<ResourceDef>>, CrdProblems
     let plural = s("/names/plural");
     let kind = s("/names/kind");
     let scope = s("/scope");
-    let required = |problems: &mut CrdProblems, field: &str| {
-        problems.push((
-            "FieldValueRequired".into(),
-            field.into(),
-            format!("{field}: Required value"),
-        ))
-    };
+    let required =
+        |problems: &mut CrdProblems, field: &str| problems.push(FieldError::required(field, ""));
     if group.is_empty() {
         required(&mut problems, "spec.group");
     }
@@ -447,19 +442,17 @@ pub(crate) fn crd_defs(crd: &Value) -> Result<Vec<Arc<ResourceDef>>, CrdProblems
         required(&mut problems, "spec.names.kind");
     }
     if scope != "Namespaced" && scope != "Cluster" {
-        problems.push((
-            "FieldValueNotSupported".into(),
-            "spec.scope".into(),
-            format!(
-                "spec.scope: Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""
-            ),
+        problems.push(FieldError::not_supported(
+            "spec.scope",
+            Value::String(scope.clone()),
+            &["Cluster".to_string(), "Namespaced".to_string()],
         ));
     }
     if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
-        problems.push((
-            "FieldValueInvalid".into(),
-            "metadata.name".into(),
-            format!("metadata.name: Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
+        problems.push(FieldError::invalid(
+            "metadata.name",
+            Value::String(name.to_string()),
+            "must be spec.names.plural+\".\"+spec.group",
         ));
     }
     let versions = spec
@@ -468,10 +461,10 @@ pub(crate) fn crd_defs(crd: &Value) -> Result<Vec<Arc<ResourceDef>>, CrdProblems
         .cloned()
         .unwrap_or_default();
     if versions.is_empty() {
-        problems.push((
-            "FieldValueInvalid".into(),
-            "spec.versions".into(),
-            "spec.versions: Invalid value: null: must have exactly one version marked as storage version".into(),
+        problems.push(FieldError::invalid(
+            "spec.versions",
+            Value::Null,
+            "must have exactly one version marked as storage version",
         ));
     } else {
         let storage = versions
@@ -479,13 +472,10 @@ pub(crate) fn crd_defs(crd: &Value) -> Result<Vec<Arc<ResourceDef>>, CrdProblems
             .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
             .count();
         if storage != 1 {
-            problems.push((
-                "FieldValueInvalid".into(),
-                "spec.versions".into(),
-                format!(
-                    "spec.versions: Invalid value: {}: must have exactly one version marked as storage version",
-                    Value::Array(versions.clone())
-                ),
+            problems.push(FieldError::invalid(
+                "spec.versions",
+                Value::Array(versions.clone()),
+                "must have exactly one version marked as storage version",
             ));
         }
     }
@@ -518,19 +508,17 @@ pub(crate) fn crd_defs(crd: &Value) -> Result<Vec<Arc<ResourceDef>>, CrdProblems
             continue;
         }
         let schema = match v.pointer("/schema/openAPIV3Schema") {
-            Some(sch) => {
-                match Structural::from_json(sch) {
-                    Ok(s) => Some(Arc::new(s)),
-                    Err(e) => {
-                        problems.push((
-                        "FieldValueInvalid".into(),
+            Some(sch) => match Structural::from_json(sch) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    problems.push(FieldError::invalid(
                         format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                        format!("spec.versions[{i}].schema.openAPIV3Schema: Invalid value: \"\": {e}"),
+                        Value::String(String::new()),
+                        e.to_string(),
                     ));
-                        None
-                    }
+                    None
                 }
-            }
+            },
             None => {
                 required(
                     &mut problems,

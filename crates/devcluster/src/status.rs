@@ -1,5 +1,6 @@
 //! `metav1.Status` errors, worded like the real apiserver's.
 
+use apollo_apimachinery::schema::{FieldError, invalid_message};
 use serde_json::{Value, json};
 
 /// An API error, rendered as a `metav1.Status` body with its HTTP code.
@@ -108,36 +109,12 @@ impl ApiError {
         )
     }
 
-    /// 422 Invalid: `Kind.group "name" is invalid: <errors>`; `causes` are (reason, field, message).
-    pub fn invalid(
-        kind: &str,
-        group: &str,
-        name: &str,
-        causes: Vec<(String, String, String)>,
-    ) -> Self {
-        let qualified = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let messages: Vec<String> = causes.iter().map(|(_, _, m)| m.clone()).collect();
-        let joined = if messages.len() == 1 {
-            messages[0].clone()
-        } else {
-            format!("[{}]", messages.join(", "))
-        };
-        let causes_json: Vec<Value> = causes
-            .iter()
-            .map(|(reason, field, message)| {
-                json!({"reason": reason, "message": message, "field": field})
-            })
-            .collect();
-        Self::new(
-            422,
-            "Invalid",
-            format!("{qualified} \"{name}\" is invalid: {joined}"),
-        )
-        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes_json}))
+    /// 422 Invalid: `Kind.group "name" is invalid: <errors>` ([`invalid_message`]), one
+    /// [`FieldError::cause`] per error in `details.causes`.
+    pub fn invalid(kind: &str, group: &str, name: &str, errs: &[FieldError]) -> Self {
+        let causes: Vec<Value> = errs.iter().map(FieldError::cause).collect();
+        Self::new(422, "Invalid", invalid_message(kind, group, name, errs))
+            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
     pub fn forbidden(message: String, what: What<'_>, name: &str) -> Self {
@@ -184,6 +161,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        // StatusReasonUnknown ("") is omitted, as Go's omitempty does.
+        if self.reason.is_empty()
+            && let Some(map) = v.as_object_mut()
+        {
+            map.remove("reason");
+        }
         if let (Some(details), Some(map)) = (&self.details, v.as_object_mut()) {
             let mut details = (**details).clone();
             // The real server omits empty strings in details.

@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apollo_apimachinery::schema::FieldError;
 use apollo_apiquery::table::{self, IncludeObject};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -60,12 +61,12 @@ struct Watcher {
     tx: mpsc::Sender<Bytes>,
 }
 
-fn invalid_watch(field: &str, reason: &str, message: String) -> ApiError {
+fn invalid_watch(field: &str, detail: String) -> ApiError {
     ApiError::invalid(
         "ListOptions",
         "meta.k8s.io",
         "",
-        vec![(reason.to_string(), field.to_string(), message)],
+        &[FieldError::forbidden(field, detail)],
     )
 }
 
@@ -90,23 +91,21 @@ pub(crate) fn serve(
         if rv_match != Some("NotOlderThan") {
             return Err(invalid_watch(
                 "sendInitialEvents",
-                "FieldValueForbidden",
-                "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan".to_string(),
+                "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan".to_string(),
             ));
         }
         if si && !bookmarks {
             return Err(invalid_watch(
                 "allowWatchBookmarks",
-                "FieldValueForbidden",
-                "allowWatchBookmarks: Forbidden: allowWatchBookmarks must be set to true when sendInitialEvents is set to true".to_string(),
+                "allowWatchBookmarks must be set to true when sendInitialEvents is set to true"
+                    .to_string(),
             ));
         }
     } else if let Some(m) = rv_match {
         return Err(invalid_watch(
             "resourceVersionMatch",
-            "FieldValueForbidden",
             format!(
-                "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided (\"{m}\")"
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided (\"{m}\")"
             ),
         ));
     }

@@ -137,6 +137,15 @@ async fn conflicts_force_and_removal_of_owned_fields() {
         c.message()
     );
     assert!(c.message().contains(".spec.command"), "{}", c.message());
+    // The real Status carries only the causes in its details (no name, group or kind).
+    assert_eq!(
+        c.body["details"],
+        json!({"causes": [{
+            "reason": "FieldManagerConflict",
+            "message": "conflict with \"ctrl-spec\"",
+            "field": ".spec.command"
+        }]})
+    );
     let forced = apply(&env, "w1", "", "fieldManager=intruder&force=true", &other).await;
     assert_eq!(forced.status, 200, "{}", forced.text);
     assert_eq!(forced.body["spec"]["command"], json!(["b"]));
@@ -206,5 +215,43 @@ async fn apply_requires_field_manager_and_honours_dry_run() {
     )
     .await;
     assert_eq!(get.status, 404, "dry run persisted nothing");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn malformed_applies_are_400_and_untypeable_ones_500() {
+    let env = TestEnv::new().await;
+    widgets(&env).await;
+    let mut w = widget("w1", "tor1-01");
+    w["metadata"]["managedFields"] = json!([{"manager": "x", "operation": "Apply"}]);
+    let r = apply(&env, "w1", "", "fieldManager=ctrl", &w).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.reason(), "BadRequest");
+    assert_eq!(r.message(), "metadata.managedFields must be nil");
+    // Duplicate keys in a map list cannot be typed: the real server answers 500.
+    let r = apply(
+        &env,
+        "w1",
+        "",
+        "fieldManager=ctrl",
+        &widget("w1", "tor1-01"),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let st = json!({"apiVersion": format!("{GROUP}/{VERSION}"), "kind": KIND,
+    "metadata": {"name": "w1"},
+    "status": {"conditions": [
+        {"type": "Ready", "status": "True"},
+        {"type": "Ready", "status": "False"}
+    ]}});
+    let r = apply(&env, "w1", "/status", "fieldManager=ctrl", &st).await;
+    assert_eq!(r.status, 500, "{}", r.text);
+    assert_eq!(
+        r.message(),
+        format!(
+            "failed to create typed patch object ({}/w1; {GROUP}/{VERSION}, Kind={KIND}): .status.conditions: duplicate entries for key [type=\"Ready\"]",
+            env.namespace()
+        )
+    );
     env.cleanup().await;
 }

@@ -146,11 +146,20 @@ async fn json_patch_on_status_and_status_validation() {
     .await;
     assert_eq!(bad.status, 422, "{}", bad.text);
     assert_eq!(bad.reason(), "Invalid");
-    assert!(
-        bad.message()
-            .contains("status.observedGeneration: Invalid value: \"string\""),
-        "{}",
-        bad.message()
+    assert_eq!(
+        bad.message(),
+        format!(
+            "{KIND}.{GROUP} \"w1\" is invalid: status.observedGeneration: Invalid value: \"string\": observedGeneration in body must be of type integer: \"string\""
+        )
+    );
+    // A cause's message is the error without the field name.
+    assert_eq!(
+        bad.body["details"]["causes"],
+        json!([{
+            "reason": "FieldValueTypeInvalid",
+            "message": "Invalid value: \"string\": observedGeneration in body must be of type integer: \"string\"",
+            "field": "status.observedGeneration"
+        }])
     );
     env.cleanup().await;
 }

@@ -237,3 +237,121 @@ async fn object_meta_labels_and_owner_references_are_validated() {
     );
     env.cleanup().await;
 }
+
+/// A CRD of this test's own (its schema is changed by the test), in a group per namespace.
+fn ratchet_crd(group: &str, modes: &[&str]) -> serde_json::Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("ratchets.{group}")},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "ratchets", "singular": "ratchet", "kind": "Ratchet"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"type": "object", "properties": {
+                            "mode": {"type": "string", "enum": modes},
+                            "note": {"type": "string"}
+                        }},
+                        "status": {"type": "object", "properties": {
+                            "observedGeneration": {"type": "integer", "format": "int64"}
+                        }}
+                    }
+                }}
+            }]
+        }
+    })
+}
+
+#[tokio::test]
+async fn updates_ratchet_and_status_writes_validate_only_status() {
+    let env = TestEnv::new().await;
+    let group = format!("{}.conformance.apollo.azure.com", env.namespace());
+    env.apply_manifest(&ratchet_crd(&group, &["fast", "slow", "medium"]).to_string())
+        .await
+        .unwrap();
+    let c = env.admin().await;
+    let path = format!("/apis/{group}/v1/namespaces/{}/ratchets", env.namespace());
+    let obj = |name: &str, mode: &str| {
+        json!({"apiVersion": format!("{group}/v1"), "kind": "Ratchet",
+               "metadata": {"name": name}, "spec": {"mode": mode}})
+    };
+    let r = raw(
+        &c,
+        "POST",
+        &path,
+        Some("application/json"),
+        Some(&obj("r1", "medium")),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Tighten the enum: `medium` becomes invalid for new objects.
+    env.apply_manifest(&ratchet_crd(&group, &["fast", "slow"]).to_string())
+        .await
+        .unwrap();
+    let refused = eventually(std::time::Duration::from_secs(30), || {
+        let (c, path, probe) = (c.clone(), path.clone(), obj("probe", "medium"));
+        async move {
+            let r = raw(&c, "POST", &path, Some("application/json"), Some(&probe)).await;
+            (r.status == 422).then_some(r)
+        }
+    })
+    .await
+    .expect("the tightened schema is enforced");
+    assert_eq!(
+        refused.message(),
+        format!(
+            "Ratchet.{group} \"probe\" is invalid: spec.mode: Unsupported value: \"medium\": supported values: \"fast\", \"slow\""
+        )
+    );
+    // An update that leaves the invalid value alone is accepted (ratcheting).
+    let item = format!("{path}/r1");
+    let r = raw(
+        &c,
+        "PATCH",
+        &item,
+        Some("application/merge-patch+json"),
+        Some(&json!({"metadata": {"labels": {"a": "b"}}, "spec": {"note": "n"}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["spec"]["mode"], "medium");
+    // A /status write validates only status.
+    let r = raw(
+        &c,
+        "PATCH",
+        &format!("{item}/status"),
+        Some("application/merge-patch+json"),
+        Some(&json!({"status": {"observedGeneration": 2}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Changing the invalid value to another invalid one is refused.
+    let r = raw(
+        &c,
+        "PATCH",
+        &item,
+        Some("application/merge-patch+json"),
+        Some(&json!({"spec": {"mode": "turbo"}})),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(
+        r.message(),
+        format!(
+            "Ratchet.{group} \"r1\" is invalid: spec.mode: Unsupported value: \"turbo\": supported values: \"fast\", \"slow\""
+        )
+    );
+    let crds: kube::Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = kube::Api::all(c);
+    let _ = crds
+        .delete(&format!("ratchets.{group}"), &Default::default())
+        .await;
+    env.cleanup().await;
+}

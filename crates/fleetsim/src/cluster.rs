@@ -126,6 +126,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// Waits until the `bench` deployment's status counts `n` spec-observed DeviceProcesses.
+    pub async fn wait_deployment_observed(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let api: Api<DeviceProcessDeployment> = Api::namespaced(self.admin.clone(), NAMESPACE);
+        let start = Instant::now();
+        loop {
+            let observed = api
+                .get_status("bench")
+                .await?
+                .status
+                .map_or(0, |s| s.number_spec_observed);
+            if usize::try_from(observed).unwrap_or(0) >= n {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!("deployment status: {observed} of {n} observed after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Writes a new master key file and returns the key.
     pub fn master_key(&self) -> anyhow::Result<(MasterKey, PathBuf)> {
         let key = MasterKey::generate()?;

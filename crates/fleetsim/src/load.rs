@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::stats::Latency;
 
 /// Outcome of one load run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadResult {
     /// Requests completed.
     pub requests: u64,
@@ -79,8 +79,9 @@ async fn signed_get(
     Ok((status, etag))
 }
 
-/// Runs `concurrency` loops of conditional GETs for `duration`, spreading them over `keys`
-/// (one device per loop, round robin).
+/// Runs `concurrency` loops of conditional GETs for `duration`. Each loop walks over all
+/// `keys` (devices) in turn, as a fleet's requests arrive from many devices; the ETags are
+/// fetched once before the clock starts.
 pub async fn conditional_get_load(
     base: &str,
     keys: &[DeviceKey],
@@ -89,38 +90,47 @@ pub async fn conditional_get_load(
 ) -> LoadResult {
     let client = http_client(concurrency);
     let base: Arc<str> = Arc::from(base.trim_end_matches('/'));
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut workers = Vec::with_capacity(concurrency);
-    for i in 0..concurrency.max(1) {
-        let Some(key) = keys.get(i % keys.len().max(1)).cloned() else {
-            break;
-        };
+    // Prime: one unconditional GET per device (a 200 from the gateway; the baseline answers
+    // 304 with its fixed ETag).
+    let etags: Vec<Option<String>> = futures::future::join_all(keys.iter().map(|key| {
         let client = client.clone();
         let base = base.clone();
-        workers.push(tokio::spawn(async move {
-            let mut latency = Latency::default();
-            let (mut ok, mut errors) = (0u64, 0u64);
-            // First request fetches the ETag (a 200 from the gateway, a 304 from the baseline).
-            let mut etag = match signed_get(&client, &base, &key, None).await {
-                Ok((_, etag)) => etag.or_else(|| Some("\"baseline\"".into())),
-                Err(_) => None,
-            };
-            while Instant::now() < deadline {
-                let t0 = Instant::now();
-                match signed_get(&client, &base, &key, etag.as_deref()).await {
-                    Ok((StatusCode::NOT_MODIFIED, _)) => ok += 1,
-                    Ok((StatusCode::OK, new)) => {
-                        etag = new;
-                        errors += 1;
+        async move {
+            signed_get(&client, &base, key, None)
+                .await
+                .ok()
+                .and_then(|(_, etag)| etag)
+        }
+    }))
+    .await;
+    let devices: Arc<Vec<(DeviceKey, Option<String>)>> =
+        Arc::new(keys.iter().cloned().zip(etags).collect());
+
+    let start = Instant::now();
+    let deadline = start + duration;
+    let workers: Vec<_> = (0..concurrency.max(1))
+        .map(|worker| {
+            let client = client.clone();
+            let base = base.clone();
+            let devices = devices.clone();
+            tokio::spawn(async move {
+                let mut latency = Latency::default();
+                let (mut ok, mut errors) = (0u64, 0u64);
+                let mut i = worker;
+                while Instant::now() < deadline && !devices.is_empty() {
+                    let (key, etag) = &devices[i % devices.len()];
+                    i += 1;
+                    let t0 = Instant::now();
+                    match signed_get(&client, &base, key, etag.as_deref()).await {
+                        Ok((StatusCode::NOT_MODIFIED, _)) => ok += 1,
+                        _ => errors += 1,
                     }
-                    _ => errors += 1,
+                    latency.record(t0.elapsed());
                 }
-                latency.record(t0.elapsed());
-            }
-            (latency, ok, errors)
-        }));
-    }
+                (latency, ok, errors)
+            })
+        })
+        .collect();
     let mut latency = Latency::default();
     let (mut ok, mut errors) = (0, 0);
     for worker in workers {
@@ -140,6 +150,19 @@ pub async fn conditional_get_load(
         p50_us: latency.quantile(0.5).as_micros() as u64,
         p99_us: latency.quantile(0.99).as_micros() as u64,
     }
+}
+
+/// The round with the median rate of `304`s.
+pub fn median(mut rounds: Vec<LoadResult>) -> LoadResult {
+    rounds.sort_by(|a, b| {
+        let rate = |r: &LoadResult| r.not_modified as f64 / r.seconds.max(1e-9);
+        rate(a).total_cmp(&rate(b))
+    });
+    let mid = rounds.len() / 2;
+    if rounds.is_empty() {
+        return LoadResult::default();
+    }
+    rounds.swap_remove(mid)
 }
 
 /// A bare hyper server answering every request with `304` and an ETag: the baseline.

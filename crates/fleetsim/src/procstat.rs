@@ -39,6 +39,13 @@ fn parse_cpu(stat: &str) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
+/// This process' soft limit on open files (`/proc/self/limits`), if readable.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +54,11 @@ mod tests {
     fn reads_this_process() {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_bytes > 1024 * 1024, "{s:?}");
+    }
+
+    #[test]
+    fn reads_the_open_files_limit() {
+        assert!(open_files_limit().is_some_and(|l| l > 0));
     }
 
     #[test]

@@ -127,7 +127,11 @@ impl Cluster {
     }
 
     /// Waits until the `bench` deployment's status counts `n` spec-observed DeviceProcesses.
-    pub async fn wait_deployment_observed(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_deployment_observed(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let api: Api<DeviceProcessDeployment> = Api::namespaced(self.admin.clone(), NAMESPACE);
         let start = Instant::now();
         loop {

@@ -78,7 +78,7 @@ pub fn render(report: &BenchReport) -> String {
         }),
         ("rollout, polling (s)", |r| opt(r.rollout_polling_seconds)),
         ("stale devices", |r| r.stale_devices.to_string()),
-        ("stale flip, all (s) / window", |r| {
+        ("agent stop → all stale (s) / window", |r| {
             format!(
                 "{} / {:.1}",
                 opt(r.stale_flip_max_seconds),

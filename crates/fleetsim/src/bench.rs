@@ -34,6 +34,8 @@ pub struct BenchConfig {
     pub load_duration: Duration,
     /// Requests in flight during the throughput runs.
     pub load_concurrency: usize,
+    /// Devices the throughput runs spread their requests over.
+    pub throughput_devices: usize,
 }
 
 /// Results for one fleet size.
@@ -285,7 +287,7 @@ const THROUGHPUT_ROUNDS: usize = 3;
 
 /// Conditional-GET throughput of the gateway against the bare-hyper baseline.
 pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputResult> {
-    let devices = 2048;
+    let devices = config.throughput_devices;
     let cluster = Cluster::start(&config.repo, &config.work_dir.join("throughput")).await?;
     let tracker = cluster.track_device_processes();
     let names = cluster.create_switches(devices).await?;

@@ -119,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
                 steady_heartbeats: 3,
                 load_duration: Duration::from_secs(if b.short { 3 } else { 10 }),
                 load_concurrency: 32,
+                throughput_devices: 2048,
             };
             let report_data = bench::run(&config).await?;
             println!("{}", report::render(&report_data));

@@ -24,6 +24,7 @@ use crate::server::{Body, RequestInfo, Shared, error_response, json_response, te
 use crate::status::ApiError;
 use crate::store::{Key, Store};
 use crate::watch;
+use crate::workloads;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -1148,7 +1149,16 @@ fn prepare_create(
                 );
             }
         }
-        Flavor::Generic => generic_defaults(def, &mut obj),
+        Flavor::Generic => {
+            if def.status_subresource
+                && let Some(m) = obj.as_object_mut()
+            {
+                m.remove("status");
+            }
+            generic_defaults(def, &mut obj);
+            workloads::create_defaults(&def.group, &def.kind, &mut obj, store)
+                .map_err(|errs| invalid(def, &name, errs))?;
+        }
         Flavor::SelfSubjectAccessReview | Flavor::SelfSubjectRulesReview => {}
     }
     set_type(&mut obj, storage_def(store, def).as_deref().unwrap_or(def));
@@ -1345,7 +1355,11 @@ fn prepare_update(
                 return Err(invalid(def, &name, errs));
             }
         }
-        Flavor::Generic => generic_defaults(def, &mut new),
+        Flavor::Generic => {
+            generic_defaults(def, &mut new);
+            workloads::update_defaults(&def.group, &def.kind, old, &mut new, store)
+                .map_err(|errs| invalid(def, &name, errs))?;
+        }
         _ => {}
     }
     set_type(&mut new, storage_def(store, def).as_deref().unwrap_or(def));
@@ -1354,7 +1368,12 @@ fn prepare_update(
     }
     if def.has_generation() {
         let drop_status = status_sub;
-        if meta::without_meta(old, drop_status) != meta::without_meta(&new, drop_status) {
+        let changed = if workloads::is_deployment(&def.group, &def.kind) {
+            workloads::deployment_generation_changes(old, &new)
+        } else {
+            meta::without_meta(old, drop_status) != meta::without_meta(&new, drop_status)
+        };
+        if changed {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)

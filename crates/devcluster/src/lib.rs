@@ -2,7 +2,8 @@
 //!
 //! `apollo-devcluster` serves the Kubernetes REST API over HTTPS (HTTP/1.1 and HTTP/2) from
 //! memory: built-in kinds the project needs (Namespace, Event in both API groups, Lease, Secret,
-//! ConfigMap, ServiceAccount, RBAC, CustomResourceDefinition) and every custom resource whose CRD
+//! ConfigMap, ServiceAccount, RBAC, CustomResourceDefinition, and Deployment and Service stored
+//! without controllers) and every custom resource whose CRD
 //! is created through the API. It is used in-process by tests ([`DevCluster::start`],
 //! [`testing::TestEnv`]) and standalone by `kubectl` and the project's binaries
 //! (`apollo-devcluster serve`).
@@ -32,6 +33,7 @@ pub mod testing;
 mod tls;
 mod typed;
 mod watch;
+mod workloads;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

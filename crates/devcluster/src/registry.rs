@@ -76,9 +76,10 @@ impl ResourceDef {
         self.flavor == Flavor::Custom
     }
 
-    /// Whether `metadata.generation` is maintained (custom resources and CRDs).
+    /// Whether `metadata.generation` is maintained (custom resources, CRDs, Deployments).
     pub fn has_generation(&self) -> bool {
         matches!(self.flavor, Flavor::Custom | Flavor::Crd)
+            || crate::workloads::is_deployment(&self.group, &self.kind)
     }
 
     fn builtin(
@@ -137,6 +138,13 @@ fn builtins() -> Vec<Arc<ResourceDef>> {
         ResourceDef::builtin("", "v1", "events", "Event", true, &["ev"], CoreEvent),
         ResourceDef::builtin("", "v1", "configmaps", "ConfigMap", true, &["cm"], Generic),
         ResourceDef::builtin("", "v1", "secrets", "Secret", true, &[], Generic),
+        {
+            let mut d =
+                ResourceDef::builtin("", "v1", "services", "Service", true, &["svc"], Generic);
+            d.status_subresource = true;
+            d.categories = vec!["all".to_string()];
+            d
+        },
         ResourceDef::builtin(
             "",
             "v1",
@@ -157,6 +165,20 @@ fn builtins() -> Vec<Arc<ResourceDef>> {
                 EventsV1,
             );
             d.storage = "events".to_string();
+            d
+        },
+        {
+            let mut d = ResourceDef::builtin(
+                "apps",
+                "v1",
+                "deployments",
+                "Deployment",
+                true,
+                &["deploy"],
+                Generic,
+            );
+            d.status_subresource = true;
+            d.categories = vec!["all".to_string()];
             d
         },
         ResourceDef::builtin(

@@ -3,9 +3,10 @@
 //! "unknown fields" (400 under Strict, a Warning under Warn, dropped either way) and values of
 //! the wrong JSON type are 400 BadRequest. Custom resources get the same check for `metadata`.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event as CoreEvent, Namespace, Secret, ServiceAccount,
+    ConfigMap, Event as CoreEvent, Namespace, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::events::v1::Event as V1Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -30,6 +31,8 @@ fn typed_form(kind: &str, group: &str, v: &Value) -> Option<Result<Value, String
         ("", "ConfigMap") => roundtrip::<ConfigMap>(v),
         ("", "Secret") => roundtrip::<Secret>(v),
         ("", "ServiceAccount") => roundtrip::<ServiceAccount>(v),
+        ("", "Service") => roundtrip::<Service>(v),
+        ("apps", "Deployment") => roundtrip::<Deployment>(v),
         ("", "Namespace") => roundtrip::<Namespace>(v),
         ("", "Event") => roundtrip::<CoreEvent>(v),
         ("events.k8s.io", "Event") => roundtrip::<V1Event>(v),

@@ -159,3 +159,152 @@ async fn builtin_kinds_decode_strictly() {
     assert_eq!(r.reason(), "BadRequest");
     env.cleanup().await;
 }
+
+fn deployment(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+            }
+        },
+        "status": {"replicas": 7}
+    })
+}
+
+#[tokio::test]
+async fn deployments_are_stored_with_defaults_generation_and_status_subresource() {
+    let env = TestEnv::new().await;
+    let c = env.admin().await;
+    let base = format!("/apis/apps/v1/namespaces/{}/deployments", env.namespace());
+    let r = common::raw(
+        &c,
+        "POST",
+        &base,
+        Some("application/json"),
+        Some(&deployment("d1")),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["metadata"]["generation"], 1);
+    assert_eq!(r.body["spec"]["replicas"], 1);
+    assert_eq!(r.body["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(r.body["status"], json!({}), "status is dropped at create");
+    let item = format!("{base}/d1");
+    let merge = Some("application/merge-patch+json");
+    // Status through /status: generation unchanged.
+    let r = common::raw(
+        &c,
+        "PATCH",
+        &format!("{item}/status"),
+        merge,
+        Some(&json!({"status": {"replicas": 1}, "spec": {"replicas": 5}})),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"]["replicas"], 1);
+    assert_eq!(r.body["spec"]["replicas"], 1, "spec ignored on /status");
+    assert_eq!(r.body["metadata"]["generation"], 1);
+    // A label leaves generation alone, an annotation or a spec change bumps it.
+    let r = common::raw(
+        &c,
+        "PATCH",
+        &item,
+        merge,
+        Some(&json!({"metadata": {"labels": {"a": "b"}}})),
+    )
+    .await;
+    assert_eq!(r.body["metadata"]["generation"], 1, "{}", r.text);
+    let r = common::raw(
+        &c,
+        "PATCH",
+        &item,
+        merge,
+        Some(&json!({"spec": {"replicas": 3}})),
+    )
+    .await;
+    assert_eq!(r.body["metadata"]["generation"], 2, "{}", r.text);
+    let r = common::raw(
+        &c,
+        "PATCH",
+        &item,
+        merge,
+        Some(&json!({"metadata": {"annotations": {"x": "y"}}})),
+    )
+    .await;
+    assert_eq!(r.body["metadata"]["generation"], 3, "{}", r.text);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn services_get_a_cluster_ip_and_node_ports_that_do_not_collide() {
+    let env = TestEnv::new().await;
+    let c = env.admin().await;
+    let base = format!("/api/v1/namespaces/{}/services", env.namespace());
+    let svc = |name: &str, node_port: Option<i64>| {
+        let mut port = json!({"name": "http", "port": 8080, "targetPort": "http"});
+        if let Some(n) = node_port {
+            port["nodePort"] = json!(n);
+        }
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [port]}})
+    };
+    let r = common::raw(
+        &c,
+        "POST",
+        &base,
+        Some("application/json"),
+        Some(&svc("s1", Some(31234))),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ip = r.body["spec"]["clusterIP"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{}", r.text);
+    assert_eq!(r.body["spec"]["ports"][0]["protocol"], "TCP");
+    let r = common::raw(
+        &c,
+        "POST",
+        &base,
+        Some("application/json"),
+        Some(&svc("s2", Some(31234))),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(
+        r.message(),
+        "Service \"s2\" is invalid: spec.ports[0].nodePort: Invalid value: 31234: provided port is already allocated"
+    );
+    let r = common::raw(
+        &c,
+        "POST",
+        &base,
+        Some("application/json"),
+        Some(&svc("s2", None)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let n = r.body["spec"]["ports"][0]["nodePort"].as_i64().unwrap_or(0);
+    assert!((30000..=32767).contains(&n) && n != 31234, "{}", r.text);
+    // A PUT without the allocated values keeps them.
+    let mut put = svc("s1", None);
+    let get = common::raw(&c, "GET", &format!("{base}/s1"), None, None).await;
+    put["metadata"]["resourceVersion"] = json!(get.rv());
+    let r = common::raw(
+        &c,
+        "PUT",
+        &format!("{base}/s1"),
+        Some("application/json"),
+        Some(&put),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["spec"]["clusterIP"], ip.as_str());
+    assert_eq!(r.body["spec"]["ports"][0]["nodePort"], 31234);
+    env.cleanup().await;
+}

@@ -598,3 +598,140 @@ async fn delete_with_cascading() {
     );
     env.cleanup().await;
 }
+
+/// `make deploy`'s `kubectl apply -k k8s` (CRDs, RBAC, controller and gateway Deployments,
+/// gateway Service) and the kind NodePort Service, with kubectl's own validation; the
+/// Deployments and Services are stored (no controllers act on them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_kustomization_applies() {
+    if !kubectl_available() {
+        eprintln!("kubectl not on PATH: skipped");
+        return;
+    }
+    let env = TestEnv::new().await;
+    let k8s = repo_root().join("k8s");
+    let k8s = k8s.to_str().unwrap();
+    let out = must(&env, &["apply", "-k", k8s], None).await;
+    for created in [
+        "customresourcedefinition.apiextensions.k8s.io/deviceprocesses.azure.com",
+        "serviceaccount/apollo-deviceprocess-gateway",
+        "deployment.apps/apollo-deviceprocess-controller",
+        "deployment.apps/apollo-deviceprocess-gateway",
+        "service/apollo-deviceprocess-gateway",
+    ] {
+        assert!(out.contains(created), "{created} in:\n{out}");
+    }
+    let nodeport = repo_root().join("k8s/gateway/service-nodeport.yaml");
+    let out = must(&env, &["apply", "-f", nodeport.to_str().unwrap()], None).await;
+    assert!(
+        out.contains("service/apollo-deviceprocess-gateway-nodeport"),
+        "{out}"
+    );
+    // Applying again changes nothing.
+    let out = must(&env, &["apply", "-k", k8s], None).await;
+    assert!(
+        out.contains("deployment.apps/apollo-deviceprocess-gateway unchanged"),
+        "{out}"
+    );
+    let out = must(
+        &env,
+        &["get", "deploy,svc", "-n", "default", "-o", "name"],
+        None,
+    )
+    .await;
+    for name in [
+        "deployment.apps/apollo-deviceprocess-controller",
+        "deployment.apps/apollo-deviceprocess-gateway",
+        "service/apollo-deviceprocess-gateway",
+        "service/apollo-deviceprocess-gateway-nodeport",
+    ] {
+        assert!(out.lines().any(|l| l == name), "{name} in:\n{out}");
+    }
+    let out = must(
+        &env,
+        &[
+            "get",
+            "svc",
+            "apollo-deviceprocess-gateway-nodeport",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.type} {.spec.ports[0].nodePort} {.spec.clusterIP}",
+        ],
+        None,
+    )
+    .await;
+    let parts: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(parts.len(), 3, "{out}");
+    assert_eq!(parts[..2], ["NodePort", "30080"], "{out}");
+    assert!(parts[2].parse::<std::net::Ipv4Addr>().is_ok(), "{out}");
+    // Deployments: generation 1 at create, a spec change bumps it, a label change does not.
+    assert_eq!(controller_generation(&env).await, "1");
+    must(
+        &env,
+        &[
+            "label",
+            "deploy",
+            "apollo-deviceprocess-controller",
+            "-n",
+            "default",
+            "extra=yes",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(controller_generation(&env).await, "1");
+    must(
+        &env,
+        &[
+            "patch",
+            "deploy",
+            "apollo-deviceprocess-controller",
+            "-n",
+            "default",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":2}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(controller_generation(&env).await, "2");
+    // Clean up everything but the CRDs (other tests may use them on a real cluster).
+    let rbac = repo_root().join("k8s/rbac");
+    let gateway = repo_root().join("k8s/gateway");
+    let controller = repo_root().join("k8s/controller");
+    must(
+        &env,
+        &[
+            "delete",
+            "--ignore-not-found",
+            "-f",
+            gateway.to_str().unwrap(),
+            "-f",
+            controller.to_str().unwrap(),
+            "-f",
+            rbac.to_str().unwrap(),
+        ],
+        None,
+    )
+    .await;
+    env.cleanup().await;
+}
+
+async fn controller_generation(env: &TestEnv) -> String {
+    must(
+        env,
+        &[
+            "get",
+            "deploy",
+            "apollo-deviceprocess-controller",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ],
+        None,
+    )
+    .await
+}

@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use apollo_api::{DeviceProcess, DeviceProcessDeployment};
+use apollo_runtime::manifests::Applier;
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::GroupVersionKind;
-use kube::discovery::Scope;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -76,87 +75,17 @@ impl Kube {
     }
 
     /// Server-side applies every document of every `*.yaml` file in `path` (a file or a
-    /// directory, files in name order). Namespaced objects land in the demo's namespace.
-    /// Returns `kind/name` of each applied object.
+    /// directory, files in name order) with [`apollo_runtime::manifests::Applier`].
+    /// Namespaced objects (and ServiceAccount subjects of bindings) land in the demo's
+    /// namespace. Returns `kind/name` of each applied object.
     pub async fn apply_path(&self, path: &Path) -> Result<Vec<String>> {
-        let mut files = Vec::new();
-        if path.is_dir() {
-            for entry in std::fs::read_dir(path)
-                .with_context(|| format!("cannot read {}", path.display()))?
-            {
-                let p = entry?.path();
-                if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                    files.push(p);
-                }
-            }
-            files.sort();
+        let mut applier = Applier::new(self.client.clone(), FIELD_MANAGER, Some(&self.namespace));
+        let applied = if path.is_dir() {
+            applier.apply_dir(path).await
         } else {
-            files.push(path.to_path_buf());
-        }
-        let mut applied = Vec::new();
-        for f in files {
-            let text = std::fs::read_to_string(&f)
-                .with_context(|| format!("cannot read {}", f.display()))?;
-            let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-                .map_err(|e| anyhow!("{}: invalid YAML: {e}", f.display()))?;
-            for doc in docs.into_iter().filter(|d| d.is_object()) {
-                let what = self
-                    .apply_doc(doc)
-                    .await
-                    .with_context(|| format!("applying {}", f.display()))?;
-                applied.push(what);
-            }
-        }
-        Ok(applied)
-    }
-
-    /// Server-side applies one object.
-    pub async fn apply_doc(&self, mut doc: Value) -> Result<String> {
-        let api_version = doc["apiVersion"]
-            .as_str()
-            .ok_or_else(|| anyhow!("document without apiVersion"))?
-            .to_string();
-        let kind = doc["kind"]
-            .as_str()
-            .ok_or_else(|| anyhow!("document without kind"))?
-            .to_string();
-        let name = doc["metadata"]["name"]
-            .as_str()
-            .ok_or_else(|| anyhow!("{kind} without metadata.name"))?
-            .to_string();
-        let (group, version) = match api_version.split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), api_version.clone()),
+            applier.apply_file(path).await
         };
-        let gvk = GroupVersionKind::gvk(&group, &version, &kind);
-        // A kind whose CRD was just created may take a moment to appear in discovery.
-        let (ar, caps) = poll_until(Duration::from_secs(10), Duration::from_millis(200), || {
-            let gvk = gvk.clone();
-            async move { kube::discovery::pinned_kind(&self.client, &gvk).await.ok() }
-        })
-        .await
-        .ok_or_else(|| anyhow!("the server does not serve {api_version} {kind}"))?;
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => {
-                doc["metadata"]["namespace"] = Value::String(self.namespace.clone());
-                Api::namespaced_with(self.client.clone(), &self.namespace, &ar)
-            }
-            Scope::Cluster => Api::all_with(self.client.clone(), &ar),
-        };
-        if matches!(kind.as_str(), "RoleBinding" | "ClusterRoleBinding")
-            && let Some(subjects) = doc["subjects"].as_array_mut()
-        {
-            for s in subjects {
-                if s["kind"] == "ServiceAccount" {
-                    s["namespace"] = Value::String(self.namespace.clone());
-                }
-            }
-        }
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&name, &pp, &Patch::Apply(&doc))
-            .await
-            .with_context(|| format!("server-side apply of {kind} {name}"))?;
-        Ok(format!("{}/{name}", kind.to_lowercase()))
+        applied.with_context(|| format!("applying {}", path.display()))
     }
 
     /// Waits until every CRD in `names` has `Established=True`.

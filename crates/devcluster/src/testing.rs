@@ -4,11 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::Scope;
+use apollo_runtime::manifests::Applier;
+use kube::api::Api;
 use rand::Rng;
-use serde_json::Value;
 
 use crate::{DevCluster, Error, Options, User};
 
@@ -153,109 +151,30 @@ impl TestEnv {
         }
     }
 
-    /// Applies a multi-document YAML file with server-side apply as admin; namespaced objects
+    /// Applies a multi-document YAML file with server-side apply as admin (field manager
+    /// `apollo-testenv`, through [`apollo_runtime::manifests::Applier`]); namespaced objects
     /// (and ServiceAccount subjects of bindings) are put into this test's namespace. Waits for
     /// applied CRDs to be Established.
     pub async fn apply_manifest_file(&self, path: &Path) -> Result<(), Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        self.apply_manifest(&text).await
+        self.applier()
+            .apply_file(path)
+            .await
+            .map(drop)
+            .map_err(|e| Error::Manifest(e.to_string()))
     }
 
     /// Like [`TestEnv::apply_manifest_file`] for YAML text.
     pub async fn apply_manifest(&self, text: &str) -> Result<(), Error> {
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(text).map_err(|e| Error::Manifest(format!("yaml: {e}")))?;
-        for mut doc in docs {
-            if doc.is_null() {
-                continue;
-            }
-            self.apply_value(&mut doc).await?;
-        }
-        Ok(())
+        self.applier()
+            .apply_yaml(text, "manifest")
+            .await
+            .map(drop)
+            .map_err(|e| Error::Manifest(e.to_string()))
     }
 
-    async fn apply_value(&self, doc: &mut Value) -> Result<(), Error> {
-        let api_version = doc
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let kind = doc
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let name = doc
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        if kind.is_empty() || name.is_empty() {
-            return Err(Error::Manifest(format!(
-                "document without kind or name: {doc}"
-            )));
-        }
-        let (group, version) = match api_version.split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), api_version.clone()),
-        };
-        let gvk = GroupVersionKind::gvk(&group, &version, &kind);
-        let (ar, caps) = kube::discovery::pinned_kind(&self.admin, &gvk)
-            .await
-            .map_err(|e| Error::Manifest(format!("{api_version} {kind}: {e}")))?;
-        let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
-            if let Some(m) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
-                m.insert("namespace".into(), Value::String(self.namespace.clone()));
-            }
-            Api::namespaced_with(self.admin.clone(), &self.namespace, &ar)
-        } else {
-            Api::all_with(self.admin.clone(), &ar)
-        };
-        if let Some(subjects) = doc.get_mut("subjects").and_then(Value::as_array_mut) {
-            for s in subjects {
-                if s.get("kind").and_then(Value::as_str) == Some("ServiceAccount") {
-                    s["namespace"] = Value::String(self.namespace.clone());
-                }
-            }
-        }
-        let pp = PatchParams::apply("apollo-testenv").force();
-        api.patch(&name, &pp, &Patch::Apply(&*doc))
-            .await
-            .map_err(|e| Error::Manifest(format!("{kind} {name}: {e}")))?;
-        if kind == "CustomResourceDefinition" {
-            self.wait_established(&api, &name).await?;
-        }
-        Ok(())
-    }
-
-    async fn wait_established(&self, api: &Api<DynamicObject>, name: &str) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let crd = api
-                .get(name)
-                .await
-                .map_err(|e| Error::Manifest(format!("crd {name}: {e}")))?;
-            let established = crd
-                .data
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c.get("type").and_then(Value::as_str) == Some("Established")
-                            && c.get("status").and_then(Value::as_str) == Some("True")
-                    })
-                });
-            if established {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(Error::Manifest(format!(
-                    "crd {name} not Established in 30s"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    fn applier(&self) -> Applier {
+        Applier::new(self.admin.clone(), "apollo-testenv", Some(&self.namespace))
+            .wait_established(Duration::from_secs(30))
     }
 
     /// Deletes the namespace (real cluster) and stops the in-process server.

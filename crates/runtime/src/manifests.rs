@@ -44,6 +44,9 @@ pub enum ManifestError {
     /// The kind is not served (for a custom resource: its CRD is missing or not established).
     #[error("{0} is not served by the API server")]
     UnknownKind(String),
+    /// An applied CRD did not become Established in time ([`Applier::wait_established`]).
+    #[error("crd {0} not Established in time")]
+    NotEstablished(String),
 }
 
 /// Applies manifests with one field manager, caching discovery per kind.
@@ -53,6 +56,7 @@ pub struct Applier {
     namespace: Option<String>,
     kinds: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>,
     discovery_timeout: Duration,
+    established_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Applier {
@@ -75,7 +79,15 @@ impl Applier {
             kinds: HashMap::new(),
             // A kind whose CRD was applied a moment ago may take a little while to be served.
             discovery_timeout: Duration::from_secs(10),
+            established_timeout: None,
         }
+    }
+
+    /// After applying a CustomResourceDefinition, waits up to `timeout` for its `Established`
+    /// condition (so that the next call can create instances at once); off by default.
+    pub fn wait_established(mut self, timeout: Duration) -> Self {
+        self.established_timeout = Some(timeout);
+        self
     }
 
     /// Applies every document of a multi-document YAML file; returns `kind/name` of each.
@@ -200,7 +212,44 @@ impl Applier {
                 name: name.clone(),
                 error,
             })?;
+        if let Some(timeout) = self.established_timeout
+            && gvk.group == "apiextensions.k8s.io"
+            && gvk.kind == "CustomResourceDefinition"
+        {
+            wait_established(&api, &name, timeout).await?;
+        }
         Ok(format!("{}/{name}", gvk.kind.to_ascii_lowercase()))
+    }
+}
+
+/// Polls a CRD until its `Established` condition is `True`.
+async fn wait_established(
+    api: &Api<DynamicObject>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ManifestError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let crd = api.get(name).await.map_err(|error| ManifestError::Apply {
+            kind: "CustomResourceDefinition".into(),
+            name: name.to_owned(),
+            error,
+        })?;
+        let established = crd
+            .data
+            .pointer("/status/conditions")
+            .and_then(|c| c.as_array())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            });
+        if established {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ManifestError::NotEstablished(name.to_owned()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

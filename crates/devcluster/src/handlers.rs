@@ -1856,6 +1856,7 @@ fn apply_patch(
         }
     }
     // What this endpoint may change.
+    let mut status_dropped = None;
     match sub {
         Some(_) => {
             let mut only = Map::new();
@@ -1876,8 +1877,9 @@ fn apply_patch(
         None => {
             if def.status_subresource
                 && let Some(m) = applied.as_object_mut()
+                && let Some(status) = m.remove("status")
             {
-                m.remove("status");
+                status_dropped = Some(status);
             }
         }
     }
@@ -1891,6 +1893,24 @@ fn apply_patch(
     let live = old.as_ref().map(|o| present(def, o));
     if live.is_none() && sub.is_some() {
         return Err(ApiError::not_found(def.what(), name));
+    }
+    // The real server types the whole configuration before it resets status: a status that
+    // cannot be typed (duplicate list-map keys) fails the apply with 500 all the same.
+    if let Some(status) = status_dropped {
+        let mut whole = applied.clone();
+        whole["status"] = status;
+        if let Err(e) = apply::apply(ApplyRequest {
+            live: None,
+            applied: &whole,
+            manager: &manager,
+            subresource: None,
+            force: true,
+            schema: schema_of(def),
+            now: &ctx.now,
+        }) && e.code() == 500
+        {
+            return Err(apply_error(e));
+        }
     }
     let result = apply::apply(ApplyRequest {
         live: live.as_ref(),

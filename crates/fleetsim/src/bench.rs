@@ -11,7 +11,7 @@ use apollo_api::{DeviceProcess, spec_hash};
 use apollo_devcluster::User;
 use serde::Serialize;
 
-use crate::cluster::{Cluster, Component, NAMESPACE, free_port, wait_http_ok};
+use crate::cluster::{Cluster, Component, NAMESPACE, free_port, wait_http_ok, wait_listening};
 use crate::fleet::{Fleet, FleetOptions};
 use crate::load::{self, LoadResult};
 
@@ -317,7 +317,18 @@ pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputRe
     )?;
     wait_http_ok(&format!("http://{addr}/readyz"), Duration::from_secs(60)).await?;
     let keys: Vec<_> = names.iter().map(|n| master.derive(n)).collect();
-    let baseline_addr = load::spawn_baseline_304().await?;
+    // The baseline runs in its own process, as the gateway does.
+    let baseline_addr = free_port()?;
+    let baseline_server = Component::spawn(
+        &config.bin_dir.join("apollo-fleetsim"),
+        &[
+            "serve-304".into(),
+            "--listen".into(),
+            baseline_addr.to_string(),
+        ],
+        cluster.dir.join("baseline.log"),
+    )?;
+    wait_listening(baseline_addr, Duration::from_secs(30)).await?;
     // Alternate the two servers over several rounds and keep each one's median round, so a
     // burst of other work on the machine does not land on one side only.
     let mut gateway_rounds = Vec::new();
@@ -340,6 +351,7 @@ pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputRe
     }
     let gateway_result = load::median(gateway_rounds);
     let baseline = load::median(baseline_rounds);
+    baseline_server.stop().await;
     gateway.stop().await;
     controller.stop().await;
     cluster.dev.shutdown().await;

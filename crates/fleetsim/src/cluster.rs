@@ -275,6 +275,18 @@ pub fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
+/// Waits until something accepts connections on `addr`.
+pub async fn wait_listening(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if start.elapsed() > timeout {
+            bail!("nothing listens on {addr} after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// Waits until `url` answers 200.
 pub async fn wait_http_ok(url: &str, timeout: Duration) -> anyhow::Result<()> {
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =

@@ -166,9 +166,16 @@ pub fn median(mut rounds: Vec<LoadResult>) -> LoadResult {
 }
 
 /// A bare hyper server answering every request with `304` and an ETag: the baseline.
-/// Returns its address; it runs until the runtime stops.
+/// Returns its address; it runs until the runtime stops. (The benchmark runs it in a process
+/// of its own, `apollo-fleetsim serve-304`, like the gateway, so neither shares the load
+/// client's runtime.)
 pub async fn spawn_baseline_304() -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    spawn_baseline_304_on(listener)
+}
+
+/// [`spawn_baseline_304`] on a bound listener.
+pub fn spawn_baseline_304_on(listener: tokio::net::TcpListener) -> std::io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

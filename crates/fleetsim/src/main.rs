@@ -22,6 +22,16 @@ struct Args {
 enum Command {
     Bench(BenchArgs),
     Run(RunArgs),
+    Serve304(Serve304Args),
+}
+
+/// Serve the throughput baseline: a bare hyper server answering every request with 304.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve-304")]
+struct Serve304Args {
+    /// listen address, e.g. 127.0.0.1:18304
+    #[argh(option)]
+    listen: std::net::SocketAddr,
 }
 
 /// Run the benchmarks against the development API server and the built binaries.
@@ -128,6 +138,13 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("results written to {}", path.display());
             }
+        }
+        Command::Serve304(a) => {
+            let listener = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("binding {}", a.listen))?;
+            apollo_fleetsim::load::spawn_baseline_304_on(listener)?;
+            apollo_runtime::shutdown::signal().await;
         }
         Command::Run(r) => {
             let text = std::fs::read_to_string(&r.master_key_file)

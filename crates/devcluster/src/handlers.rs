@@ -1406,6 +1406,36 @@ fn commit_create(
 
 /// Commits an update; a no-op keeps the resourceVersion; removing the last finalizer of an
 /// object being deleted deletes it.
+/// Stores a prepared update, or only returns it for a dry run.
+fn store_update(
+    ctx: &Ctx,
+    store: &mut Store,
+    def: &ResourceDef,
+    old: &Arc<Value>,
+    obj: Value,
+) -> Arc<Value> {
+    if ctx.dry_run() {
+        Arc::new(obj)
+    } else {
+        commit_update(store, def, old, obj, &ctx.now)
+    }
+}
+
+/// The answer to a write: the stored object, rendered as asked, at the store's current
+/// resourceVersion (the lock is released before encoding).
+fn written(
+    ctx: &Ctx,
+    def: &ResourceDef,
+    store: std::sync::MutexGuard<'_, Store>,
+    code: u16,
+    stored: &Value,
+    warnings: &[String],
+) -> Response<Body> {
+    let rv = store.rv.to_string();
+    drop(store);
+    json_response(code, &render_one(ctx, def, stored, &rv), warnings)
+}
+
 fn commit_update(
     store: &mut Store,
     def: &ResourceDef,
@@ -1563,13 +1593,7 @@ fn create(ctx: &Ctx, def: &ResourceDef, ns: &str) -> Result<Response<Body>> {
     } else {
         commit_create(&mut store, def, prepared.obj, &ctx.now)?
     };
-    let rv = store.rv.to_string();
-    drop(store);
-    Ok(json_response(
-        201,
-        &render_one(ctx, def, &stored, &rv),
-        &prepared.warnings,
-    ))
+    Ok(written(ctx, def, store, 201, &stored, &prepared.warnings))
 }
 
 fn check_identity(def: &ResourceDef, obj: &Value, ns: &str, name: &str) -> Result<()> {
@@ -1620,18 +1644,8 @@ fn update(
         mode,
         &store,
     )?;
-    let stored = if ctx.dry_run() {
-        Arc::new(prepared.obj)
-    } else {
-        commit_update(&mut store, def, &old, prepared.obj, &ctx.now)
-    };
-    let rv = store.rv.to_string();
-    drop(store);
-    Ok(json_response(
-        200,
-        &render_one(ctx, def, &stored, &rv),
-        &prepared.warnings,
-    ))
+    let stored = store_update(ctx, &mut store, def, &old, prepared.obj);
+    Ok(written(ctx, def, store, 200, &stored, &prepared.warnings))
 }
 
 const PATCH_TYPES_CR: [&str; 3] = [
@@ -1731,18 +1745,8 @@ fn patch(
         mode,
         &store,
     )?;
-    let stored = if ctx.dry_run() {
-        Arc::new(prepared.obj)
-    } else {
-        commit_update(&mut store, def, &old, prepared.obj, &ctx.now)
-    };
-    let rv = store.rv.to_string();
-    drop(store);
-    Ok(json_response(
-        200,
-        &render_one(ctx, def, &stored, &rv),
-        &prepared.warnings,
-    ))
+    let stored = store_update(ctx, &mut store, def, &old, prepared.obj);
+    Ok(written(ctx, def, store, 200, &stored, &prepared.warnings))
 }
 
 /// Strategic merge patch for built-in kinds: a JSON merge patch that honours the `$patch`,
@@ -1952,22 +1956,12 @@ fn apply_patch(
                 FieldValidation::Ignore,
                 &store,
             )?;
-            let stored = if ctx.dry_run() {
-                Arc::new(prepared.obj)
-            } else {
-                commit_update(&mut store, def, &old, prepared.obj, &ctx.now)
-            };
+            let stored = store_update(ctx, &mut store, def, &old, prepared.obj);
             (200, stored, prepared.warnings)
         }
     };
     warnings.extend(more_warnings);
-    let rv = store.rv.to_string();
-    drop(store);
-    Ok(json_response(
-        code,
-        &render_one(ctx, def, &stored, &rv),
-        &warnings,
-    ))
+    Ok(written(ctx, def, store, code, &stored, &warnings))
 }
 
 /// The Status of a failed apply: 409 Conflict with only `causes` in `details` (as the real

@@ -4,6 +4,7 @@
 #   make demo-local FAST=1 the same with short intervals (well under a minute)
 #   make test              every test (unit, conformance, integration, end-to-end)
 #   make demo              the runbook on kind (inside `nix develop`)
+#   make demo-containers   the runbook with every component in a local container (docker)
 
 SHELL        := bash
 .SHELLFLAGS  := -eu -o pipefail -c
@@ -17,13 +18,22 @@ GATEWAY_IMAGE ?= apollo/gateway:dev
 # Static binaries: glibc with crt-static here; the Nix flake builds musl.
 TARGET       ?= x86_64-unknown-linux-gnu
 BIN_DIR      ?= bin
+BENCH_JSON   ?= $(BIN_DIR)/bench-short.json
 BINS         := apollo-controller apollo-gateway apollo-agent apollo-crdgen apollo-devcluster apollo-demo apollo-fleetsim
 FAST         ?=
 DEVICES      ?= tor1-01 tor1-02
 GATEWAY_URL  ?= http://host.docker.internal:18080
+# Cargo features of the agent build: `make build AGENT_FEATURES=tls` for https:// gateways.
+AGENT_FEATURES ?=
+DOCKER       ?= docker
+# Tag of the images `make docker-images` builds (the runbook's is dev).
+IMAGE_TAG    ?= dev
+VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+REVISION     := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
-.PHONY: help tools generate manifests build build-dev test lint fmt install uninstall deploy undeploy \
-        demo-local demo demo-down images kind-load compose bench bench-full nix-check clean
+.PHONY: help tools generate manifests build build-dev test test-sandbox lint fmt install uninstall deploy \
+        undeploy demo-local demo demo-down demo-containers docker-images images kind-load compose bench \
+        bench-full nix-check clean monitoring-check bench-charts
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,16 +47,22 @@ generate: ## Rust types are the source of truth: there is no deepcopy/clientset 
 	@echo "apollo-api types are the source of truth (no deepcopy/clientsets in Rust); regenerating CRDs"
 	$(MAKE) manifests
 
-manifests: ## write k8s/crds/*.yaml from the apollo-api types
-	$(CARGO) run -q -p apollo-crdgen -- --out-dir k8s/crds
+manifests: ## write k8s/crds/*.yaml from the apollo-api types, and k8s-pre-1.31/ for older servers
+	$(CARGO) run -q -p apollo-crdgen -- --out-dir k8s/crds --variants
 
 build: ## static release binaries into bin/ (the agent with the size-optimised profile)
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(TARGET) \
 	  $(addprefix -p ,$(filter-out apollo-agent,$(BINS)))
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile release-small --target $(TARGET) -p apollo-agent
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --profile release-small --target $(TARGET) -p apollo-agent \
+	  $(if $(AGENT_FEATURES),--features $(AGENT_FEATURES))
 	mkdir -p $(BIN_DIR)
-	for b in $(filter-out apollo-agent,$(BINS)); do cp target/$(TARGET)/release/$$b $(BIN_DIR)/; done
-	cp target/$(TARGET)/release-small/apollo-agent $(BIN_DIR)/
+	for b in $(filter-out apollo-agent,$(BINS)); do install -m 0555 target/$(TARGET)/release/$$b $(BIN_DIR)/; done
+	install -m 0555 target/$(TARGET)/release-small/apollo-agent $(BIN_DIR)/
+	@# The image root the Dockerfiles copy (as nix/images.nix writes it): passwd, group, home, /tmp.
+	rm -rf $(BIN_DIR)/rootfs
+	install -d -m 0755 $(BIN_DIR)/rootfs/etc $(BIN_DIR)/rootfs/home/nonroot
+	install -d -m 1777 $(BIN_DIR)/rootfs/tmp
+	install -m 0644 docker/passwd docker/group $(BIN_DIR)/rootfs/etc/
 	@file $(BIN_DIR)/* | sed 's/, BuildID[^,]*//'
 	@ls -l $(BIN_DIR)
 
@@ -56,10 +72,13 @@ build-dev: ## debug binaries (what the tests and the fast demo use)
 test: build-dev ## every test: unit, conformance (dev API server; real cluster if APOLLO_TEST_KUBECONFIG is set), integration, end-to-end
 	$(CARGO) test --workspace --no-fail-fast
 
+test-sandbox: ## every test under cargo nextest as the flake's check runs it: no /usr/bin, read-only HOME, no network (needs unshare)
+	bash nix/tests/nextest-sandbox.sh
+
 lint: ## rustfmt check, clippy -D warnings, CRDs current, agent free of Kubernetes crates
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) run -q -p apollo-crdgen -- --check --out-dir k8s/crds
+	$(CARGO) run -q -p apollo-crdgen -- --check --variants --out-dir k8s/crds
 	@if $(CARGO) tree -p apollo-agent -e normal --prefix none | grep -Eq '^(kube|k8s-openapi)'; then \
 	  echo "apollo-agent must not depend on Kubernetes crates"; exit 1; fi
 	@echo "lint ok"
@@ -67,18 +86,21 @@ lint: ## rustfmt check, clippy -D warnings, CRDs current, agent free of Kubernet
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-install: ## apply the CRDs to the current kubectl context
-	$(KUBECTL) apply -f k8s/crds/
+install: ## apply the CRDs to the current kubectl context (k8s/crds, or k8s-pre-1.31/crds on Kubernetes 1.29-1.30)
+	@crds="$$(KUBECTL='$(KUBECTL)' bash scripts/k8s-variant.sh crds)"; \
+	  echo "$(KUBECTL) apply -f $$crds/"; \
+	  $(KUBECTL) apply -f "$$crds/"
 	$(KUBECTL) wait --for=condition=Established crd --all --timeout=60s
 
 uninstall: ## delete the CRDs (and every Apollo object)
 	$(KUBECTL) delete -f k8s/crds/ --ignore-not-found
 
-deploy: ## RBAC, controller and gateway into NAMESPACE (IMAGE / GATEWAY_IMAGE override the images)
+deploy: ## CRDs, RBAC, controller and gateway into NAMESPACE (IMAGE / GATEWAY_IMAGE override the images; k8s-pre-1.31 on Kubernetes 1.29-1.30)
 	@$(KUBECTL) get secret apollo-gateway-master-key -n $(NAMESPACE) >/dev/null 2>&1 || { \
 	  key=$$($(CARGO) run -q -p apollo-gateway -- keys generate); \
 	  $(KUBECTL) create secret generic apollo-gateway-master-key -n $(NAMESPACE) --from-literal=master.key="$$key"; }
-	$(KUBECTL) kustomize k8s \
+	@dir="$$(KUBECTL='$(KUBECTL)' bash scripts/k8s-variant.sh kustomize)"; echo "$(KUBECTL) kustomize $$dir | ... | $(KUBECTL) apply -f -"; \
+	$(KUBECTL) kustomize "$$dir" \
 	  | sed -e 's#image: apollo/controller:dev#image: $(IMAGE)#' -e 's#image: apollo/gateway:dev#image: $(GATEWAY_IMAGE)#' \
 	        -e 's#namespace: default#namespace: $(NAMESPACE)#' \
 	  | $(KUBECTL) apply -f -
@@ -96,6 +118,21 @@ demo: ## the runbook on kind: cluster, flake images, controller, gateway, compos
 demo-down: ## delete the kind cluster and stop the compose agents
 	KIND_CLUSTER=$(KIND_CLUSTER) scripts/demo-kind.sh down
 
+docker-images: ## the runbook's images from bin/ without Nix (make build first): apollo/{controller,gateway,agent,devcluster}:IMAGE_TAG
+	@for b in apollo-controller apollo-gateway apollo-agent apollo-devcluster; do \
+	  test -x $(BIN_DIR)/$$b || { echo "$(BIN_DIR)/$$b is missing: run 'make build' first (static binaries)"; exit 1; }; done
+	@test -d $(BIN_DIR)/rootfs/etc || { echo "$(BIN_DIR)/rootfs is missing: run 'make build' first"; exit 1; }
+	$(DOCKER) build -q --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
+	  -t apollo/controller:$(IMAGE_TAG) -t apollo-deviceprocess-controller:$(IMAGE_TAG) -f Dockerfile.controller .
+	$(DOCKER) build -q --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t apollo/gateway:$(IMAGE_TAG) -f Dockerfile.gateway .
+	$(DOCKER) build -q --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t apollo/agent:$(IMAGE_TAG) -f Dockerfile.agent .
+	$(DOCKER) build -q --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t apollo/devcluster:$(IMAGE_TAG) -f Dockerfile.devcluster .
+	@$(DOCKER) image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E '^apollo(/|-deviceprocess-)[a-z-]+:$(IMAGE_TAG)\b' || true
+
+demo-containers: build ## the runbook with the dev API server, controller and gateway as containers, agents in docker compose (FAST=1 short intervals)
+	$(MAKE) --no-print-directory docker-images
+	$(BIN_DIR)/apollo-demo containers --image-tag $(IMAGE_TAG) $(if $(filter 1 true yes,$(FAST)),--fast,)
+
 images: ## distroless images from the flake (result-images/ holds one archive per image, SIZES.txt)
 	nix build .#images --out-link result-images
 	cat result-images/SIZES.txt
@@ -112,8 +149,14 @@ compose: ## write docker-compose.yaml for the agents from compose.nix (DEVICES, 
 bench: build ## short fleet benchmark (under 5 minutes): 1,000 devices, 1 s heartbeat
 	$(BIN_DIR)/apollo-fleetsim bench --short --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-short.json
 
+bench-charts: ## SVG charts of the short benchmark's JSON into docs/bench (BENCH_JSON=… another report)
+	$(CARGO) run -q -p apollo-fleetsim -- charts --json $(BENCH_JSON) --out-dir docs/bench
+
 bench-full: build ## full fleet benchmark: 1,000 / 10,000 / 100,000 devices, 10 s heartbeat
 	$(BIN_DIR)/apollo-fleetsim bench --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-full.json
+
+monitoring-check: ## promtool check + unit tests of the alerts, kustomize render of k8s/monitoring (needs promtool: Debian's prometheus package)
+	scripts/monitoring-check.sh
 
 nix-check: ## parse the flake and nix/, evaluate compose.nix, check flake.lock (needs Debian's nix-bin)
 	bash nix/tests/check-nix.sh

@@ -1,8 +1,9 @@
 {
   description = "Apollo DeviceProcess: static musl binaries, distroless images, dev shell and checks";
 
-  # Every input is pinned in flake.lock (see docs/PACKAGING.md for how each pin
-  # was obtained and which parts were verified on a machine without a Nix store).
+  # Needs Nix >= 2.31.2 (nix/nix-version.nix). Every input is pinned in
+  # flake.lock (see docs/PACKAGING.md for how each pin was obtained and which
+  # parts were verified on a machine without a Nix store).
   inputs = {
     # NixOS 26.05 release branch.
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-26.05";
@@ -60,6 +61,8 @@
 
       # `compose.nix` as a function, for other flakes:
       #   apollo.lib.compose { devices = [ "tor1-01" ]; }
+      # `lib` is one of the community outputs `nix flake check` accepts
+      # without checking (since Nix 2.13): no "unknown flake output" warning.
       lib.compose = import ./compose.nix;
     };
 }

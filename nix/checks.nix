@@ -39,16 +39,27 @@ in
     }
   );
 
+  # One process per test, no network, HOME=/homeless-shelter, no /usr/bin/env
+  # and no /bin/bash: the tests find bash and their tools on PATH, pick their
+  # own ports and work in their own temporary directories.
+  # nix/tests/nextest-sandbox.sh runs the suite in the same conditions
+  # without Nix (make test-sandbox, CI).
   nextest = craneLib.cargoNextest (
     commonArgs
     // {
       inherit cargoArtifacts;
-      # Tests shell out to kubectl (against the embedded dev API server) and
-      # python3 (the protocol's independent implementation).
+      # Tests shell out to kubectl (against the development API server),
+      # python3 (the protocol's independent implementation), curl (readiness
+      # probes) and shellcheck (scripts/); bash and coreutils are stdenv's.
       nativeBuildInputs = [
         pkgs.kubectl
         pkgs.python3
+        pkgs.curl
+        pkgs.shellcheck
       ];
+      # nextest has just built every binary of the workspace: the demo tests
+      # use them instead of running cargo themselves.
+      APOLLO_DEMO_SKIP_BUILD = "1";
     }
   );
 
@@ -110,7 +121,8 @@ in
     { }
   else
     {
-      # k8s/crds matches what the generator produces now.
+      # k8s/crds (and k8s-pre-1.31/, the variant for older servers) match what the
+      # generator produces now.
       crds-up-to-date =
         pkgs.runCommand "apollo-crds-up-to-date"
           {
@@ -120,7 +132,7 @@ in
             cp -r ${src} source
             chmod -R u+w source
             cd source
-            apollo-crdgen --out-dir k8s/crds --check
+            apollo-crdgen --out-dir k8s/crds --check --variants
             touch $out
           '';
     }

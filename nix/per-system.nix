@@ -19,10 +19,15 @@ let
   arch = builtins.head (builtins.split "-" system); # "x86_64" | "aarch64"
   nativeTarget = targets.${arch};
 
-  pkgs = import nixpkgs {
-    localSystem = system;
-    overlays = [ rust-overlay.overlays.default ];
-  };
+  nixVersion = import ./nix-version.nix;
+
+  # Every value below needs nixpkgs; an unsupported Nix stops here with a clear message.
+  pkgs =
+    assert nixVersion.check nixVersion.current;
+    import nixpkgs {
+      localSystem = system;
+      overlays = [ rust-overlay.overlays.default ];
+    };
 
   src = import ./source.nix {
     inherit (pkgs) lib;
@@ -54,6 +59,7 @@ let
         ;
       inherit (meta) version;
       binaryNames = meta.binaries;
+      hostArch = arch;
     };
 
   native = mkStatic nativeTarget;
@@ -76,8 +82,8 @@ let
   };
 
   # x86_64-linux also cross-builds the aarch64 binaries and images (the musl
-  # cross toolchain comes from nixpkgs' pkgsCross.aarch64-multiplatform-musl).
-  # aarch64-linux builds aarch64 natively.
+  # cross GCC comes from nixpkgs' pkgsCross.aarch64-multiplatform-musl).
+  # aarch64-linux builds aarch64 natively (nix/targets.nix).
   cross =
     if arch == "x86_64" then
       let
@@ -133,12 +139,8 @@ in
     inherit images;
   };
 
+  # Builds nothing of the project: the CRD generator runs through cargo in the shell.
   devShells.default = import ./devshell.nix {
-    inherit
-      pkgs
-      toolchain
-      withCrdgen
-      crdgen
-      ;
+    inherit pkgs toolchain;
   };
 }

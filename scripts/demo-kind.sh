@@ -9,20 +9,31 @@
 #   scripts/demo-kind.sh env      print the exports for driving the cluster by hand.
 #
 # Run it in the Nix dev shell (`nix develop`), which provides kind, kubectl, docker compose
-# and the Rust toolchain; the docker engine is the host's.
+# (v2, as the standalone `docker-compose`) and the Rust toolchain; the docker engine and the
+# `docker` CLI are the host's. When the host's CLI has no `compose` plugin, `docker compose`
+# (here and in apollo-demo) goes to the dev shell's `docker-compose` through a `docker` shim
+# in .demo/kind/docker-shim.
 #
 # Settings (environment):
 #   KIND_CLUSTER      cluster name (default apollo-dev, as in the runbook)
-#   KIND_NODE_IMAGE   node image, pinned by digest. Kubernetes >= 1.32 is required: the
-#                     DeviceProcess CRD declares selectableFields (spec.deviceRef.name), which
-#                     is GA (on by default) only from 1.32 (alpha behind a gate in 1.30, beta
-#                     in 1.31); the runbook's kindest/node:v1.29.4 predates the field, so the
-#                     API server would drop it and refuse `--field-selector spec.deviceRef.name`.
+#   KIND_NODE_IMAGE   node image (default: v1.33.1, pinned by digest). Any Kubernetes from
+#                     1.29 works, e.g. the runbook's kindest/node:v1.29.4: the CRDs come from
+#                     k8s/crds, or on 1.29 and 1.30 from k8s-pre-1.31/crds, the same CRDs
+#                     without selectableFields (scripts/k8s-variant.sh picks by the server's
+#                     version); there `kubectl get dp --field-selector spec.deviceRef.name=...`
+#                     is refused, and nothing in the demo needs it.
 #   GATEWAY_PORT      host port mapped to the gateway's NodePort 30080 (default 18080, as in
 #                     the runbook); agents use http://host.docker.internal:$GATEWAY_PORT
+#   METRICS_PORT      host port mapped to the gateway's metrics NodePort 30090 (default 19090;
+#                     loopback only): /readyz and /metrics, which the device port does not serve
 #   GATEWAY_LISTEN    host address of that mapping (default 0.0.0.0: compose agents reach the
 #                     host through the docker bridge, so loopback alone would not do; set it to
 #                     the docker0 address, e.g. 172.17.0.1, to keep it off other interfaces)
+#   GATEWAY_REPLICAS  gateway replicas for the demo (default 1). The self-checks of steps 4 and 5
+#                     read the gateway's counters through the metrics NodePort, which lands on
+#                     any one replica per scrape; with several (k8s/gateway/ deploys 3) each
+#                     scrape sees one replica's share. Set 3 to show the replicas, and read the
+#                     counters per pod (kubectl port-forward pod/<gateway pod> 9090).
 #   DEMO_ARGS         extra arguments for `apollo-demo cluster` (e.g. --no-kubectl)
 set -euo pipefail
 
@@ -31,9 +42,14 @@ KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.33.1@sha256:050072256b9a903b
 GATEWAY_PORT="${GATEWAY_PORT:-18080}"
 GATEWAY_LISTEN="${GATEWAY_LISTEN:-0.0.0.0}"
 NODE_PORT=30080
+METRICS_PORT="${METRICS_PORT:-19090}"
+GATEWAY_REPLICAS="${GATEWAY_REPLICAS:-1}"
+[[ "$GATEWAY_REPLICAS" =~ ^[1-9][0-9]?$ ]] || { echo "GATEWAY_REPLICAS must be a number from 1 to 99, not '$GATEWAY_REPLICAS'" >&2; exit 2; }
+METRICS_NODE_PORT=30090
 NAMESPACE=default
 DEVICES=(tor1-01 tor1-02)
 COMPOSE_PROJECT=apollo-demo
+SERVER_MINOR=""
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="$ROOT/.demo/kind"
@@ -78,6 +94,10 @@ nodes:
         hostPort: $GATEWAY_PORT
         listenAddress: "$GATEWAY_LISTEN"
         protocol: TCP
+      - containerPort: $METRICS_NODE_PORT
+        hostPort: $METRICS_PORT
+        listenAddress: "127.0.0.1"
+        protocol: TCP
 EOF
 }
 
@@ -87,8 +107,36 @@ preflight() {
   need docker
   need nix
   docker info >/dev/null 2>&1 || die "the docker engine is not reachable (docker info failed)"
-  docker compose version >/dev/null 2>&1 || die "docker compose (v2) is not available"
   mkdir -p "$WORK"
+  compose_v2
+}
+
+# `docker compose` (v2) for this script and apollo-demo: the docker CLI plugin when the host
+# has it, else a standalone v2 `docker-compose` (the dev shell's) behind a `docker` shim on
+# PATH that hands `compose` to it and everything else to the host's docker.
+compose_v2() {
+  docker compose version >/dev/null 2>&1 && return 0
+  local standalone version=""
+  standalone="$(command -v docker-compose || true)"
+  if [ -n "$standalone" ]; then
+    version="$("$standalone" version --short 2>/dev/null || true)"
+  fi
+  case "$version" in
+    "" | 0.* | 1.*) die "docker compose v2 is not available (no docker CLI plugin, no v2 docker-compose${version:+: docker-compose is $version})" ;;
+  esac
+  local real_docker shim="$WORK/docker-shim"
+  real_docker="$(command -v docker)"
+  mkdir -p "$shim"
+  {
+    printf '#!%s\n' "$BASH"
+    # shellcheck disable=SC2016 # the shim expands $1 and $@ when it runs
+    printf 'if [ "${1:-}" = compose ]; then shift; exec %q "$@"; fi\n' "$standalone"
+    printf 'exec %q "$@"\n' "$real_docker"
+  } >"$shim/docker"
+  chmod +x "$shim/docker"
+  PATH="$shim:$PATH"
+  export PATH
+  echo "docker compose: the host's docker has no compose plugin; using $standalone ($version)"
 }
 
 create_cluster() {
@@ -105,10 +153,18 @@ create_cluster() {
   kind get kubeconfig --name "$KIND_CLUSTER" >"$KUBECONFIG_FILE"
   chmod 600 "$KUBECONFIG_FILE"
   k cluster-info
-  local minor
-  minor="$(k version -o json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | tail -n 1)"
-  if [ -n "$minor" ] && [ "$minor" -lt 32 ]; then
-    die "the cluster runs Kubernetes 1.$minor; the CRDs need >= 1.32 (selectableFields): delete it (scripts/demo-kind.sh down)"
+  SERVER_MINOR="$(k version -o json | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | tail -n 1)"
+  [ -n "$SERVER_MINOR" ] || die "cannot read the cluster's Kubernetes version (kubectl version -o json)"
+  if [ "$SERVER_MINOR" -lt 29 ]; then
+    die "the cluster runs Kubernetes 1.$SERVER_MINOR; the demo needs 1.29 or newer: delete it (scripts/demo-kind.sh down)"
+  fi
+  echo "Kubernetes 1.$SERVER_MINOR"
+  # kubectl supports servers one minor version older or newer than itself. The demo uses only
+  # long-stable verbs (apply --server-side, wait, get, create --dry-run, rollout), but say so.
+  local client
+  client="$(k version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n 1)"
+  if [ -n "$client" ] && { [ $((client - SERVER_MINOR)) -gt 1 ] || [ $((SERVER_MINOR - client)) -gt 1 ]; }; then
+    echo "note: kubectl 1.$client and the cluster's Kubernetes 1.$SERVER_MINOR are more than one minor apart (outside kubectl's supported skew); set KIND_NODE_IMAGE to a kindest/node within one minor of kubectl if anything misbehaves"
   fi
 }
 
@@ -121,8 +177,10 @@ build_images() {
 }
 
 install_crds_rbac() {
-  log "installing CRDs and RBAC"
-  k apply --server-side -f "$ROOT/k8s/crds/"
+  local crds
+  crds="$(K8S_MINOR="$SERVER_MINOR" "$BASH" "$ROOT/scripts/k8s-variant.sh" crds)"
+  log "installing CRDs (${crds#"$ROOT"/}/ for Kubernetes 1.$SERVER_MINOR) and RBAC"
+  k apply --server-side -f "$crds/"
   k wait --for=condition=Established --timeout=60s \
     crd/networkswitches.azure.com crd/deviceprocessdeployments.azure.com crd/deviceprocesses.azure.com
   k apply --server-side -f "$ROOT/k8s/rbac/"
@@ -159,18 +217,20 @@ deploy_components() {
   log "deploying controller and gateway"
   k apply --server-side -f "$ROOT/k8s/controller/" -f "$ROOT/k8s/gateway/"
   # A new master key (first run) must reach a gateway that is already running.
+  k -n "$NAMESPACE" patch deployment/apollo-deviceprocess-gateway --type merge \
+    -p "{\"spec\":{\"replicas\":$GATEWAY_REPLICAS}}" >/dev/null
   k -n "$NAMESPACE" rollout restart deployment/apollo-deviceprocess-gateway >/dev/null
   k -n "$NAMESPACE" rollout status deployment/apollo-deviceprocess-controller --timeout=180s
   k -n "$NAMESPACE" rollout status deployment/apollo-deviceprocess-gateway --timeout=180s
   local i
   for i in $(seq 1 60); do
-    if curl -fsS "http://127.0.0.1:$GATEWAY_PORT/readyz" >/dev/null 2>&1; then
-      echo "gateway ready at http://127.0.0.1:$GATEWAY_PORT (host port -> NodePort $NODE_PORT)"
+    if curl -fsS "http://127.0.0.1:$METRICS_PORT/readyz" >/dev/null 2>&1; then
+      echo "gateway ready at http://127.0.0.1:$GATEWAY_PORT (host port -> NodePort $NODE_PORT; metrics on http://127.0.0.1:$METRICS_PORT)"
       return 0
     fi
     [ "$i" -eq 60 ] || sleep 1
   done
-  die "the gateway is not answering on http://127.0.0.1:$GATEWAY_PORT/readyz (kind port mapping? kubectl get svc,pods)"
+  die "the gateway is not answering on http://127.0.0.1:$METRICS_PORT/readyz (kind port mapping? a cluster created before the metrics mapping: scripts/demo-kind.sh down; kubectl get svc,pods)"
 }
 
 write_compose() {
@@ -206,6 +266,7 @@ run_demo() {
     --kubeconfig "$KUBECONFIG_FILE"
     --namespace "$NAMESPACE"
     --gateway-url "http://127.0.0.1:$GATEWAY_PORT"
+    --gateway-metrics-url "http://127.0.0.1:$METRICS_PORT"
     --agents compose
     --compose-file "$COMPOSE_FILE"
     --compose-project "$COMPOSE_PROJECT"
@@ -228,7 +289,7 @@ The cluster stays up for the presenter (scripts/demo-kind.sh down removes it):
   export KUBECONFIG=$KUBECONFIG_FILE COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT
   kubectl get apollo
   docker compose ps
-  curl -s http://127.0.0.1:$GATEWAY_PORT/metrics | grep apollo_gateway_http_requests_total
+  curl -s http://127.0.0.1:$METRICS_PORT/metrics | grep apollo_gateway_http_requests_total
 EOF
 }
 
@@ -246,7 +307,8 @@ up() {
 down() {
   need kind
   if [ -f "$COMPOSE_FILE" ] && command -v docker >/dev/null 2>&1; then
-    (cd "$ROOT" && compose down --remove-orphans) || true
+    mkdir -p "$WORK"
+    (compose_v2 >/dev/null && cd "$ROOT" && compose down --remove-orphans) || true
   fi
   if cluster_exists; then
     kind delete cluster --name "$KIND_CLUSTER"
@@ -267,6 +329,6 @@ case "${1:-up}" in
   down) down ;;
   env) print_env ;;
   config) kind_config ;;
-  -h | --help | help) sed -n '2,28p' "$0" ;;
+  -h | --help | help) sed -n '2,27p' "$0" ;;
   *) die "unknown command ${1}: use up, down, env or config" ;;
 esac

@@ -22,6 +22,14 @@
 # - image contents/configs and the load scripts (images_check.py)
 # - locked narHashes recomputed from source where available
 #   (verify-lock-hashes.sh; skipped unless APOLLO_NIX_SOURCES is set)
+# - the Nix version floor (nix/nix-version.nix): the guard refuses older Nix,
+#   docs/PACKAGING.md states the same floor, and crane's CHANGELOG at the
+#   locked commit names it (when crane's source is in APOLLO_NIX_SOURCES)
+# - every top-level flake output is one `nix flake check` knows (no warning)
+# - test code runs in the Nix build sandbox: no `#!/usr/bin/env`, /bin/bash,
+#   /bin/sleep, `kill` program or PATH of fixed system dirs; every top-level
+#   directory a test reads is in the checks' source (nix/source.nix) and none
+#   is in the release source
 #
 # Ends with "check-nix: N passed, M failed"; exit status 1 when anything failed.
 set -euo pipefail
@@ -228,7 +236,11 @@ check "toolchain pins a version with both musl targets" bash -c \
   "[ \"\$(nix-instantiate --eval --strict --json -E 'let t = import ./nix/toolchain.nix; in builtins.all (x: builtins.elem x t.targets) [ \"x86_64-unknown-linux-musl\" \"aarch64-unknown-linux-musl\" ] && builtins.match \"[0-9]+[.][0-9]+[.][0-9]+\" t.version != null')\" = true ]"
 
 # --- flake wiring (every value evaluated against recording stand-ins) ----------
-if eval_json nix/tests/flake-stub.nix > "$tmp/flake-stub.json"; then
+# The stubbed evaluation stands in for a supported Nix (the guard itself is
+# checked in the "Nix version floor" section below).
+min_nix="$(nix-instantiate --eval --strict --json -E '(import ./nix/nix-version.nix).minimum' | tr -d '"')"
+stub_eval() { APOLLO_ASSUME_NIX_VERSION="$min_nix" eval_json nix/tests/flake-stub.nix; }
+if stub_eval > "$tmp/flake-stub.json"; then
   pass "flake packages, checks and dev shells evaluate (stubbed nixpkgs/crane/rust-overlay)"
   check "flake wiring: static musl targets, shared deps, images, crds, checks, dev shell" \
     python3 nix/tests/flake_check.py "$tmp/flake-stub.json"
@@ -242,9 +254,29 @@ json.dump(d, open(sys.argv[2], "w"))
 PY
   check_fails "flake_check rejects a build without crt-static and clippy without -D warnings" \
     python3 nix/tests/flake_check.py "$tmp/flake-stub-bad.json"
+  # Each defect of issue #18, put back into the evaluation, must be caught.
+  mutate_stub() { # name python-statements-on-d
+    python3 - "$tmp/flake-stub.json" "$tmp/flake-stub-$1.json" "$2" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+x86 = d["packages"]["x86_64-linux"]
+exec(sys.argv[3])
+json.dump(d, open(sys.argv[2], "w"))
+PY
+  }
+  mutate_stub crossgcc 'x86["apollo-gateway"]["_pkgs"] = "x86_64-linux/pkgsCross.musl64"'
+  mutate_stub nomuslgcc 'del x86["apollo-gateway"]["CC_x86_64_unknown_linux_musl"]'
+  mutate_stub agentprofile 'x86["apollo-agent"]["CARGO_PROFILE"] = "release"'
+  mutate_stub k8ssrc 'x86["apollo-gateway"]["src"] += "k8s?"'
+  mutate_stub noscripts 'n = d["checks"]["x86_64-linux"]["nextest"]; n["src"] = n["src"].replace("scripts?", "")'
+  mutate_stub shellbuild 'd["devShells"]["x86_64-linux"]["default"]["packages"].append("/stub/crane-buildPackage/apollo-crdgen@x86_64-linux")'
+  mutate_stub cargointest 'del d["checks"]["x86_64-linux"]["nextest"]["APOLLO_DEMO_SKIP_BUILD"]'
+  for m in crossgcc nomuslgcc agentprofile k8ssrc noscripts shellbuild cargointest; do
+    check_fails "flake_check rejects mutation '$m'" python3 nix/tests/flake_check.py "$tmp/flake-stub-$m.json"
+  done
 else
   fail "flake packages, checks and dev shells evaluate (stubbed nixpkgs/crane/rust-overlay)"
-  eval_json nix/tests/flake-stub.nix 2>&1 | sed 's/^/     /' >&2 || true
+  stub_eval 2>&1 | sed 's/^/     /' >&2 || true
 fi
 
 # --- the crds package and crds-up-to-date check scripts, with a real generator --
@@ -256,7 +288,7 @@ if [ -n "$crdgen" ] && [ -s "$tmp/flake-stub.json" ]; then
   crdgen="$(cd "$(dirname "$crdgen")" && pwd)/$(basename "$crdgen")"
   mkdir -p "$tmp/crdgen-bin" "$tmp/crds-src"
   ln -sf "$crdgen" "$tmp/crdgen-bin/apollo-crdgen"
-  cp -r k8s "$tmp/crds-src/"
+  cp -r k8s k8s-pre-1.* "$tmp/crds-src/"
   python3 - "$tmp/flake-stub.json" "$tmp" <<'PY'
 import json, re, sys
 d = json.load(open(sys.argv[1]))
@@ -285,6 +317,113 @@ if eval_json nix/tests/images-stub.nix --argstr stubDir "$tmp/stub" > "$tmp/imag
 else
   fail "nix/images.nix evaluates (stubbed nixpkgs)"
 fi
+
+# --- Nix version floor ---------------------------------------------------------------
+nix_guard() { nix-instantiate --eval --strict -E "(import ./nix/nix-version.nix).check \"$1\""; }
+check "nix-version guard accepts Nix $min_nix and 2.34.7" nix_guard 2.34.7
+check "nix-version guard accepts Nix $min_nix itself" nix_guard "$min_nix"
+check_fails "nix-version guard refuses Nix 2.31.1" nix_guard 2.31.1
+check_fails "nix-version guard refuses Nix 2.18.1" nix_guard 2.18.1
+if APOLLO_ASSUME_NIX_VERSION=2.30.0 eval_json nix/tests/flake-stub.nix >/dev/null 2>"$tmp/old-nix.err"; then
+  fail "the flake refuses to evaluate with Nix 2.30.0"
+else
+  check "the flake refuses Nix 2.30.0 with a message naming both versions" \
+    grep -q "needs Nix >= $min_nix.*this is Nix 2.30.0" "$tmp/old-nix.err"
+fi
+check "docs/PACKAGING.md states the Nix floor $min_nix (README none other)" python3 - "$min_nix" <<'PY'
+import re, sys
+floor = sys.argv[1]
+for doc in ("docs/PACKAGING.md", "README.md"):
+    text = open(doc, encoding="utf-8").read()
+    stated = set(re.findall(r"Nix (?:≥|>=) ?([0-9]+\.[0-9]+(?:\.[0-9]+)?)", text))
+    if doc == "docs/PACKAGING.md" and floor not in stated:
+        sys.exit(f"{doc} does not state Nix ≥ {floor}")
+    if stated - {floor}:
+        sys.exit(f"{doc} states other Nix floors: {sorted(stated - {floor})}")
+PY
+crane_src=""
+if [ -n "${APOLLO_NIX_SOURCES:-}" ]; then
+  for d in "$APOLLO_NIX_SOURCES/ipetkov+crane/repo" "$APOLLO_NIX_SOURCES/ipetkov+crane" "$APOLLO_NIX_SOURCES/ipetkov/crane"; do
+    if [ -z "$crane_src" ] && git -C "$d" rev-parse --git-dir >/dev/null 2>&1; then crane_src="$d"; fi
+  done
+fi
+crane_rev="$(python3 -c 'import json; print(json.load(open("flake.lock"))["nodes"]["crane"]["locked"]["rev"])')"
+if [ -n "$crane_src" ] && git -C "$crane_src" cat-file -e "$crane_rev^{commit}" 2>/dev/null; then
+  crane_floor="$(git -C "$crane_src" show "$crane_rev:CHANGELOG.md" |
+    sed -n 's/.*dropped compatibility for Nix versions below \([0-9.]*[0-9]\).*/\1/p' | head -n 1)"
+  check "crane ${crane_rev:0:8}'s CHANGELOG names the same Nix floor ($crane_floor)" test "$crane_floor" = "$min_nix"
+else
+  skip "crane's CHANGELOG at the locked commit: crane's source is not in APOLLO_NIX_SOURCES"
+fi
+
+# --- top-level outputs -------------------------------------------------------------------
+# What `nix flake check` checks, and the community outputs it accepts unchecked
+# (`lib` among them since Nix 2.13; src/nix/flake.cc): any other name warns.
+printf 'builtins.attrNames ((import %s/flake.nix).outputs { self = { }; nixpkgs = { }; crane = { }; rust-overlay = { }; })\n' \
+  "$root" >"$tmp/outputs-top.nix"
+if eval_json "$tmp/outputs-top.nix" >"$tmp/outputs-top.json"; then
+  check "every top-level flake output is one nix flake check knows (no warning)" python3 - "$tmp/outputs-top.json" <<'PY'
+import json, sys
+known = {"checks", "formatter", "packages", "apps", "defaultPackage", "defaultApp", "legacyPackages",
+         "overlay", "overlays", "nixosModule", "nixosModules", "nixosConfigurations", "hydraJobs",
+         "defaultTemplate", "templates", "defaultBundler", "bundlers", "devShell", "devShells",
+         # known but unchecked community outputs
+         "lib", "darwinConfigurations", "darwinModules", "flakeModule", "flakeModules", "herculesCI",
+         "homeConfigurations", "homeModule", "homeModules", "nixopsConfigurations"}
+unknown = sorted(set(json.load(open(sys.argv[1]))) - known)
+if unknown:
+    sys.exit(f"nix flake check would warn: unknown flake output(s) {unknown}")
+PY
+else
+  fail "top-level flake outputs can be listed"
+fi
+
+# --- tests under the Nix build sandbox's conditions ------------------------------------
+# (nix/tests/nextest-sandbox.sh runs them so; these catch the same defects statically)
+check "test code names no program by a fixed path (/usr/bin/env, /bin/bash, /bin/sleep, kill, PATH=/usr/bin:/bin)" python3 - <<'PY'
+import glob, re, sys
+patterns = [
+    (re.compile(r"#!/usr/bin/env"), "#!/usr/bin/env (the sandbox has no /usr/bin/env)"),
+    (re.compile(r'"/bin/bash"|#!/bin/bash'), "/bin/bash (not in the sandbox)"),
+    (re.compile(r'"/(usr/)?bin/(sleep|true|false|cat|echo|env|kill)"'), "a coreutils program by path"),
+    (re.compile(r'Command::new\("kill"\)'), "the kill program (not every coreutils build has it)"),
+    (re.compile(r":/usr/bin:/bin|\"/usr/bin:/bin"), "a PATH of fixed system directories"),
+]
+bad = []
+for path in sorted(glob.glob("crates/**/*.rs", recursive=True)):
+    text = open(path, encoding="utf-8").read()
+    if "/tests/" not in path:  # src files: their #[cfg(test)] part
+        i = text.find("#[cfg(test)]")
+        if i < 0:
+            continue
+        text = text[i:]
+    for line in text.splitlines():
+        bad += [f"{path}: {why}: {line.strip()}" for rx, why in patterns if rx.search(line)]
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+PY
+check "every top-level directory tests read is in the checks' source and not in the release source" python3 - <<'PY'
+import glob, json, os, re, subprocess, sys
+top = {d for d in os.listdir(".") if os.path.isdir(d) and not d.startswith(".") and d not in ("target", "crates")}
+read = set()
+for path in glob.glob("crates/**/*.rs", recursive=True):
+    text = open(path, encoding="utf-8").read()
+    for m in re.finditer(r'(?:join\("|"\.\./\.\./|/\.\./\.\./)([A-Za-z0-9_.-]+)/', text):
+        if m.group(1) in top:
+            read.add(m.group(1))
+def fileset(for_tests):
+    expr = ("import ./nix/source.nix { lib = import ./nix/tests/stub-lib.nix; root = ./.; "
+            f"forTests = {str(for_tests).lower()}; }}")
+    out = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(json.loads(out).split(":", 1)[1])
+tests, release = fileset(True), fileset(False)
+missing = sorted(d for d in read if d not in tests and f"{d}?" not in tests)
+extra = sorted(d for d in top if d in release or f"{d}?" in release)
+print("read by tests:", sorted(read))
+if missing or extra or not read:
+    sys.exit(f"missing from the checks' source: {missing}; in the release source: {extra}")
+PY
 
 # --- narHash recomputation ----------------------------------------------------------
 if [ -n "${APOLLO_NIX_SOURCES:-}" ]; then

@@ -5,13 +5,18 @@ Usage: flake_check.py STUB_JSON
   STUB_JSON: nix-instantiate --eval --strict --json nix/tests/flake-stub.nix
 
 Per system: every binary crate is a crane buildPackage for the system's musl
-target, from the nixpkgs cross set providing the musl C toolchain, with
-+crt-static, sharing one dependency build; x86_64-linux also has the
+target with +crt-static; the native target from the native package set with
+musl-gcc for C (crane's cross-musl way: no cross GCC), the other architecture
+from the nixpkgs cross set; the agent with the release-small profile and its
+own dependency build, every other binary sharing one release dependency
+build; the release source holds no k8s/ or docs/; x86_64-linux also has the
 aarch64 binaries and images; images copy the static binaries of their own
 architecture; `crds` runs the generator; `default` joins all binaries; the
 checks run clippy -D warnings, nextest and fmt on the host target with one
-shared dependency build, the CRD staleness check, the compose check and the
-static check; the dev shell has the required tools and the CRD generator.
+shared dependency build (nextest with what the tests read: k8s/, docs/,
+scripts/, kubectl, python3, curl, shellcheck), the CRD staleness check, the
+compose check and the static check; the dev shell has the required tools and
+builds nothing of the project.
 """
 
 import glob
@@ -26,6 +31,7 @@ TARGETS = {
 }
 IMAGES = {"controller": "apollo-controller", "controller-alias": "apollo-controller",
           "gateway": "apollo-gateway", "agent": "apollo-agent"}
+PROFILES = {"apollo-agent": "release-small"}
 SHELL_TOOLS = ["cargo-nextest", "kind", "kubectl", "kustomize", "jq", "curl", "openssl",
                "docker-compose", "shellcheck"]
 
@@ -53,6 +59,11 @@ def binaries():
     return found
 
 
+def pkgs_name(system, arch):
+    """The package set a target is built with: native for the machine's own architecture."""
+    return system if system.split("-")[0] == arch else f"{system}/pkgsCross.{TARGETS[arch][1]}"
+
+
 def check_static(c, pkgs, name, arch, system, suffix=""):
     target, cross, _ = TARGETS[arch]
     p = pkgs.get(name + suffix)
@@ -60,8 +71,17 @@ def check_static(c, pkgs, name, arch, system, suffix=""):
     if not c.check(isinstance(p, dict), f"{where}: package exists"):
         return None
     env = target.upper().replace("-", "_")
+    cc_env = "CC_" + target.replace("-", "_")
+    native = pkgs_name(system, arch) == system
+    profile = PROFILES.get(name, "release")
     c.check(p["_kind"] == "crane-buildPackage", f"{where}: crane buildPackage")
-    c.check(p["_pkgs"] == f"{system}/pkgsCross.{cross}", f"{where}: crane lib from pkgsCross.{cross}")
+    c.check(p["_pkgs"] == pkgs_name(system, arch), f"{where}: crane lib from {pkgs_name(system, arch)}")
+    if native:
+        c.check(p.get(cc_env) == "/stub/package/musl.dev/bin/musl-gcc",
+                f"{where}: native build compiles C with musl-gcc ({cc_env})")
+    else:
+        c.check(cc_env not in p, f"{where}: cross build leaves CC to crane's cross wiring")
+    c.check(p.get("CARGO_PROFILE") == profile, f"{where}: {profile} profile")
     c.check(p.get("CARGO_BUILD_TARGET") == target, f"{where}: target {target}")
     c.check("+crt-static" in p.get(f"CARGO_TARGET_{env}_RUSTFLAGS", ""), f"{where}: +crt-static")
     c.check(f"--package {name}" in p.get("cargoExtraArgs", "") and "--locked" in p.get("cargoExtraArgs", ""),
@@ -69,10 +89,12 @@ def check_static(c, pkgs, name, arch, system, suffix=""):
     c.check(p.get("doCheck") is False and p.get("strictDeps") is True, f"{where}: no tests in the static build, strictDeps")
     c.check(p.get("meta", {}).get("mainProgram") == name, f"{where}: mainProgram")
     c.check(p.get("_toolchain") == "/stub/rust-toolchain/1.95.0", f"{where}: pinned toolchain")
-    c.check('"crates"' in p.get("src", "") and '"k8s?"' in p.get("src", "") and "docs" not in p.get("src", ""),
-            f"{where}: source is the crates and k8s/, not docs")
-    c.check(p.get("cargoArtifacts", "").startswith(f"/stub/crane-buildDepsOnly/apollo-{target}@"),
-            f"{where}: uses the shared {target} dependency build")
+    src = p.get("src", "")
+    c.check('"crates"' in src and all(d not in src for d in ("k8s", "docs", "scripts")),
+            f"{where}: source is the crates, not k8s/, docs/ or scripts/")
+    deps = f"apollo-{target}" + ("" if profile == "release" else f"-{profile}")
+    c.check(p.get("cargoArtifacts", "") == f"/stub/crane-buildDepsOnly/{deps}@{pkgs_name(system, arch)}",
+            f"{where}: uses the shared {deps} dependency build")
     return p.get("cargoArtifacts")
 
 
@@ -85,7 +107,7 @@ def check_images(c, img_pkg, arch, system, suffix=""):
     c.check(set(images) == set(IMAGES), f"{where}: images {sorted(IMAGES)}")
     for key, binary in IMAGES.items():
         i = images.get(key, {})
-        src = f"/stub/crane-buildPackage/{binary}@{system}/pkgsCross.{cross}/bin/{binary}"
+        src = f"/stub/crane-buildPackage/{binary}@{pkgs_name(system, arch)}/bin/{binary}"
         c.check(f"cp {src} usr/local/bin/{binary}" in i.get("extraCommands", ""),
                 f"{where} {key}: copies the {target} {binary}")
         c.check(i.get("architecture") == docker_arch, f"{where} {key}: architecture {docker_arch}")
@@ -107,21 +129,23 @@ def main(argv):
         target = TARGETS[arch][0]
         pkgs = d["packages"][system]
         artifacts = {check_static(c, pkgs, b, arch, system) for b in bins}
-        c.check(len(artifacts) == 1, f"{system}: one dependency build shared by all binaries ({artifacts})")
+        c.check(len(artifacts) == len({PROFILES.get(b, "release") for b in bins}),
+                f"{system}: one dependency build per profile ({artifacts})")
         check_images(c, pkgs.get("images"), arch, system)
         if arch == "x86_64":
             cross_artifacts = {check_static(c, pkgs, b, "aarch64", system, "-aarch64") for b in bins}
-            c.check(len(cross_artifacts) == 1, f"{system}: one aarch64 dependency build shared ({cross_artifacts})")
+            c.check(len(cross_artifacts) == len({PROFILES.get(b, "release") for b in bins}),
+                    f"{system}: one aarch64 dependency build per profile ({cross_artifacts})")
             check_images(c, pkgs.get("images-aarch64"), "aarch64", system, "-aarch64")
         crds = pkgs.get("crds", {})
         c.check("apollo-crdgen --out-dir $out" in crds.get("script", "")
-                and crds.get("env", {}).get("nativeBuildInputs", [None])[0].startswith(
-                    f"/stub/crane-buildPackage/apollo-crdgen@{system}/"),
+                and crds.get("env", {}).get("nativeBuildInputs", [None])[0]
+                == f"/stub/crane-buildPackage/apollo-crdgen@{system}",
                 f"{system} crds: generated by running apollo-crdgen")
         default = pkgs.get("default", {})
         c.check(default.get("_kind") == "symlink-join"
                 and sorted(default.get("paths", [])) == sorted(
-                    f"/stub/crane-buildPackage/{b}@{system}/pkgsCross.{TARGETS[arch][1]}" for b in bins),
+                    f"/stub/crane-buildPackage/{b}@{pkgs_name(system, arch)}" for b in bins),
                 f"{system} default: all static binaries")
         compose = pkgs.get("compose", {})
         services = compose.get("env", {}).get("passthru", {}).get("attrs", {}).get("services", {})
@@ -143,10 +167,14 @@ def main(argv):
         c.check("CARGO_BUILD_TARGET" not in clippy and "CARGO_BUILD_TARGET" not in nextest,
                 f"{system} clippy/nextest not cross")
         c.check(fmt.get("_kind") == "crane-cargoFmt", f"{system} fmt: cargo fmt --check")
-        c.check('"docs?"' in nextest.get("src", "") and '"k8s?"' in nextest.get("src", ""),
-                f"{system} nextest: source includes docs/ and k8s/ (read by tests)")
-        c.check("/stub/package/python3" in nextest.get("nativeBuildInputs", []),
-                f"{system} nextest: python3 available to tests")
+        for sub in ("docs?", "k8s?", "scripts?"):
+            c.check(f'"{sub}"' in nextest.get("src", ""),
+                    f"{system} nextest: source includes {sub[:-1]}/ (read by tests)")
+        for tool in ("python3", "kubectl", "curl", "shellcheck"):
+            c.check(f"/stub/package/{tool}" in nextest.get("nativeBuildInputs", []),
+                    f"{system} nextest: {tool} available to tests")
+        c.check(nextest.get("APOLLO_DEMO_SKIP_BUILD") == "1",
+                f"{system} nextest: the demo tests use the binaries nextest built (no cargo in a test)")
         c.check("apollo-crdgen --out-dir k8s/crds --check" in checks.get("crds-up-to-date", {}).get("script", ""),
                 f"{system} crds-up-to-date: apollo-crdgen --check on k8s/crds")
         cscript = checks.get("compose", {}).get("script", "")
@@ -162,8 +190,8 @@ def main(argv):
         for tool in SHELL_TOOLS:
             c.check(f"/stub/package/{tool}" in have, f"{system} dev shell: {tool}")
         c.check("/stub/rust-toolchain/1.95.0" in have, f"{system} dev shell: Rust toolchain")
-        c.check(any(p.startswith("/stub/crane-buildPackage/apollo-crdgen@") for p in have),
-                f"{system} dev shell: apollo-crdgen on PATH")
+        c.check("/stub/crane-" not in json.dumps(shell),
+                f"{system} dev shell: opening it builds nothing of the project (no crane derivation)")
         c.check(shell.get("KIND_CLUSTER") == "apollo-dev", f"{system} dev shell: KIND_CLUSTER=apollo-dev")
 
     for what in c.failed:

@@ -16,6 +16,7 @@ in
     if builtins.substring 0 n s == prefix then builtins.substring n (builtins.stringLength s - n) s else s;
   escapeShellArg = s: "'${builtins.replaceStrings [ "'" ] [ "'\\''" ] (toString s)}'";
   concatStringsSep = builtins.concatStringsSep;
+  unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
   concatMapStrings = f: l: builtins.concatStringsSep "" (map f l);
   concatMapStringsSep =
     sep: f: l:

@@ -58,6 +58,9 @@ let
         drv "run-command" name { inherit env script; } // (env.passthru or { });
       symlinkJoin = args: drv "symlink-join" args.name args;
       mkShell = args: drv "shell" "devshell" args;
+      musl = drv "package" "musl" { } // {
+        dev = drv "package" "musl.dev" { };
+      };
       formats.yaml_1_1 = _: {
         generate = name: value: drv "yaml" name { inherit value; };
       };

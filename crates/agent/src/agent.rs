@@ -13,12 +13,12 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use apollo_backoff::Backoff;
 use apollo_protocol::wire::{DesiredDocument, ObservedProcess, Report};
 use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
 use crate::client::{ClientError, DesiredAnswer, GatewayClient};
 use crate::config::Config;
 
@@ -51,7 +51,8 @@ pub struct AgentState {
     pub documents: u64,
     /// Reports acknowledged.
     pub reports_acked: u64,
-    /// Responses refused for a missing or wrong signature.
+    /// Responses refused: a missing or wrong signature, or a `304` for another document than
+    /// the one held.
     pub responses_refused: u64,
 }
 
@@ -77,6 +78,7 @@ struct Failing {
     kind: &'static str,
     since: Instant,
     failures: u32,
+    last_warned: Instant,
 }
 
 impl Agent {
@@ -160,7 +162,8 @@ impl Agent {
     }
 
     async fn poll_loop(&self) {
-        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        let mut backoff =
+            Backoff::new(self.config.backoff_initial, self.config.backoff_max).jittered();
         let mut plain_next = false;
         loop {
             let started = Instant::now();
@@ -246,7 +249,8 @@ impl Agent {
 
     async fn report_loop(&self) {
         let mut held_rx = self.held.subscribe();
-        let mut backoff = Backoff::new(self.config.backoff_initial, self.config.backoff_max);
+        let mut backoff =
+            Backoff::new(self.config.backoff_initial, self.config.backoff_max).jittered();
         let mut next_due = Instant::now() + self.state.borrow().heartbeat_interval;
         loop {
             tokio::select! {
@@ -377,18 +381,33 @@ impl Agent {
     }
 
     fn failed(&self, e: &ClientError) {
+        let refused = e.kind() == "refused";
+        let refused_total = self.state.borrow().responses_refused + u64::from(refused);
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        let signature = matches!(e, ClientError::Signature { .. });
         match &mut link.failing {
-            Some(f) if f.kind == e.kind() && !signature => {
+            Some(f) if f.kind == e.kind() && !refused => {
                 f.failures += 1;
-                debug!(error = %e, failures = f.failures, "still failing");
+                if f.last_warned.elapsed() >= self.config.failure_log_interval {
+                    f.last_warned = Instant::now();
+                    warn!(
+                        error = %e,
+                        failures = f.failures,
+                        since = ?f.since.elapsed(),
+                        "still failing; retrying with backoff"
+                    );
+                } else {
+                    debug!(error = %e, failures = f.failures, "still failing");
+                }
             }
             failing => {
                 let failures = failing.as_ref().map_or(0, |f| f.failures) + 1;
                 let since = failing.as_ref().map_or_else(Instant::now, |f| f.since);
-                if signature {
-                    warn!(error = %e, "refused gateway response; keeping the held document");
+                if refused {
+                    warn!(
+                        error = %e,
+                        refused = refused_total,
+                        "refused gateway response; keeping the held document"
+                    );
                 } else if e.kind() == "unreachable" {
                     warn!(error = %e, "gateway unreachable; retrying with backoff");
                 } else {
@@ -398,6 +417,7 @@ impl Agent {
                     kind: e.kind(),
                     since,
                     failures,
+                    last_warned: Instant::now(),
                 });
             }
         }
@@ -406,7 +426,7 @@ impl Agent {
             s.connected = false;
             s.consecutive_failures += 1;
             s.last_error = Some(e.to_string());
-            if signature {
+            if refused {
                 s.responses_refused += 1;
             }
         });

@@ -32,7 +32,9 @@ pub struct Args {
     /// this device's name, a DNS-1123 subdomain [env APOLLO_DEVICE_NAME]
     #[argh(option)]
     pub device: Option<String>,
-    /// the gateway's base URL, e.g. http://127.0.0.1:8080 [env APOLLO_GATEWAY_URL]
+    /// the gateway's base URL, e.g. http://127.0.0.1:8080; several separated by commas
+    /// (gateway replicas at separate addresses): the agent fails over between them
+    /// [env APOLLO_GATEWAY_URL]
     #[argh(option)]
     pub gateway_url: Option<String>,
     /// file holding the device key (apollo-dk1:...) [env APOLLO_DEVICE_KEY_FILE; or the key
@@ -141,7 +143,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub device: String,
-    /// `http://host:port` or `https://host:port` (no trailing slash, no path).
+    /// `http://host:port` or `https://host:port` (no trailing slash, no path); several
+    /// separated by commas: the agent fails over between them.
     pub gateway_base: String,
     /// PEM CA certificates for an `https://` gateway (feature `tls`).
     pub gateway_ca: Option<Vec<u8>>,
@@ -162,6 +165,9 @@ pub struct Config {
     /// Least time between the starts of two desired-state requests (guards against a
     /// gateway that answers long polls at once).
     pub min_poll_gap: Duration,
+    /// While one kind of failure lasts, how often a `still failing` warning with the count is
+    /// logged (the first failure and the recovery are always logged).
+    pub failure_log_interval: Duration,
 }
 
 impl Config {
@@ -181,6 +187,7 @@ impl Config {
             backoff_max: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
             min_poll_gap: Duration::from_secs(1),
+            failure_log_interval: Duration::from_secs(60),
         }
     }
 
@@ -197,20 +204,28 @@ impl Config {
         let url = nonempty(args.gateway_url.clone())
             .or_else(|| nonempty(env.var(ENV_GATEWAY_URL)))
             .ok_or(ConfigError::MissingGatewayUrl)?;
-        let gateway_base = parse_gateway_url(url.trim())?;
+        let urls = crate::client::split_urls(&url);
+        if urls.is_empty() {
+            return Err(ConfigError::MissingGatewayUrl);
+        }
+        let gateway_base = urls
+            .iter()
+            .map(|u| parse_gateway_url(u))
+            .collect::<Result<Vec<_>, _>>()?
+            .join(",");
         let ca_path = args
             .gateway_ca_file
             .clone()
             .or_else(|| nonempty(env.var(ENV_GATEWAY_CA_FILE)).map(PathBuf::from));
         let gateway_ca = match ca_path {
-            None if gateway_base.starts_with("https://") => {
+            None if gateway_base.contains("https://") => {
                 return Err(ConfigError::InvalidGatewayUrl {
                     url: gateway_base,
                     why: "an https:// gateway needs --gateway-ca-file or APOLLO_GATEWAY_CA_FILE",
                 });
             }
             None => None,
-            Some(_) if !gateway_base.starts_with("https://") => {
+            Some(_) if !gateway_base.contains("https://") => {
                 return Err(ConfigError::CaWithoutHttps);
             }
             Some(path) => Some(read_ca_file(&path)?),
@@ -367,6 +382,30 @@ mod tests {
         assert_eq!(c.key, key("tor1-01"));
         assert_eq!(c.long_poll, DEFAULT_LONG_POLL);
         assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn gateway_url_lists() {
+        let mut env = base_env();
+        env.insert(
+            ENV_GATEWAY_URL.to_string(),
+            "http://gw-a:8080/, http://gw-b:8080".to_string(),
+        );
+        let c = Config::resolve(&Args::default(), &env).unwrap();
+        assert_eq!(c.gateway_base, "http://gw-a:8080,http://gw-b:8080");
+        env.insert(
+            ENV_GATEWAY_URL.to_string(),
+            "http://gw-a:8080,ftp://x".to_string(),
+        );
+        assert!(matches!(
+            Config::resolve(&Args::default(), &env),
+            Err(ConfigError::InvalidGatewayUrl { .. })
+        ));
+        env.insert(ENV_GATEWAY_URL.to_string(), " , ".to_string());
+        assert!(matches!(
+            Config::resolve(&Args::default(), &env),
+            Err(ConfigError::MissingGatewayUrl)
+        ));
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! downloading and executing artifacts is the next stage.
 
 pub mod agent;
-pub mod backoff;
 pub mod client;
 pub mod config;
 #[cfg(feature = "tls")]

@@ -9,6 +9,9 @@ pub const SPEC_OBSERVED: &str = "SpecObserved";
 pub const AVAILABLE: &str = "Available";
 /// Deployment: the controller is creating, updating or deleting DeviceProcesses.
 pub const PROGRESSING: &str = "Progressing";
+/// Deployment: every DeviceProcess has the update revision and its agent observed it
+/// (`kubectl wait dpd/<name> --for=condition=RolledOut`).
+pub const ROLLED_OUT: &str = "RolledOut";
 /// Deployment: the spec cannot be reconciled (bad selector, invalid template).
 pub const INVALID_SPEC: &str = "InvalidSpec";
 
@@ -30,6 +33,16 @@ pub mod reasons {
     pub const ALL_UPDATED: &str = "AllUpdated";
     /// Deployment is rolling out.
     pub const ROLLING_OUT: &str = "RollingOut";
+    /// RolledOut=True: every DeviceProcess has the update revision and observed it.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// RolledOut=False: updating within `maxUnavailable`.
+    pub const IN_PROGRESS: &str = "InProgress";
+    /// RolledOut=False: `spec.paused` is true.
+    pub const PAUSED: &str = "Paused";
+    /// RolledOut=False: no progress for `progressDeadlineSeconds`.
+    pub const STALLED: &str = "Stalled";
+    /// RolledOut=False with `OnDelete`: waiting for DeviceProcesses to be deleted.
+    pub const WAITING_FOR_DELETE: &str = "WaitingForDelete";
     /// Deployment selector is invalid.
     pub const INVALID_SELECTOR: &str = "InvalidSelector";
     /// Deployment spec is valid.

@@ -9,3 +9,7 @@ pub const DEVICE: &str = "apollo.azure.com/device";
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY`] on objects the controller creates.
 pub const MANAGED_BY_CONTROLLER: &str = "apollo-controller";
+/// The template revision a DeviceProcess was written from ([`crate::template_hash`] of the
+/// deployment's template), like a DaemonSet pod's `controller-revision-hash`:
+/// `kubectl get dp -l apollo.azure.com/template-hash=<revision>` lists one revision.
+pub const TEMPLATE_HASH: &str = "apollo.azure.com/template-hash";

@@ -9,7 +9,8 @@
 //! - [`DeviceProcess`] (`dp`): one workload on one device; the gateway serves its spec to the
 //!   device's agent and writes its status.
 //! - [`spec_hash`]: the one hash of a DeviceProcess spec (canonical JSON, SHA-256, 16 hex chars)
-//!   used for ETags, `SpecObserved` and up-to-date counts.
+//!   used for ETags, `SpecObserved` and up-to-date counts; [`template_hash`], the same hash
+//!   of a deployment's template, is its rollout revision.
 //! - [`naming`]: stable DeviceProcess names and valid label values for long device names.
 //! - [`labels`] and [`conditions`]: label keys, condition types and reasons.
 //! - [`samples`]: the runbook's demo template as a value, for tests and examples.
@@ -30,14 +31,15 @@ pub mod spec_hash;
 
 pub use deployment::{
     DeviceProcessDeployment, DeviceProcessDeploymentSpec, DeviceProcessDeploymentStatus,
-    DeviceProcessTemplate, TemplateMetadata,
+    DeviceProcessTemplate, MaxUnavailableError, RollingUpdate, TemplateMetadata, UpdateStrategy,
+    UpdateStrategyType,
 };
 pub use device_process::{
     AgentInfo, Artifact, ArtifactType, DeviceProcess, DeviceProcessSpec, DeviceProcessStatus,
     DeviceRef, EnvVar, Execution, ExecutionBackend, Phase, ProcessTemplateSpec,
 };
 pub use network_switch::{NetworkSwitch, NetworkSwitchSpec};
-pub use spec_hash::spec_hash;
+pub use spec_hash::{spec_hash, template_hash};
 
 /// API group of every Apollo kind.
 pub const GROUP: &str = "azure.com";

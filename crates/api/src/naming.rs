@@ -5,12 +5,15 @@
 //! name would be longer, it is cut and given a 10-hex-character suffix derived from both
 //! inputs, so it stays valid, stable across reconciles and unique per (deployment, device).
 //! Label values are limited to 63 characters of `[A-Za-z0-9._-]` starting and ending
-//! alphanumeric; [`label_value`] maps any name onto that set the same way.
+//! alphanumeric; [`label_value`] maps any name onto that set the same way. The rules
+//! themselves live in `apollo-names`.
+
+use apollo_names::is_label_value;
 
 /// Longest object name Kubernetes accepts for custom resources (DNS-1123 subdomain).
-pub const MAX_NAME_LEN: usize = 253;
+pub const MAX_NAME_LEN: usize = apollo_names::DNS1123_SUBDOMAIN_MAX_LEN;
 /// Longest label value Kubernetes accepts.
-pub const MAX_LABEL_VALUE_LEN: usize = 63;
+pub const MAX_LABEL_VALUE_LEN: usize = apollo_names::LABEL_VALUE_MAX_LEN;
 const SUFFIX_HEX_LEN: usize = 10;
 
 /// The DeviceProcess name for `device` in `deployment`: `<deployment>-<device>`, or a cut name
@@ -35,7 +38,7 @@ pub fn hashed_device_process_name(deployment: &str, device: &str) -> String {
 /// A valid label value that stands for `value`: itself when valid, otherwise a cut, cleaned
 /// prefix plus a hash suffix of the original.
 pub fn label_value(value: &str) -> String {
-    if is_valid_label_value(value) {
+    if is_label_value(value) {
         return value.to_owned();
     }
     let cleaned: String = value
@@ -51,44 +54,15 @@ pub fn label_value(value: &str) -> String {
     with_suffix(&cleaned, &suffix(&[value]), MAX_LABEL_VALUE_LEN)
 }
 
-/// Whether `value` is a valid Kubernetes label value.
-pub fn is_valid_label_value(value: &str) -> bool {
-    if value.is_empty() {
-        return true;
-    }
-    let bytes = value.as_bytes();
-    value.len() <= MAX_LABEL_VALUE_LEN
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// Whether `name` is a valid DNS-1123 subdomain (the rule for custom resource names).
-pub fn is_valid_object_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name.split('.').all(|part| {
-            let b = part.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
-}
-
+/// The first [`SUFFIX_HEX_LEN`] hex characters of SHA-256 over the parts.
 fn suffix(parts: &[&str]) -> String {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut input = Vec::new();
     for part in parts {
         // Length-prefix each part so ("a-b","c") and ("a","b-c") differ.
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part.as_bytes());
+        input.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        input.extend_from_slice(part.as_bytes());
     }
-    let mut hex = hex::encode(ctx.finish().as_ref());
-    hex.truncate(SUFFIX_HEX_LEN);
-    hex
+    apollo_content_hash::sha256_hex(&input, SUFFIX_HEX_LEN)
 }
 
 /// `prefix` cut so that `<prefix>-<suffix>` fits `max`, with the cut end trimmed back to an
@@ -117,6 +91,7 @@ fn with_suffix(prefix: &str, suffix: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apollo_names::is_dns1123_subdomain;
 
     #[test]
     fn runbook_names() {
@@ -132,9 +107,9 @@ mod tests {
     fn long_device_name_yields_valid_stable_unique_names() {
         let device = format!("{}.example.net", "a".repeat(238));
         assert_eq!(device.len(), 250);
-        assert!(is_valid_object_name(&device));
+        assert!(is_dns1123_subdomain(&device));
         let name = device_process_name("demo-logger", &device);
-        assert!(is_valid_object_name(&name), "{name}");
+        assert!(is_dns1123_subdomain(&name), "{name}");
         assert_eq!(name.len(), MAX_NAME_LEN);
         assert_eq!(name, device_process_name("demo-logger", &device));
         let other = format!("{}.example.org", "a".repeat(238));
@@ -142,7 +117,7 @@ mod tests {
         assert_ne!(name, device_process_name("demo-logger2", &device));
 
         let label = label_value(&device);
-        assert!(is_valid_label_value(&label), "{label}");
+        assert!(is_label_value(&label), "{label}");
         assert_eq!(label.len(), MAX_LABEL_VALUE_LEN);
         assert_ne!(label, label_value(&other));
         assert_eq!(label, label_value(&device));
@@ -158,7 +133,9 @@ mod tests {
             hashed_device_process_name("a-b", "c"),
             hashed_device_process_name("a", "b-c")
         );
-        assert!(is_valid_object_name(&hashed_device_process_name(
+        // Pinned: sha256(be64(3) "a-b" be64(1) "c"), first 10 hex characters.
+        assert_eq!(hashed_device_process_name("a-b", "c"), "a-b-c-1d413c919d");
+        assert!(is_dns1123_subdomain(&hashed_device_process_name(
             "a-b", "c"
         )));
     }
@@ -173,7 +150,7 @@ mod tests {
             "x".repeat(64).as_str(),
         ] {
             let v = label_value(raw);
-            assert!(is_valid_label_value(&v), "{raw:?} -> {v:?}");
+            assert!(is_label_value(&v), "{raw:?} -> {v:?}");
         }
         assert_eq!(label_value("UPPER_ok"), "UPPER_ok");
     }

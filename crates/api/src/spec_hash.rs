@@ -5,12 +5,13 @@
 //! strings escaped as `serde_json` escapes them, fields that serialize as absent left out.
 //! Key order in the source document therefore never changes the hash, and any change of a
 //! value does. The gateway uses it for ETags and `SpecObserved`, the controller for
-//! up-to-date counts, and kubectl shows it in the `Observed` column.
+//! up-to-date counts, and kubectl shows it in the `Observed` column. The canonical form and
+//! the digest are `apollo-content-hash`'s.
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::DeviceProcessSpec;
+use crate::{DeviceProcessSpec, DeviceProcessTemplate};
 
 /// Hex characters kept from the SHA-256 digest.
 pub const SPEC_HASH_LEN: usize = 16;
@@ -20,13 +21,16 @@ pub fn spec_hash(spec: &DeviceProcessSpec) -> String {
     hash_value(&to_value(spec))
 }
 
+/// The template revision of a deployment: the spec hash of its whole template (labels and
+/// spec), so any change that alters a DeviceProcess is a new revision. Recorded on each
+/// DeviceProcess as the [`crate::labels::TEMPLATE_HASH`] label.
+pub fn template_hash(template: &DeviceProcessTemplate) -> String {
+    hash_value(&to_value(template))
+}
+
 /// The spec hash of an arbitrary JSON value (for specs held as untyped JSON).
 pub fn hash_value(value: &Value) -> String {
-    let canonical = canonical_json(value);
-    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes());
-    let mut hex = hex::encode(digest.as_ref());
-    hex.truncate(SPEC_HASH_LEN);
-    hex
+    apollo_content_hash::hash_json(value, SPEC_HASH_LEN)
 }
 
 fn to_value<T: Serialize>(value: &T) -> Value {
@@ -35,46 +39,10 @@ fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-/// Canonical JSON: keys sorted at every level, compact separators.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[key], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apollo_content_hash::canonical_json;
 
     fn runbook_spec(device: &str) -> DeviceProcessSpec {
         crate::samples::demo_logger_template().for_device(device)
@@ -136,11 +104,18 @@ mod tests {
     }
 
     #[test]
-    fn escaping_is_stable() {
-        let v: Value = serde_json::json!({"b": "quote\" and \\ and \n", "a": [1, 2.5, true, null]});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":[1,2.5,true,null],"b":"quote\" and \\ and \n"}"#
-        );
+    fn template_hash_changes_with_spec_and_labels_only() {
+        let mut t = DeviceProcessTemplate {
+            metadata: crate::TemplateMetadata::default(),
+            spec: crate::samples::demo_logger_template(),
+        };
+        let a = template_hash(&t);
+        assert_eq!(a, template_hash(&t.clone()));
+        assert_eq!(a.len(), SPEC_HASH_LEN);
+        t.metadata.labels.insert("app".into(), "logger".into());
+        let b = template_hash(&t);
+        t.spec.execution.args = vec!["echo".into(), "updated".into()];
+        let c = template_hash(&t);
+        assert!(a != b && b != c && a != c);
     }
 }

@@ -45,6 +45,12 @@
 //! bookkeeping of every other write. See the module documentation for the ownership rules;
 //! conflicts render as `Apply failed with 1 conflict: conflict with "ctrl-spec": .spec.command`.
 //!
+//! # [`compat`]: CRD fields by Kubernetes minor
+//!
+//! [`compat::CRD_VERSION_FIELDS`] records which CRD fields a server of which minor serves
+//! (`selectableFields`: unknown before 1.30, gated off in 1.30, on from 1.31);
+//! [`compat::strip_crd_fields`] removes what an older server lacks.
+//!
 //! # Not implemented / known differences
 //!
 //! * CEL (`x-kubernetes-validations`), metadata validation (names, labels; the server does
@@ -66,6 +72,8 @@
 //!   `null` of other releases.
 
 pub mod apply;
+pub mod compat;
 mod formats;
 mod gofmt;
 pub mod schema;
+pub mod smp;

@@ -24,7 +24,6 @@ pub mod fields;
 pub mod jsonpath;
 pub mod labels;
 pub mod table;
-mod validation;
 
 pub use jsonpath::JsonPathError;
 

@@ -7,6 +7,8 @@
 //! - [`controller`]: the kube-runtime `Controller`, one watch per kind (deployments,
 //!   DeviceProcesses, inventory metadata), each feeding a reflector cache and the triggers.
 //! - [`plan`]: the pure decisions (validation, naming, create/update/delete, status).
+//! - [`rollout`]: rolling updates with DaemonSet semantics (`maxUnavailable`, `paused`,
+//!   `OnDelete`, progress deadline), the `RolledOut` condition and the rollout Events.
 //! - [`reconcile`]: one reconcile: server-side apply of DeviceProcesses (field manager
 //!   `apollo-controller`, controller ownerReference), deletes with a uid precondition, the
 //!   deployment status through `/status` only when it changed, events, retry backoff.
@@ -24,6 +26,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
+pub mod rollout;
 
 use std::future::Future;
 use std::net::SocketAddr;

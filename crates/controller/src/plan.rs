@@ -6,13 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use apollo_api::conditions::{self, reasons, status as cstatus};
-use apollo_api::naming::{
-    device_process_name, hashed_device_process_name, is_valid_label_value, label_value,
-};
+use apollo_api::naming::{device_process_name, hashed_device_process_name, label_value};
 use apollo_api::{
-    DeviceProcess, DeviceProcessDeployment, DeviceProcessDeploymentStatus, DeviceProcessSpec,
-    labels, spec_hash,
+    DeviceProcess, DeviceProcessDeployment, DeviceProcessDeploymentStatus, labels, spec_hash,
+    template_hash,
 };
+use apollo_names::{is_dns1123_subdomain, is_label_value, is_qualified_name_part};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, LabelSelector, OwnerReference, Time,
 };
@@ -30,6 +29,8 @@ pub enum SpecError {
     Selector(String),
     /// `spec.template` is malformed.
     Template(String),
+    /// `spec.updateStrategy` or `spec.progressDeadlineSeconds` is malformed.
+    Strategy(String),
 }
 
 impl SpecError {
@@ -38,13 +39,14 @@ impl SpecError {
         match self {
             Self::Selector(_) => reasons::INVALID_SELECTOR,
             Self::Template(_) => "InvalidTemplate",
+            Self::Strategy(_) => "InvalidUpdateStrategy",
         }
     }
 
     /// What is wrong, naming the field.
     pub fn message(&self) -> &str {
         match self {
-            Self::Selector(m) | Self::Template(m) => m,
+            Self::Selector(m) | Self::Template(m) | Self::Strategy(m) => m,
         }
     }
 }
@@ -57,7 +59,7 @@ pub fn validate(dpd: &DeviceProcessDeployment) -> Result<Selector, SpecError> {
     for (key, value) in &dpd.spec.template.metadata.labels {
         let field = format!("spec.template.metadata.labels[{key:?}]");
         validate_label_key(key).map_err(|e| SpecError::Template(format!("{field}: {e}")))?;
-        if !is_valid_label_value(value) {
+        if !is_label_value(value) {
             return Err(SpecError::Template(format!(
                 "{field}: Invalid value: {value:?}: {LABEL_VALUE_RULE}"
             )));
@@ -76,6 +78,7 @@ pub fn validate(dpd: &DeviceProcessDeployment) -> Result<Selector, SpecError> {
             "spec.template.spec.artifact.url: Required value".into(),
         ));
     }
+    crate::rollout::Settings::of(dpd, 0)?;
     Selector::try_from(selector.clone()).map_err(|e| SpecError::Selector(e.0))
 }
 
@@ -86,7 +89,7 @@ fn validate_selector(selector: &LabelSelector) -> Result<(), String> {
     for (key, value) in selector.match_labels.iter().flatten() {
         let field = format!("spec.selector.matchLabels[{key:?}]");
         validate_label_key(key).map_err(|e| format!("{field}: {e}"))?;
-        if !is_valid_label_value(value) {
+        if !is_label_value(value) {
             return Err(format!(
                 "{field}: Invalid value: {value:?}: {LABEL_VALUE_RULE}"
             ));
@@ -104,7 +107,7 @@ fn validate_selector(selector: &LabelSelector) -> Result<(), String> {
                     ));
                 }
                 for value in values {
-                    if !is_valid_label_value(value) {
+                    if !is_label_value(value) {
                         return Err(format!(
                             "{field}.values: Invalid value: {value:?}: {LABEL_VALUE_RULE}"
                         ));
@@ -138,20 +141,13 @@ fn validate_label_key(key: &str) -> Result<(), String> {
         None => (None, key),
     };
     if let Some(prefix) = prefix
-        && !apollo_api::naming::is_valid_object_name(prefix)
+        && !is_dns1123_subdomain(prefix)
     {
         return Err(format!(
             "Invalid value: {key:?}: prefix part must be a lowercase RFC 1123 subdomain"
         ));
     }
-    let b = name.as_bytes();
-    let ok = !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
+    if is_qualified_name_part(name) {
         Ok(())
     } else {
         Err(format!(
@@ -183,6 +179,10 @@ pub fn desired_labels(dpd: &DeviceProcessDeployment, device: &str) -> BTreeMap<S
     out.insert(
         labels::MANAGED_BY.into(),
         labels::MANAGED_BY_CONTROLLER.into(),
+    );
+    out.insert(
+        labels::TEMPLATE_HASH.into(),
+        template_hash(&dpd.spec.template),
     );
     out
 }
@@ -226,8 +226,23 @@ pub struct ApplyItem {
     pub device: String,
     /// The object to apply.
     pub object: DeviceProcess,
+    /// The live object when it exists (update), `None` when it is created.
+    pub live: Option<Arc<DeviceProcess>>,
+}
+
+impl ApplyItem {
     /// Whether it exists already (update) or not (create).
-    pub exists: bool,
+    pub fn exists(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Whether the write changes the spec (what the agent must observe), as opposed to
+    /// labels or the owner reference only.
+    pub fn changes_spec(&self) -> bool {
+        self.live
+            .as_ref()
+            .is_none_or(|live| live.spec != self.object.spec)
+    }
 }
 
 /// Decides the writes for `dpd` given the matching `devices` and every DeviceProcess in the
@@ -281,15 +296,15 @@ pub fn plan(
             Some(live) if !needs_update(live, &desired) => {
                 plan.unchanged.push((device.clone(), live.clone()));
             }
-            Some(_) => plan.apply.push(ApplyItem {
+            Some(live) => plan.apply.push(ApplyItem {
                 device: device.clone(),
                 object: desired,
-                exists: true,
+                live: Some(live.clone()),
             }),
             None => plan.apply.push(ApplyItem {
                 device: device.clone(),
                 object: desired,
-                exists: false,
+                live: None,
             }),
         }
     }
@@ -372,12 +387,59 @@ pub struct Counts {
     pub desired: i32,
     /// Matching devices with a DeviceProcess.
     pub current: i32,
-    /// ... whose spec equals the template's.
+    /// ... that have the update revision (the template's spec and revision label).
     pub updated: i32,
     /// ... whose agent is connected.
     pub connected: i32,
     /// Up-to-date ones whose agent observed the current spec.
     pub observed: i32,
+    /// ... that are available: agent connected and current spec observed (old or new).
+    pub available: i32,
+}
+
+impl Counts {
+    /// Matching devices without an available DeviceProcess.
+    pub fn unavailable(&self) -> i32 {
+        (self.desired - self.available).max(0)
+    }
+
+    /// Every matching device has a DeviceProcess with the update revision, observed.
+    pub fn rolled_out(&self) -> bool {
+        self.current == self.desired
+            && self.updated == self.desired
+            && self.observed == self.desired
+    }
+}
+
+/// Whether `dp` has the update revision of `dpd`: the template's spec for its device and the
+/// template's revision label.
+pub fn is_updated(
+    dpd: &DeviceProcessDeployment,
+    revision: &str,
+    device: &str,
+    dp: &DeviceProcess,
+) -> bool {
+    dp.labels().get(labels::TEMPLATE_HASH).map(String::as_str) == Some(revision)
+        && dp.spec == dpd.spec.template.spec.for_device(device)
+}
+
+/// Whether the agent observed the DeviceProcess's current spec.
+pub fn observed_current_spec(dp: &DeviceProcess) -> bool {
+    dp.status
+        .as_ref()
+        .is_some_and(|s| s.observed_spec_hash.as_deref() == Some(spec_hash(&dp.spec).as_str()))
+}
+
+/// Whether the DeviceProcess's agent is connected.
+pub fn agent_connected(dp: &DeviceProcess) -> bool {
+    dp.status
+        .as_ref()
+        .is_some_and(|s| s.is_true(conditions::AGENT_CONNECTED))
+}
+
+/// Available, as for a DaemonSet's pods: the agent is connected and observed the current spec.
+pub fn is_available(dp: &DeviceProcess) -> bool {
+    agent_connected(dp) && observed_current_spec(dp)
 }
 
 /// Counts over the DeviceProcesses (one per matching device) after the reconcile's writes.
@@ -386,23 +448,25 @@ pub fn count(
     desired: usize,
     current: &[(String, &DeviceProcess)],
 ) -> Counts {
+    let revision = template_hash(&dpd.spec.template);
     let mut counts = Counts {
         desired: clamp(desired),
         current: clamp(current.len()),
         ..Counts::default()
     };
     for (device, dp) in current {
-        let template_spec: DeviceProcessSpec = dpd.spec.template.spec.for_device(device);
-        let up_to_date = dp.spec == template_spec;
-        let status = dp.status.clone().unwrap_or_default();
-        if up_to_date {
+        let observed = observed_current_spec(dp);
+        if is_updated(dpd, &revision, device, dp) {
             counts.updated += 1;
-            if status.observed_spec_hash.as_deref() == Some(spec_hash(&dp.spec).as_str()) {
+            if observed {
                 counts.observed += 1;
             }
         }
-        if status.is_true(conditions::AGENT_CONNECTED) {
+        if agent_connected(dp) {
             counts.connected += 1;
+            if observed {
+                counts.available += 1;
+            }
         }
     }
     counts
@@ -412,18 +476,23 @@ fn clamp(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// The deployment status for `counts` (or for an invalid spec), keeping each condition's
-/// lastTransitionTime unless its status changes.
+/// A condition the status should carry: type, status, reason, message.
+pub type WantedCondition = (&'static str, &'static str, &'static str, String);
+
+/// The deployment status for `counts` (or for an invalid spec), with the rollout's revisions,
+/// progress time and `RolledOut` condition, keeping each condition's lastTransitionTime unless
+/// its status changes.
 pub fn status(
     dpd: &DeviceProcessDeployment,
     counts: Counts,
     invalid: Option<&SpecError>,
+    rollout: &crate::rollout::Progress,
     now: &Time,
 ) -> DeviceProcessDeploymentStatus {
     let prior = dpd.status.clone().unwrap_or_default();
     let generation = dpd.metadata.generation;
     let converged = counts.current == counts.desired && counts.updated == counts.desired;
-    let mut wanted = Vec::new();
+    let mut wanted: Vec<WantedCondition> = vec![rollout.rolled_out.clone()];
     match invalid {
         Some(err) => {
             wanted.push((
@@ -510,6 +579,11 @@ pub fn status(
         updated_number_scheduled: counts.updated,
         number_agent_connected: counts.connected,
         number_spec_observed: counts.observed,
+        number_available: counts.available,
+        number_unavailable: counts.unavailable(),
+        current_revision: rollout.current_revision.clone(),
+        update_revision: Some(rollout.update_revision.clone()),
+        last_progress_time: rollout.last_progress_time.clone(),
         conditions,
     }
 }
@@ -555,6 +629,9 @@ mod tests {
                     },
                     spec: template(),
                 },
+                update_strategy: None,
+                paused: None,
+                progress_deadline_seconds: None,
             },
         );
         dpd.metadata.namespace = Some("default".into());
@@ -601,7 +678,7 @@ mod tests {
         );
         let names: Vec<_> = p.apply.iter().map(|a| a.object.name_any()).collect();
         assert_eq!(names, ["demo-logger-tor1-01", "demo-logger-tor1-02"]);
-        assert!(p.apply.iter().all(|a| !a.exists));
+        assert!(p.apply.iter().all(|a| !a.exists()));
         let dp = &p.apply[0].object;
         assert_eq!(dp.spec.device_ref.name, "tor1-01");
         assert_eq!(dp.spec.template(), template());
@@ -660,7 +737,7 @@ mod tests {
             &none(),
         );
         assert_eq!(p.apply.len(), 1);
-        assert!(p.apply[0].exists);
+        assert!(p.apply[0].exists());
         assert_eq!(
             p.apply[0].object.spec.execution.args,
             template().execution.args
@@ -933,11 +1010,17 @@ mod tests {
                 current: 2,
                 updated: 2,
                 connected: 1,
-                observed: 1
+                observed: 1,
+                available: 1,
             }
         );
 
         let t0 = Time(jiff::Timestamp::from_second(1_000).unwrap());
+        let status = |dpd: &DeviceProcessDeployment, counts, invalid: Option<&SpecError>, now| {
+            let settings = crate::rollout::Settings::of(dpd, 3).ok();
+            let p = crate::rollout::progress(dpd, settings.as_ref(), counts, &[], invalid, now);
+            status(dpd, counts, invalid, &p, now)
+        };
         let s = status(&dpd, counts, None, &t0);
         assert_eq!(s.observed_generation, Some(1));
         let cond = |s: &DeviceProcessDeploymentStatus, t: &str| {
@@ -950,7 +1033,7 @@ mod tests {
         // Same input later: identical status (no write), times kept.
         let mut dpd2 = dpd.clone();
         dpd2.status = Some(s.clone());
-        let t1 = Time(jiff::Timestamp::from_second(2_000).unwrap());
+        let t1 = Time(jiff::Timestamp::from_second(1_100).unwrap());
         assert_eq!(status(&dpd2, counts, None, &t1), s);
 
         // Converged: Available flips and gets the new time; InvalidSpec keeps its old one.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use apollo_api::conditions;
 use apollo_api::{DeviceProcess, DeviceProcessDeployment};
+use apollo_backoff::Exponential;
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -21,6 +22,7 @@ use crate::controller::Synced;
 use crate::events::{EventType, Recorder};
 use crate::metrics::Metrics;
 use crate::plan::{self, FIELD_MANAGER, SpecError};
+use crate::rollout;
 
 /// How long a reconcile waits for the DeviceProcess and inventory caches to fill.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +53,21 @@ impl ReconcileError {
         }
     }
 }
+
+/// Every `reason` of a failed reconcile (the `reason` label of
+/// `apollo_controller_reconcile_errors_total`, whose series start at zero so that rates and
+/// alerts work before the first error).
+pub const ERROR_REASONS: [&str; 9] = [
+    "conflict",
+    "forbidden",
+    "invalid",
+    "not_found",
+    "unauthorized",
+    "unavailable",
+    "name_conflict",
+    "cache_not_ready",
+    "missing_metadata",
+];
 
 /// The metrics reason of a kube error.
 pub fn classify(error: &kube::Error) -> &'static str {
@@ -151,9 +168,14 @@ impl Context {
         }
     }
 
-    fn resync_action(&self) -> Action {
-        self.resync
-            .map_or_else(Action::await_change, Action::requeue)
+    /// The periodic resync, or sooner when a rollout would stall before it (so the stall is
+    /// reported without any other change).
+    fn resync_action(&self, stalls_in: Option<Duration>) -> Action {
+        match (self.resync, stalls_in) {
+            (Some(a), Some(b)) => Action::requeue(a.min(b)),
+            (Some(d), None) | (None, Some(d)) => Action::requeue(d),
+            (None, None) => Action::await_change(),
+        }
     }
 
     async fn wait_for_caches(&self) -> Result<(), ReconcileError> {
@@ -281,6 +303,9 @@ impl Context {
         self.metrics
             .deployments
             .set(i64::try_from(self.deployments.state().len()).unwrap_or(i64::MAX));
+        let deployments = self.deployments.state();
+        self.metrics
+            .observe_deployments(deployments.iter().map(|d| d.as_ref()));
     }
 
     /// Delay before retrying a failed reconcile: `retry_base` doubled per consecutive failure,
@@ -354,8 +379,10 @@ pub fn backoff(base: Duration, max: Duration, failures: u32, conflict: bool) -> 
     if conflict {
         return base.min(max);
     }
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(20));
-    base.checked_mul(factor).map_or(max, |d| d.min(max))
+    // `.min(max)`: a `max` below `base` caps (the schedule would raise it to `base`).
+    Exponential::new(base, max)
+        .delay(failures.saturating_sub(1))
+        .min(max)
 }
 
 fn key_of(dpd: &DeviceProcessDeployment) -> String {
@@ -439,14 +466,14 @@ async fn reconcile_deployment(
     let mut failures: Vec<Failure> = Vec::new();
 
     let validity = plan::validate(dpd);
-    let (counts, invalid) = match validity {
+    let (counts, invalid, settings, unavailable) = match validity {
         Err(err) => {
             let owned: Vec<(String, &DeviceProcess)> = in_namespace
                 .iter()
                 .filter(|dp| plan::is_controlled_by(dp, &uid))
                 .map(|dp| (dp.spec.device_ref.name.clone(), dp.as_ref()))
                 .collect();
-            (plan::count(dpd, 0, &owned), Some(err))
+            (plan::count(dpd, 0, &owned), Some(err), None, Vec::new())
         }
         Ok(selector) => {
             let no_labels = std::collections::BTreeMap::new();
@@ -464,15 +491,39 @@ async fn reconcile_deployment(
             devices.dedup();
             let claimed = ctx.claimed_by_others(&namespace, &uid);
             let p = plan::plan(dpd, &owner, &devices, &in_namespace, &claimed);
+            // Valid spec: validate() checked the strategy already.
+            let settings = rollout::Settings::of(dpd, devices.len())
+                .map_err(|e| ReconcileError::new("invalid", e.message().to_owned()))?;
+            let current_rev = if settings.paused {
+                let owned: Vec<&DeviceProcess> = in_namespace
+                    .iter()
+                    .filter(|dp| plan::is_controlled_by(dp, &uid))
+                    .map(AsRef::as_ref)
+                    .collect();
+                dpd.status
+                    .as_ref()
+                    .and_then(|s| s.current_revision.as_deref())
+                    .and_then(|rev| rollout::revision_template(&owned, rev))
+            } else {
+                None
+            };
+            let gated = rollout::gate(
+                &settings,
+                devices.len(),
+                p.apply,
+                &p.unchanged,
+                current_rev.as_ref(),
+            );
             let mut current: Vec<(String, DeviceProcess)> = p
                 .unchanged
                 .iter()
+                .chain(gated.held.iter())
                 .map(|(device, dp)| (device.clone(), (**dp).clone()))
                 .collect();
             let mut writes: Vec<BoxFuture<'_, Outcome>> = Vec::new();
-            for item in p.apply {
+            for item in gated.apply {
                 let dp_name = item.object.name_any();
-                if !item.exists && !ctx.claim(&namespace, &dp_name, &uid) {
+                if !item.exists() && !ctx.claim(&namespace, &dp_name, &uid) {
                     failures.push(Failure {
                         class: "name_conflict",
                         event_reason: "NameConflict",
@@ -520,11 +571,25 @@ async fn reconcile_deployment(
             }
             let current: Vec<(String, &DeviceProcess)> =
                 current.iter().map(|(d, dp)| (d.clone(), dp)).collect();
-            (plan::count(dpd, devices.len(), &current), None)
+            (
+                plan::count(dpd, devices.len(), &current),
+                None,
+                Some(settings),
+                rollout::unavailable_devices(&devices, &current),
+            )
         }
     };
 
-    let status = plan::status(dpd, counts, invalid.as_ref(), &plan::now());
+    let now = plan::now();
+    let progress = rollout::progress(
+        dpd,
+        settings.as_ref(),
+        counts,
+        &unavailable,
+        invalid.as_ref(),
+        &now,
+    );
+    let status = plan::status(dpd, counts, invalid.as_ref(), &progress, &now);
     let mut status_rv = None;
     if dpd.status.as_ref() != Some(&status) {
         let deployments: Api<DeviceProcessDeployment> =
@@ -548,8 +613,16 @@ async fn reconcile_deployment(
                     up_to_date = status.updated_number_scheduled,
                     connected = status.number_agent_connected,
                     observed = status.number_spec_observed,
+                    available = status.number_available,
+                    rolled_out = %progress.rolled_out.3,
                     "deployment status updated"
                 );
+                for due in rollout::transitions(dpd.status.as_ref(), &status, settings.as_ref()) {
+                    tracing::info!(deployment = %key, reason = due.reason, "{}", due.note);
+                    ctx.recorder
+                        .publish(&regarding, None, due.type_, due.reason, "Rollout", due.note)
+                        .await;
+                }
             }
             Err(error) => failures.push(Failure {
                 class: classify(&error),
@@ -579,7 +652,7 @@ async fn reconcile_deployment(
         if invalid.is_none() {
             ctx.clear_warnings(&uid);
         }
-        return Ok(ctx.resync_action());
+        return Ok(ctx.resync_action(progress.stalls_in));
     }
     for failure in &failures {
         // Conflicts are retried quietly; everything else is reported once per message.
@@ -639,7 +712,7 @@ async fn apply_one(
         .await
     {
         Ok(applied) => {
-            let (reason, action, note) = if item.exists {
+            let (reason, action, note) = if item.exists() {
                 (
                     "Updated",
                     "Update",
@@ -679,7 +752,7 @@ async fn apply_one(
         }
         Err(error) => Outcome::Failed(Failure {
             class: classify(&error),
-            event_reason: if item.exists {
+            event_reason: if item.exists() {
                 "FailedUpdate"
             } else {
                 "FailedCreate"
@@ -790,6 +863,9 @@ mod tests {
         assert_eq!(classify(&api(403)), "forbidden");
         assert_eq!(classify(&api(422)), "invalid");
         assert_eq!(classify(&api(503)), "unavailable");
+        for code in [400, 401, 403, 404, 409, 422, 429, 500, 503] {
+            assert!(ERROR_REASONS.contains(&classify(&api(code))), "{code}");
+        }
     }
 
     #[test]

@@ -16,6 +16,10 @@ struct Args {
     /// print all CRDs to stdout as one multi-document YAML instead of writing files
     #[argh(switch)]
     stdout: bool,
+    /// also write (or check) the variant for older Kubernetes servers beside the manifest
+    /// directory, the parent of --out-dir (k8s-pre-1.31/ for k8s/crds)
+    #[argh(switch)]
+    variants: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,10 +29,23 @@ fn main() -> anyhow::Result<()> {
             println!("---\n{}", file.yaml.trim_end());
         }
     } else if args.check {
-        apollo_crdgen::check(&args.out_dir)?;
-        eprintln!("CRDs in {} are up to date", args.out_dir.display());
+        if args.variants {
+            apollo_crdgen::check_with_variants(&args.out_dir)?;
+            eprintln!(
+                "CRDs in {} and the variants for older servers are up to date",
+                args.out_dir.display()
+            );
+        } else {
+            apollo_crdgen::check(&args.out_dir)?;
+            eprintln!("CRDs in {} are up to date", args.out_dir.display());
+        }
     } else {
-        for path in apollo_crdgen::write(&args.out_dir)? {
+        let written = if args.variants {
+            apollo_crdgen::write_with_variants(&args.out_dir)?
+        } else {
+            apollo_crdgen::write(&args.out_dir)?
+        };
+        for path in written {
             eprintln!("wrote {}", path.display());
         }
     }

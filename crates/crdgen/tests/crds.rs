@@ -16,23 +16,190 @@ fn version(crd: &Value) -> &Value {
     &crd["spec"]["versions"][0]
 }
 
+fn repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 #[test]
-fn committed_crds_are_up_to_date() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../k8s/crds");
-    if let Err(e) = apollo_crdgen::check(&dir) {
+fn committed_crds_and_variants_are_up_to_date() {
+    let dir = repo().join("k8s/crds");
+    if let Err(e) = apollo_crdgen::check_with_variants(&dir) {
         panic!("{e}");
     }
 }
 
+fn yaml_docs(text: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(text).unwrap()
+}
+
+/// Every generated CRD as `(file name, value)` from a directory of CRD files.
+fn crd_files(dir: &Path) -> Vec<(String, Value)> {
+    let mut out: Vec<(String, Value)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                serde_saphyr::from_str::<Value>(&text).unwrap(),
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn older_servers_get_the_same_crds_without_selectable_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("k8s/crds");
+    apollo_crdgen::write_with_variants(&dir).unwrap();
+    let full = crd_files(&dir);
+    let legacy = crd_files(&tmp.path().join("k8s-pre-1.31/crds"));
+    assert_eq!(full.len(), 3);
+    assert_eq!(
+        full.iter().map(|f| &f.0).collect::<Vec<_>>(),
+        legacy.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+    for ((name, full), (_, legacy)) in full.iter().zip(&legacy) {
+        let mut expected = full.clone();
+        for v in expected["spec"]["versions"].as_array_mut().unwrap() {
+            v.as_object_mut().unwrap().remove("selectableFields");
+        }
+        assert_eq!(&expected, legacy, "{name}");
+        assert!(!legacy.to_string().contains("selectableFields"), "{name}");
+    }
+    // The overlay of k8s/ removes exactly those fields.
+    let kustomization =
+        std::fs::read_to_string(tmp.path().join("k8s-pre-1.31/kustomization.yaml")).unwrap();
+    let k: Value = serde_saphyr::from_str(&kustomization).unwrap();
+    assert_eq!(k["kind"], "Kustomization");
+    assert_eq!(k["resources"], json!(["../k8s"]));
+    let patches = k["patches"].as_array().unwrap();
+    assert_eq!(patches.len(), 1, "{kustomization}");
+    assert_eq!(patches[0]["target"]["name"], "deviceprocesses.azure.com");
+    let ops: Vec<Value> = serde_saphyr::from_str(patches[0]["patch"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        ops,
+        [json!({"op": "remove", "path": "/spec/versions/0/selectableFields"})]
+    );
+    // Without --variants only the CRD directory is written.
+    let tmp2 = tempfile::tempdir().unwrap();
+    apollo_crdgen::write(&tmp2.path().join("k8s/crds")).unwrap();
+    assert!(!tmp2.path().join("k8s-pre-1.31").exists());
+}
+
+#[test]
+fn check_covers_the_variants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("k8s/crds");
+    apollo_crdgen::write_with_variants(&dir).unwrap();
+    apollo_crdgen::check_with_variants(&dir).unwrap();
+    let legacy = tmp
+        .path()
+        .join("k8s-pre-1.31/crds/deviceprocesses.azure.com.yaml");
+    let text = std::fs::read_to_string(&legacy).unwrap();
+    std::fs::write(&legacy, text.replace("observedSpecHash", "observedHash")).unwrap();
+    let err = apollo_crdgen::check_with_variants(&dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("k8s-pre-1.31/crds/deviceprocesses.azure.com.yaml"),
+        "{err}"
+    );
+    // The CRD directory alone is still current.
+    apollo_crdgen::check(&dir).unwrap();
+    std::fs::write(&legacy, text).unwrap();
+    let k = tmp.path().join("k8s-pre-1.31/kustomization.yaml");
+    std::fs::remove_file(&k).unwrap();
+    let err = apollo_crdgen::check_with_variants(&dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("k8s-pre-1.31/kustomization.yaml"), "{err}");
+    apollo_crdgen::write_with_variants(&dir).unwrap();
+    // A variant no longer generated is stale, and so is an extra file in it.
+    std::fs::create_dir_all(tmp.path().join("k8s-pre-1.30")).unwrap();
+    std::fs::write(tmp.path().join("k8s-pre-1.31/crds/old.azure.com.yaml"), "x").unwrap();
+    let err = apollo_crdgen::check_with_variants(&dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("k8s-pre-1.30/"), "{err}");
+    assert!(err.contains("old.azure.com.yaml"), "{err}");
+}
+
+/// `value` with every number as a float (YAML renderers differ on `1` and `1.0`).
+fn numbers_as_floats(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        Value::Array(a) => Value::Array(a.iter().map(numbers_as_floats).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), numbers_as_floats(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// `kubectl kustomize k8s-pre-1.31` (what `kubectl apply -k` sends) gives the variant's CRDs
+/// and everything else of `kubectl kustomize k8s` unchanged.
+#[test]
+fn the_overlay_renders_the_variant_with_kubectl() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("kubectl not on PATH: skipped");
+        return;
+    }
+    let render = |dir: &str| -> Vec<Value> {
+        let out = std::process::Command::new("kubectl")
+            .arg("kustomize")
+            .arg(repo().join(dir))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        yaml_docs(&String::from_utf8(out.stdout).unwrap())
+    };
+    let base = render("k8s");
+    let overlay = render("k8s-pre-1.31");
+    assert_eq!(base.len(), overlay.len());
+    let legacy = crd_files(&repo().join("k8s-pre-1.31/crds"));
+    let mut crds = 0;
+    for (b, o) in base.iter().zip(&overlay) {
+        if o["kind"] == "CustomResourceDefinition" {
+            crds += 1;
+            let (_, want) = legacy
+                .iter()
+                .find(|(_, l)| l["metadata"]["name"] == o["metadata"]["name"])
+                .unwrap();
+            assert_eq!(numbers_as_floats(o), numbers_as_floats(want));
+        } else {
+            assert_eq!(b, o);
+        }
+    }
+    assert_eq!(crds, legacy.len());
+}
+
 #[test]
 fn check_detects_a_stale_file() {
-    let dir = tempfile::tempdir().unwrap();
-    apollo_crdgen::write(dir.path()).unwrap();
-    apollo_crdgen::check(dir.path()).unwrap();
-    let path = dir.path().join("deviceprocesses.azure.com.yaml");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("crds");
+    apollo_crdgen::write(&dir).unwrap();
+    apollo_crdgen::check(&dir).unwrap();
+    let path = dir.join("deviceprocesses.azure.com.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("observedSpecHash", "observedHash")).unwrap();
-    let err = apollo_crdgen::check(dir.path()).unwrap_err().to_string();
+    let err = apollo_crdgen::check(&dir).unwrap_err().to_string();
     assert!(err.contains("deviceprocesses.azure.com.yaml"), "{err}");
 }
 
@@ -77,6 +244,7 @@ fn printer_columns() {
             "Desired",
             "Current",
             "Up-To-Date",
+            "Available",
             "Connected",
             "Observed",
             "Age"

@@ -103,6 +103,8 @@ pub struct LocalAgents {
 pub struct ComposeAgents {
     pub compose_file: Option<PathBuf>,
     pub project: Option<String>,
+    /// `docker compose` or `docker-compose`, whichever the machine has.
+    pub cli: crate::compose::ComposeCli,
 }
 
 /// How the demo drives agents.
@@ -140,21 +142,21 @@ impl LocalAgents {
 
 impl ComposeAgents {
     fn command(&self, args: &[&str]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new("docker");
-        cmd.arg("compose");
+        let mut cmd = self.cli.command();
         if let Some(f) = &self.compose_file {
             cmd.arg("-f").arg(f);
         }
         if let Some(p) = &self.project {
             cmd.arg("-p").arg(p);
         }
-        cmd.args(args).kill_on_drop(true);
+        // Its own process group: Ctrl-C reaches the demo, which then cleans up.
+        cmd.args(args).process_group(0).kill_on_drop(true);
         cmd
     }
 
     /// The command line as the presenter types it.
     pub fn display(&self, args: &[&str]) -> String {
-        let mut s = String::from("docker compose");
+        let mut s = self.cli.display();
         if let Some(f) = &self.compose_file {
             s.push_str(&format!(" -f {}", f.display()));
         }
@@ -168,7 +170,7 @@ impl ComposeAgents {
         s
     }
 
-    async fn run(&self, args: &[&str]) -> Result<String> {
+    pub async fn run(&self, args: &[&str]) -> Result<String> {
         let out = tokio::time::timeout(Duration::from_secs(120), self.command(args).output())
             .await
             .map_err(|_| anyhow!("{} timed out", self.display(args)))?
@@ -315,7 +317,9 @@ impl Agents {
                     .context("cannot run docker inspect")?;
                 let v: Value = serde_json::from_slice(&out.stdout)
                     .context("docker inspect printed no JSON")?;
-                compose_evidence(&svc, &v, forbidden)
+                let mut ev = compose_evidence(&svc, &v, forbidden)?;
+                container_connections(&v, &mut ev);
+                Ok(ev)
             }
         }
     }
@@ -378,6 +382,94 @@ pub fn compose_evidence(svc: &str, inspect: &Value, forbidden: &[String]) -> Res
     Ok(ev)
 }
 
+/// The container's TCP peers, read from the kernel (`/proc/<pid>/net/tcp*` of the container's
+/// main process: the container's own network namespace), checked against the gateway the
+/// container is configured with (`APOLLO_GATEWAY_URL`; `host.docker.internal` is the bridge's
+/// gateway address, where docker publishes the gateway's port).
+pub fn container_connections(inspect: &Value, ev: &mut Evidence) {
+    let c = &inspect[0];
+    let pid = c["State"]["Pid"].as_u64().filter(|p| *p > 0);
+    let Some(pid) = pid else {
+        ev.shown
+            .push("  connections: docker inspect names no running process".to_string());
+        return;
+    };
+    let url = c["Config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|kv| kv.strip_prefix("APOLLO_GATEWAY_URL="))
+        .unwrap_or_default()
+        .to_string();
+    let bridge_gateway = c["NetworkSettings"]["Networks"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter_map(|n| n["Gateway"].as_str())
+        .find(|g| !g.is_empty())
+        .map(str::to_string);
+    let expected = gateway_peer(&url, bridge_gateway.as_deref());
+    let mut tables = String::new();
+    for t in ["net/tcp", "net/tcp6"] {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/{t}")) {
+            tables.push_str(&text);
+        }
+    }
+    if tables.is_empty() {
+        ev.shown.push(format!(
+            "  connections: cannot read /proc/{pid}/net/tcp (the docker engine is on another \
+             machine, or no permission): not shown"
+        ));
+        return;
+    }
+    let peers = crate::procs::netns_peers(&tables);
+    ev.shown.push(format!(
+        "  TCP peers of the container (/proc/{pid}/net/tcp): {}{}",
+        if peers.is_empty() {
+            "none open right now".to_string()
+        } else {
+            peers.join(", ")
+        },
+        match &expected {
+            Some(e) => format!("   (the gateway: {url} = {e})"),
+            None => format!("   (the gateway: {url})"),
+        }
+    ));
+    for peer in peers {
+        let ok = match &expected {
+            Some(e) => &peer == e,
+            None => false,
+        };
+        if !ok {
+            ev.problems.push(format!(
+                "connected to {peer}, which is not the gateway ({url})"
+            ));
+        }
+    }
+}
+
+/// `ip:port` an agent container reaches for `url`: an IP host as is, `host.docker.internal`
+/// as the bridge gateway address (compose's `host-gateway`); `None` for other names.
+pub fn gateway_peer(url: &str, bridge_gateway: Option<&str>) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let default_port = if url.starts_with("https://") { 443 } else { 80 };
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (h, p.parse().ok()?),
+        _ => (authority, default_port),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = if host == "host.docker.internal" {
+        bridge_gateway?.parse().ok()?
+    } else {
+        host.parse().ok()?
+    };
+    Some(std::net::SocketAddr::new(ip, port).to_string())
+}
+
 /// Where device keys for local agents live.
 pub fn key_path(dir: &Path, device: &str) -> PathBuf {
     dir.join(format!("{device}.key"))
@@ -420,6 +512,25 @@ mod tests {
         ]);
         assert_eq!(shown[0], "APOLLO_DEVICE_KEY=<redacted, 28 chars>");
         assert_eq!(shown[1], "APOLLO_DEVICE_KEY_FILE=/keys/tor1-01.key");
+    }
+
+    #[test]
+    fn gateway_peer_of_a_compose_agent() {
+        assert_eq!(
+            gateway_peer("http://host.docker.internal:18080", Some("172.17.0.1")).as_deref(),
+            Some("172.17.0.1:18080")
+        );
+        assert_eq!(
+            gateway_peer("http://10.0.0.5:8080/x", None).as_deref(),
+            Some("10.0.0.5:8080")
+        );
+        assert_eq!(
+            gateway_peer("http://10.0.0.5", None).as_deref(),
+            Some("10.0.0.5:80")
+        );
+        assert_eq!(gateway_peer("http://gw.example:8080", None), None);
+        assert_eq!(gateway_peer("http://host.docker.internal:1", None), None);
+        assert_eq!(gateway_peer("ftp://x", None), None);
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub struct Shared {
     pub logs_dir: PathBuf,
     pub results: Arc<Mutex<Vec<StepResult>>>,
     pub started: Instant,
+    /// What `containers` mode created in docker (removed when the demo ends).
+    pub docker: crate::containers::Created,
 }
 
 impl Shared {
@@ -45,10 +47,11 @@ impl Shared {
             logs_dir: logs_dir.to_path_buf(),
             results: Arc::default(),
             started: Instant::now(),
+            docker: crate::containers::Created::default(),
         })
     }
 
-    fn push(&self, r: StepResult) {
+    pub(crate) fn push(&self, r: StepResult) {
         if let Ok(mut v) = self.results.lock() {
             v.push(r);
         }
@@ -162,7 +165,7 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Runs `program args` to completion and returns its stdout (trimmed); stderr in the error.
-async fn capture(program: &Path, args: &[&str]) -> Result<String> {
+pub(crate) async fn capture(program: &Path, args: &[&str]) -> Result<String> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).kill_on_drop(true);
     for k in crate::procs::scrubbed_env_keys() {
@@ -184,7 +187,7 @@ async fn capture(program: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut f = std::fs::OpenOptions::new()
@@ -224,16 +227,16 @@ async fn provision_keys(gateway: &Path, dir: &Path, devices: &[String]) -> Resul
     Ok(did)
 }
 
-fn devices() -> Vec<String> {
+pub fn devices() -> Vec<String> {
     vec!["tor1-01".to_string(), "tor1-02".to_string()]
 }
 
-fn kubectl_bin(disabled: bool) -> Option<PathBuf> {
+pub fn kubectl_bin(disabled: bool) -> Option<PathBuf> {
     if disabled { None } else { which("kubectl") }
 }
 
 /// Runs the steps one after another, recording each result.
-async fn run_steps(shared: &Shared, demo: &mut Demo, pause: bool) {
+pub async fn run_steps(shared: &Shared, demo: &mut Demo, pause: bool) {
     // Enter presses, read on a thread of their own (an interactive read would hold up a
     // runtime worker); at end of input the sender is gone and the steps run on unpaused.
     let (tx, mut enter) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -287,7 +290,7 @@ pub fn concise(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-fn header(out: &Out, lines: &[String]) {
+pub fn header(out: &Out, lines: &[String]) {
     out.line(&format!("━━ Apollo DeviceProcess demo {}", "━".repeat(48)));
     for l in lines {
         out.line(&format!("  {l}"));
@@ -404,7 +407,7 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
         // 1, so applied here first) with TokenRequest tokens; else the given kubeconfig.
         let mut owned = true;
         let rbac = repo.join("k8s/rbac");
-        let crds = repo.join("k8s/crds");
+        let crds = kube.crd_dir(&repo).await?;
         let applied = async {
             kube.apply_path(&crds).await?;
             kube.apply_path(&rbac).await
@@ -459,6 +462,8 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
     setup.extend(provision_keys(&bins.gateway, &keys_dir, &devs).await?);
     let gateway_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let gateway_url = format!("http://{gateway_addr}");
+    let gateway_metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let controller_metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     setup.push(format!("export KUBECONFIG={}", admin.display()));
     for l in &setup {
         out.line(&format!("  setup    {l}"));
@@ -479,6 +484,8 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
         controller_kubeconfig: controller_kc,
         gateway_kubeconfig: gateway_kc,
         gateway_addr,
+        gateway_metrics_addr,
+        controller_metrics_addr,
         master_key: keys_dir.join("master.key"),
     };
     let mut demo = Demo::new(
@@ -486,6 +493,7 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
         kube,
         Kubectl::new(kubectl_bin(args.no_kubectl), &admin, &ns),
         Http::new(&gateway_url),
+        Http::new(&format!("http://{gateway_metrics_addr}")),
         agents,
         timings,
         repo,
@@ -496,7 +504,38 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
         keys_dir,
     );
     run_steps(shared, &mut demo, args.pause).await;
+    if let Some(n) = args.rollout_devices {
+        crate::rollout::run_step(shared, &mut demo, TITLES.len() + 1, n).await;
+    }
+    save_scrapes(shared, &demo).await;
     Ok(())
+}
+
+/// Saves the last `/metrics` of the controller and of the gateway into the logs folder
+/// (`controller.metrics`, `gateway.metrics`): what Prometheus would have scraped, for a look
+/// after the run (the fast demo's test checks k8s/monitoring against them). A component that
+/// no longer answers is noted, not an error: the steps have already been judged.
+async fn save_scrapes(shared: &Shared, demo: &Demo) {
+    let Some(local) = &demo.local else { return };
+    for (name, addr) in [
+        ("controller", local.controller_metrics_addr),
+        ("gateway", local.gateway_metrics_addr),
+    ] {
+        let file = shared.logs_dir.join(format!("{name}.metrics"));
+        let http = Http::new(&format!("http://{addr}"));
+        let saved = match http.get("/metrics", &[], Duration::from_secs(5)).await {
+            Ok(r) if r.status == 200 => std::fs::write(&file, &r.body).map_err(anyhow::Error::from),
+            Ok(r) => Err(anyhow!("GET /metrics answered {}", r.status)),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
+            shared.out.line(&format!(
+                "  note     cannot save the {name}'s metrics to {}: {}",
+                file.display(),
+                concise(&e)
+            ));
+        }
+    }
 }
 
 /// `apollo-demo cluster`.
@@ -544,6 +583,7 @@ pub async fn cluster(args: &ClusterArgs, shared: &Shared) -> Result<()> {
     let agents = Agents::Compose(ComposeAgents {
         compose_file: args.compose_file.clone(),
         project: args.compose_project.clone(),
+        cli: crate::compose::ComposeCli::detect().await?,
     });
     let keys_dir = repo.join("keys");
     let mut demo = Demo::new(
@@ -551,6 +591,7 @@ pub async fn cluster(args: &ClusterArgs, shared: &Shared) -> Result<()> {
         kube,
         Kubectl::new(kubectl_bin(args.no_kubectl), &kubeconfig, &ns),
         Http::new(&args.gateway_url),
+        Http::new(&args.gateway_metrics_url),
         agents,
         timings,
         repo,
@@ -574,7 +615,7 @@ pub async fn start_components(
 ) -> Result<Vec<String>> {
     let mut did = Vec::new();
     let health: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    let metrics = local.controller_metrics_addr;
     let controller = Spec::new("controller", &local.controller_bin)
         .arg("--kubeconfig")
         .arg(local.controller_kubeconfig.display().to_string())
@@ -593,6 +634,8 @@ pub async fn start_components(
     let gateway = Spec::new("gateway", &local.gateway_bin)
         .arg("--addr")
         .arg(local.gateway_addr.to_string())
+        .arg("--metrics-addr")
+        .arg(local.gateway_metrics_addr.to_string())
         .arg("--kubeconfig")
         .arg(local.gateway_kubeconfig.display().to_string())
         .arg("--namespace")
@@ -614,7 +657,7 @@ pub async fn start_components(
     for (name, url, path, required) in [
         (
             "gateway",
-            format!("http://{}", local.gateway_addr),
+            format!("http://{}", local.gateway_metrics_addr),
             "/readyz",
             true,
         ),

@@ -19,6 +19,7 @@ pub struct Cli {
 pub enum Cmd {
     Local(LocalArgs),
     Cluster(ClusterArgs),
+    Containers(ContainersArgs),
 }
 
 /// run everything as local processes: the development API server (unless --kubeconfig names
@@ -62,6 +63,10 @@ pub struct LocalArgs {
     /// presenter mode: wait for Enter before each step
     #[argh(switch)]
     pub pause: bool,
+    /// after the runbook, also roll a template change to this many extra switches (own agents),
+    /// 2 at a time, pausing and resuming half-way (docs/DEMO.md, optional step)
+    #[argh(option)]
+    pub rollout_devices: Option<usize>,
 }
 
 /// run the steps against a cluster where controller and gateway are already deployed (the
@@ -78,6 +83,10 @@ pub struct ClusterArgs {
     /// the gateway as seen from this machine (default http://127.0.0.1:18080)
     #[argh(option, default = "String::from(\"http://127.0.0.1:18080\")")]
     pub gateway_url: String,
+    /// the gateway's metrics listener (--metrics-addr) as seen from this machine (default
+    /// http://127.0.0.1:19090)
+    #[argh(option, default = "String::from(\"http://127.0.0.1:19090\")")]
+    pub gateway_metrics_url: String,
     /// how agents run: compose (docker compose services agent-<device>) (default compose)
     #[argh(option, default = "String::from(\"compose\")")]
     pub agents: String,
@@ -99,6 +108,51 @@ pub struct ClusterArgs {
     /// repository root holding k8s/ (default: found from the current directory upwards)
     #[argh(option)]
     pub repo: Option<PathBuf>,
+    /// do not run kubectl even if it is installed
+    #[argh(switch)]
+    pub no_kubectl: bool,
+    /// presenter mode: wait for Enter before each step
+    #[argh(switch)]
+    pub pause: bool,
+}
+
+/// run every component in a local container: the development API server, controller and
+/// gateway from the images `make docker-images` builds, on a docker network of their own, and
+/// the agents with docker compose (compose.nix's file) reaching the gateway through its port
+/// published on the host; removes everything it created when it ends (Ctrl-C too)
+#[derive(FromArgs, Debug, Default)]
+#[argh(subcommand, name = "containers")]
+pub struct ContainersArgs {
+    /// short intervals (1s heartbeat, 3s stale window); default is the runbook's 10s
+    /// heartbeat and 30s stale window
+    #[argh(switch)]
+    pub fast: bool,
+    /// tag of the images apollo/{devcluster,controller,gateway,agent} (default dev)
+    #[argh(option, default = "String::from(\"dev\")")]
+    pub image_tag: String,
+    /// host address the gateway's port is published on (default 0.0.0.0, as the runbook's
+    /// port-forward: compose agents on the docker bridge reach the host there, not on
+    /// 127.0.0.1); e.g. the docker bridge's address 172.17.0.1 keeps it off other interfaces
+    #[argh(option, default = "String::from(\"0.0.0.0\")")]
+    pub publish_address: String,
+    /// host port of the gateway (default: a free one)
+    #[argh(option)]
+    pub gateway_port: Option<u16>,
+    /// where component logs go (default .demo/logs-<UTC timestamp>/)
+    #[argh(option)]
+    pub logs_dir: Option<PathBuf>,
+    /// namespace to work in (default "default")
+    #[argh(option, default = "String::from(\"default\")")]
+    pub namespace: String,
+    /// repository root holding k8s/ (default: found from the current directory upwards)
+    #[argh(option)]
+    pub repo: Option<PathBuf>,
+    /// override the gateway heartbeat interval, e.g. 2s
+    #[argh(option)]
+    pub heartbeat: Option<String>,
+    /// override the stale window, e.g. 6s (default 3 x heartbeat)
+    #[argh(option)]
+    pub stale_after: Option<String>,
     /// do not run kubectl even if it is installed
     #[argh(switch)]
     pub no_kubectl: bool,
@@ -238,7 +292,7 @@ mod tests {
                 assert_eq!(a.bin_dir, Some(PathBuf::from("bin")));
                 assert_eq!(a.namespace, "default");
             }
-            Cmd::Cluster(_) => panic!("wrong subcommand"),
+            Cmd::Cluster(_) | Cmd::Containers(_) => panic!("wrong subcommand"),
         }
         let cli = Cli::from_args(
             &["apollo-demo"],
@@ -254,5 +308,10 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(cli.cmd, Cmd::Cluster(ref c) if c.agents == "compose"));
+        let cli = Cli::from_args(&["apollo-demo"], &["containers", "--fast"]).unwrap();
+        assert!(matches!(
+            cli.cmd,
+            Cmd::Containers(ref c) if c.fast && c.image_tag == "dev" && c.publish_address == "0.0.0.0"
+        ));
     }
 }

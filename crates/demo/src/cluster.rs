@@ -88,6 +88,13 @@ impl Kube {
         applied.with_context(|| format!("applying {}", path.display()))
     }
 
+    /// The CRD directory of `repo` for this server's Kubernetes version (`k8s/crds`, or
+    /// `k8s-pre-1.31/crds` on 1.29 and 1.30).
+    pub async fn crd_dir(&self, repo: &Path) -> Result<PathBuf> {
+        let minor = apollo_runtime::manifests::server_minor(&self.client).await?;
+        Ok(apollo_runtime::manifests::crd_dir_for(repo, minor))
+    }
+
     /// Waits until every CRD in `names` has `Established=True`.
     pub async fn wait_established(&self, names: &[String], deadline: Duration) -> Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());

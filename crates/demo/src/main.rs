@@ -7,6 +7,9 @@
 //!   identities and two agents as plain processes, then walks the runbook's nine steps.
 //! - `apollo-demo cluster` runs the same steps against a cluster where controller and gateway
 //!   are deployed (the kind demo, `scripts/demo-kind.sh`), with agents in docker compose.
+//! - `apollo-demo containers [--fast]` runs every component in a local container: the
+//!   development API server, controller and gateway from the `Dockerfile.*` images, the agents
+//!   with docker compose (`make demo-containers`).
 //!
 //! Each step prints what it did, what it expected, what it saw (kubectl output when kubectl is
 //! installed) and how long it took. The run ends with a summary table and one line per step,
@@ -15,14 +18,18 @@
 //! each component's log is kept in one folder, named at the start and the end.
 
 mod agents;
+mod apievidence;
 mod app;
 mod cli;
 mod cluster;
+mod compose;
+mod containers;
 mod httpc;
 mod kubectl;
 mod metrics;
 mod procs;
 mod report;
+mod rollout;
 mod steps;
 mod wait;
 
@@ -63,12 +70,14 @@ async fn run(cli: cli::Cli) -> Result<ExitCode> {
     let (logs, hold) = match &cli.cmd {
         cli::Cmd::Local(a) => (logs_dir(a.logs_dir.as_ref())?, a.hold),
         cli::Cmd::Cluster(a) => (logs_dir(a.logs_dir.as_ref())?, false),
+        cli::Cmd::Containers(a) => (logs_dir(a.logs_dir.as_ref())?, false),
     };
     let shared = app::Shared::new(&logs)?;
     let work = async {
         match &cli.cmd {
             cli::Cmd::Local(a) => app::local(a, &shared).await,
             cli::Cmd::Cluster(a) => app::cluster(a, &shared).await,
+            cli::Cmd::Containers(a) => containers::demo(a, &shared).await,
         }
     };
     let outcome = tokio::select! {
@@ -101,6 +110,23 @@ async fn run(cli: cli::Cli) -> Result<ExitCode> {
     shared.out.line("");
     for line in shared.sup.stop_all().await {
         shared.out.line(&format!("  stopped  {line}"));
+    }
+    // Containers, networks and compose agents of `containers` mode (Ctrl-C included). A
+    // second Ctrl-C during the removal must not cut it short.
+    if !shared.docker.is_empty() {
+        let removal = shared.docker.remove_all();
+        tokio::pin!(removal);
+        let lines = loop {
+            tokio::select! {
+                lines = &mut removal => break lines,
+                sig = shutdown_signal() => {
+                    shared.out.line(&format!("  ({sig}: still removing the demo's containers)"));
+                }
+            }
+        };
+        for line in lines {
+            shared.out.line(&format!("  cleanup  {line}"));
+        }
     }
     let all_passed = shared.finish(&missing);
     Ok(match outcome {

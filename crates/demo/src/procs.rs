@@ -350,6 +350,19 @@ pub fn inspect(pid: u32) -> Result<ProcessView> {
     })
 }
 
+/// Remote endpoints of every open (not listening) TCP socket in `/proc/<pid>/net/tcp*`
+/// tables: for a container, the peers of its whole network namespace.
+pub fn netns_peers(tables: &str) -> Vec<String> {
+    let inodes: Vec<String> = tables
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(9).map(str::to_string))
+        .collect();
+    let mut peers = tcp_peers_of(tables, &inodes);
+    peers.sort();
+    peers.dedup();
+    peers
+}
+
 /// Remote endpoints (`127.0.0.1:8080`) of the sockets in `inodes`, from a `/proc/net/tcp`
 /// table; listening sockets (state 0A) are left out.
 pub fn tcp_peers_of(table: &str, inodes: &[String]) -> Vec<String> {
@@ -393,6 +406,16 @@ fn decode_endpoint(s: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// `sleep` from PATH: the Nix build sandbox has no /bin/sleep (only /bin/sh).
+    fn sleep_path() -> String {
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join("sleep"))
+            .find(|p| p.is_file())
+            .expect("sleep on PATH")
+            .display()
+            .to_string()
+    }
+
     #[test]
     fn decodes_proc_net_tcp() {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
@@ -411,7 +434,8 @@ mod tests {
     async fn stops_children_and_reports_exits() {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new(dir.path());
-        let sleeper = Spec::new("sleeper", Path::new("/bin/sleep")).arg("300");
+        let sleep = sleep_path();
+        let sleeper = Spec::new("sleeper", Path::new(&sleep)).arg("300");
         let pid = sup.start(&sleeper).await.unwrap();
         assert_eq!(sup.pid("sleeper"), Some(pid));
         // Right after spawn the child may not have exec'd yet: wait (bounded) for it.
@@ -421,12 +445,12 @@ mod tests {
             || async {
                 inspect(pid)
                     .ok()
-                    .filter(|v| v.argv.first().is_some_and(|a| a == "/bin/sleep"))
+                    .filter(|v| v.argv.first().is_some_and(|a| *a == sleep))
             },
         )
         .await
         .expect("sleep never exec'd");
-        assert_eq!(view.argv, vec!["/bin/sleep", "300"]);
+        assert_eq!(view.argv, vec![sleep.as_str(), "300"]);
         let quick = Spec::new("quick", Path::new("/bin/sh"))
             .arg("-c")
             .arg("echo hello; exit 3");
@@ -486,7 +510,8 @@ mod tests {
     async fn children_do_not_inherit_kubeconfig() {
         let dir = tempfile::tempdir().unwrap();
         let sup = Supervisor::new(dir.path());
-        let mut spec = Spec::new("agent", Path::new("/bin/sleep")).arg("300");
+        let sleep = sleep_path();
+        let mut spec = Spec::new("agent", Path::new(&sleep)).arg("300");
         spec.clear_env = true;
         spec = spec.env("APOLLO_DEVICE_NAME", "tor1-01");
         let pid = sup.start(&spec).await.unwrap();
@@ -496,7 +521,7 @@ mod tests {
             || async {
                 inspect(pid)
                     .ok()
-                    .filter(|v| v.argv.first().is_some_and(|a| a == "/bin/sleep"))
+                    .filter(|v| v.argv.first().is_some_and(|a| *a == sleep))
             },
         )
         .await

@@ -91,6 +91,21 @@ impl Step {
         }
     }
 
+    /// An optional step after the runbook's, numbered `n`.
+    pub fn begin_extra(n: usize, title: &'static str, out: &Out) -> Step {
+        out.line("");
+        out.line(&format!(
+            "━━ Step {n} (optional) · {title} {}",
+            "━".repeat(60usize.saturating_sub(title.len()))
+        ));
+        Step {
+            n,
+            title,
+            start: Instant::now(),
+            out: out.clone(),
+        }
+    }
+
     fn tagged(&self, tag: &str, text: &str) {
         let mut lines = text.lines();
         let first = lines.next().unwrap_or("");

@@ -2,6 +2,7 @@
 //! its expectation (a deadline is the expectation: "within 5 s"), polls for it, and shows what
 //! it saw: kubectl output when kubectl is installed, the same facts from the client otherwise.
 
+use crate::apievidence::{self, ApiCounts, Evidence};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -75,6 +76,10 @@ pub struct LocalStack {
     pub controller_kubeconfig: PathBuf,
     pub gateway_kubeconfig: PathBuf,
     pub gateway_addr: SocketAddr,
+    /// The gateway's `/healthz`, `/readyz` and `/metrics` listener.
+    pub gateway_metrics_addr: SocketAddr,
+    /// The controller's `/metrics` listener.
+    pub controller_metrics_addr: SocketAddr,
     pub master_key: PathBuf,
 }
 
@@ -96,6 +101,8 @@ pub struct Demo {
     pub kube: Kube,
     pub kubectl: Kubectl,
     pub gateway: Http,
+    /// The gateway's metrics listener (`--metrics-addr`).
+    pub gateway_metrics: Http,
     pub agents: Agents,
     pub timings: Timings,
     pub repo: PathBuf,
@@ -103,6 +110,8 @@ pub struct Demo {
     pub ids: Identities,
     pub api_url: Option<String>,
     pub local: Option<LocalStack>,
+    /// `containers` mode: the controller and gateway containers step 2 starts.
+    pub containers: Option<crate::containers::Components>,
     pub keys_dir: PathBuf,
     pub memo: Memo,
 }
@@ -114,6 +123,7 @@ impl Demo {
         kube: Kube,
         kubectl: Kubectl,
         gateway: Http,
+        gateway_metrics: Http,
         agents: Agents,
         timings: Timings,
         repo: PathBuf,
@@ -128,6 +138,7 @@ impl Demo {
             kube,
             kubectl,
             gateway,
+            gateway_metrics,
             agents,
             timings,
             repo,
@@ -135,6 +146,7 @@ impl Demo {
             ids,
             api_url,
             local,
+            containers: None,
             keys_dir,
             memo: Memo::default(),
         }
@@ -145,7 +157,7 @@ impl Demo {
     }
 
     /// Shows `kubectl <args>` (or `fallback` when kubectl is not installed).
-    async fn show(&self, step: &Step, args: &[&str], fallback: impl FnOnce() -> String) {
+    pub(crate) async fn show(&self, step: &Step, args: &[&str], fallback: impl FnOnce() -> String) {
         match self.kubectl.run(args).await {
             Some(Ok(text)) => step.shell(&Kubectl::display(args), &text),
             Some(Err(e)) => step.saw(&format!("{e:#}")),
@@ -167,13 +179,13 @@ impl Demo {
 
     async fn scrape(&self) -> Result<Scrape> {
         let r = self
-            .gateway
+            .gateway_metrics
             .get("/metrics", &[], Duration::from_secs(5))
             .await?;
         ensure!(
             r.status == 200,
             "GET {}/metrics answered {}",
-            self.gateway.base(),
+            self.gateway_metrics.base(),
             r.status
         );
         Ok(Scrape::parse(&r.body))
@@ -294,7 +306,7 @@ fn status_ok(dp: &DeviceProcess) -> Result<(), String> {
 // Step 1
 
 async fn step1_crds(demo: &mut Demo, step: &Step) -> Result<()> {
-    let crds_dir = demo.repo.join("k8s/crds");
+    let crds_dir = demo.kube.crd_dir(&demo.repo).await?;
     let applied = demo.kube.apply_path(&crds_dir).await?;
     step.did(&format!(
         "$ kubectl apply --server-side -f {}\n{}",
@@ -419,10 +431,18 @@ async fn step2_fanout(demo: &mut Demo, step: &Step) -> Result<()> {
     // Components that do not come up are reported, and the step still applies the samples:
     // what the controller did (or not) is the check.
     let mut startup_problem = None;
-    if let Some(local) = demo.local.clone() {
-        match crate::app::start_components(&demo.sup, &local, &demo.kube.namespace, &demo.timings)
-            .await
-        {
+    let started = if let Some(local) = demo.local.clone() {
+        Some(
+            crate::app::start_components(&demo.sup, &local, &demo.kube.namespace, &demo.timings)
+                .await,
+        )
+    } else if let Some(c) = demo.containers.clone() {
+        Some(c.stack.start_components(&c.master_key, &demo.timings).await)
+    } else {
+        None
+    };
+    if let Some(started) = started {
+        match started {
             Ok(did) => {
                 for d in did {
                     step.did(&d);
@@ -792,7 +812,7 @@ async fn step4_not_modified(demo: &mut Demo, step: &Step) -> Result<()> {
     step.shell(
         &format!(
             "curl -s {}/metrics | grep -E 'http_requests_total\\{{route=\"desired\"|not_modified_ratio|long_polls_held'",
-            demo.gateway.base()
+            demo.gateway_metrics.base()
         ),
         &shown
             .iter()
@@ -888,11 +908,21 @@ async fn step5_efficiency(demo: &mut Demo, step: &Step) -> Result<()> {
     ));
     let m0 = demo.scrape().await?;
     let c0 = demo.kube.request_counts().await;
+    // Without a per-identity request log: the API server's own request metrics, if readable.
+    let a0 = if c0.is_none() || demo.ids.gateway.is_none() {
+        apievidence::scrape(&demo.kube).await
+    } else {
+        None
+    };
     let t0 = Instant::now();
     // The quiet period is the measurement itself (no condition ends it early).
     tokio::time::sleep(quiet).await;
     let m1 = demo.scrape().await?;
     let c1 = demo.kube.request_counts().await;
+    let a1 = match a0 {
+        Some(_) => apievidence::scrape(&demo.kube).await,
+        None => None,
+    };
     let elapsed = t0.elapsed();
     let reports = m1.sum(gw::HTTP_REQUESTS, &[("route", "report")])
         - m0.sum(gw::HTTP_REQUESTS, &[("route", "report")]);
@@ -972,19 +1002,40 @@ async fn step5_efficiency(demo: &mut Demo, step: &Step) -> Result<()> {
                         &c1.rows_of(gwu).join("\n"),
                     );
                 }
+                lines.push(Evidence::RequestLog.describe().to_string());
             }
         }
-        _ => lines.push(
-            "no per-identity request log for this cluster (only the development API server \
-             keeps one, and only when each component has its own identity); the gateway's own \
-             API request counters stand in"
-                .to_string(),
-        ),
+        _ => match (a0, a1) {
+            (Some(a0), Some(a1)) => {
+                let (b, a) = (ApiCounts::from_scrape(&a0), ApiCounts::from_scrape(&a1));
+                let d = b.delta(&a);
+                lines.push(format!(
+                    "API server apiserver_request_total over the quiet period (all clients): \
+                     LIST deviceprocesses +{}, WATCH +{}, status writes +{}, event writes +{}; \
+                     LISTs of deviceprocesses since the server started: {}",
+                    d.list_dp, d.watch_dp, d.status_writes_dp, d.event_writes, a.list_dp
+                ));
+                problems.extend(d.quiet_problems());
+                step.shell(
+                    "kubectl get --raw /metrics | grep apiserver_request_total | grep -E 'deviceprocesses|events'",
+                    &apievidence::shown(&a1).join("\n"),
+                );
+                lines.push(Evidence::ApiServerMetrics.describe().to_string());
+            }
+            _ => {
+                lines.push(
+                    "no per-identity request log for this cluster (only the development API \
+                     server keeps one, and only when each component has its own identity)"
+                        .to_string(),
+                );
+                lines.push(Evidence::GatewayCounters.describe().to_string());
+            }
+        },
     }
     step.shell(
         &format!(
             "curl -s {}/metrics | grep -E 'api_requests|status_writes|events_total|route=\"report\"'",
-            demo.gateway.base()
+            demo.gateway_metrics.base()
         ),
         &m1.lines_matching(&[gw::API_REQUESTS, gw::STATUS_WRITES, gw::EVENTS])
             .join("\n"),
@@ -1178,7 +1229,7 @@ async fn step7_stale(demo: &mut Demo, step: &Step) -> Result<()> {
         step.shell(
             &format!(
                 "curl -s {}/metrics | grep -E 'connected_devices|stale_transitions'",
-                demo.gateway.base()
+                demo.gateway_metrics.base()
             ),
             &m.lines_matching(&[gw::CONNECTED, gw::STALE]).join("\n"),
         );
@@ -1381,6 +1432,10 @@ async fn step9_no_credentials(demo: &mut Demo, step: &Step) -> Result<()> {
     } else {
         None
     };
+    let log_missing = log.is_none();
+    if !log_missing {
+        step.saw(Evidence::RequestLog.describe());
+    }
     match log {
         Some(c) => {
             let known: Vec<&str> = [&demo.ids.admin, &demo.ids.controller, &demo.ids.gateway]
@@ -1432,11 +1487,20 @@ async fn step9_no_credentials(demo: &mut Demo, step: &Step) -> Result<()> {
                 ));
             }
         }
-        None => step.saw(
-            "no per-identity request log for this cluster (the components share one kubeconfig \
-             or the server keeps none); the agents' configuration above is the evidence",
-        ),
+        None => {
+            step.saw(
+                "no per-identity request log for this cluster (the components share one \
+                 kubeconfig or the server keeps none)",
+            );
+        }
     }
+    // Without the log, the API server's request metrics around the probe below: the device
+    // key's 401 is counted, and how many 401s there were before it.
+    let metrics_before = if log_missing {
+        apievidence::scrape(&demo.kube).await
+    } else {
+        None
+    };
     // The device key is not a Kubernetes credential.
     match read_device_key(&demo.keys_dir, &demo.devices[0]) {
         Some(key) => {
@@ -1451,11 +1515,15 @@ async fn step9_no_credentials(demo: &mut Demo, step: &Step) -> Result<()> {
                 Err(kube::Error::Api(s)) => format!("{} {}: {}", s.code, s.reason, s.message),
                 Err(e) => format!("{e}"),
             };
+            let env_file = demo.keys_dir.join(format!("{}.env", demo.devices[0]));
+            let key_cmd = if env_file.is_file() {
+                format!("sed -n 's/^APOLLO_DEVICE_KEY=//p' {}", env_file.display())
+            } else {
+                format!("cat {}/{}.key", demo.keys_dir.display(), demo.devices[0])
+            };
             step.shell(
                 &format!(
-                    "curl -sk -H \"Authorization: Bearer $(cat {}/{}.key)\" {}/apis/azure.com/v1alpha1/namespaces/{}/deviceprocesses   (the device key as a bearer token)",
-                    demo.keys_dir.display(),
-                    demo.devices[0],
+                    "curl -sk -H \"Authorization: Bearer $({key_cmd})\" {}/apis/azure.com/v1alpha1/namespaces/{}/deviceprocesses   (the device key as a bearer token)",
                     demo.api_url.as_deref().unwrap_or("$APISERVER"),
                     demo.kube.namespace
                 ),
@@ -1472,6 +1540,28 @@ async fn step9_no_credentials(demo: &mut Demo, step: &Step) -> Result<()> {
             "no device key under {} to try against the API server",
             demo.keys_dir.display()
         )),
+    }
+    if log_missing {
+        match (metrics_before, apievidence::scrape(&demo.kube).await) {
+            (Some(before), Some(after)) => {
+                let (b, a) = (
+                    ApiCounts::from_scrape(&before),
+                    ApiCounts::from_scrape(&after),
+                );
+                step.saw(&format!(
+                    "API server apiserver_request_total (all clients): {} requests refused 401 \
+                     and {} refused 403 before the probe, {} and {} after it; the counter has no \
+                     user label, so it cannot attribute requests to identities: the agents' \
+                     configuration and connections above are the per-agent evidence",
+                    b.unauthorized, b.forbidden, a.unauthorized, a.forbidden
+                ));
+                step.saw(Evidence::ApiServerMetrics.describe());
+            }
+            _ => step.saw(
+                "evidence: the agents' configuration and connections above (no per-identity \
+                 request log, and /metrics of the API server not readable with this identity)",
+            ),
+        }
     }
     ensure!(problems.is_empty(), "{}", problems.join("; "));
     step.saw("no Kubernetes credential in any agent, and no agent request at the API server");

@@ -4,6 +4,7 @@
 //! deprecatedFirstTimestamp/LastTimestamp/Count ≡ firstTimestamp/lastTimestamp/count.
 
 use apollo_apimachinery::schema::FieldError;
+use apollo_names::messages::{self, LenUnit};
 use serde_json::{Map, Value, json};
 
 const PAIRS: [(&str, &str); 8] = [
@@ -132,34 +133,25 @@ fn invalid(field: &str, value: &str, detail: &str) -> FieldError {
     FieldError::invalid(field, Value::String(value.to_string()), detail)
 }
 
-fn qualified_name_errors(v: &str) -> Vec<String> {
+/// `reportingController` as this server checks it: at most one message for the name part,
+/// then at most one for the prefix (not the full `IsQualifiedName` list of
+/// `apollo_names::messages::qualified_name_errors`).
+fn reporting_controller_errors(v: &str) -> Vec<String> {
     let (prefix, name) = match v.split_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, v),
     };
     let mut out = Vec::new();
-    let name_ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric());
-    if !name_ok {
-        out.push("name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')".to_string());
+    if !apollo_names::is_qualified_name_part(name) {
+        out.push(format!("name part {}", messages::qualified_name_message()));
     }
     if let Some(p) = prefix
-        && !crate::meta::dns_subdomain_errors(p).is_empty()
+        && !apollo_names::is_dns1123_subdomain(p)
     {
-        {
-            out.push("prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string());
-        }
+        out.push(format!(
+            "prefix part {}",
+            messages::dns1123_subdomain_message()
+        ));
     }
     out
 }
@@ -203,7 +195,7 @@ pub(crate) fn validate(core: &Value, strict: bool) -> Vec<FieldError> {
         if rc.is_empty() {
             errs.push(required(rc_field));
         }
-        for m in qualified_name_errors(rc) {
+        for m in reporting_controller_errors(rc) {
             if !rc.is_empty() {
                 errs.push(invalid(rc_field, rc, &m));
             }
@@ -225,12 +217,12 @@ pub(crate) fn validate(core: &Value, strict: bool) -> Vec<FieldError> {
             errs.push(invalid("message", "", "can have at most 1024 characters"));
         }
     }
-    for m in crate::meta::dns_subdomain_errors(ns) {
+    for m in messages::dns1123_subdomain_errors(ns, LenUnit::Characters) {
         errs.push(invalid("namespace", ns, &m));
     }
     if strict {
         let name = s(core, "/metadata/name");
-        for m in crate::meta::dns_subdomain_errors(name) {
+        for m in messages::dns1123_subdomain_errors(name, LenUnit::Characters) {
             errs.push(invalid("metadata.name", name, &m));
         }
         let gen_name = s(core, "/metadata/generateName");

@@ -10,6 +10,7 @@ use apollo_apimachinery::schema::{self, FieldError, Structural};
 use apollo_apiquery::fields::FieldSelector;
 use apollo_apiquery::labels::LabelSelector;
 use apollo_apiquery::table::{self, IncludeObject};
+use apollo_names::messages::{self, LenUnit};
 use apollo_rbac::{Attributes, UserInfo};
 use base64::Engine;
 use bytes::Bytes;
@@ -175,6 +176,7 @@ fn non_resource(ctx: &Ctx) -> Result<Response<Body>> {
         return Err(ApiError::not_found_path());
     }
     let store = ctx.shared.lock();
+    let kube_version = ctx.shared.opts.version;
     if let (["api"] | ["apis"], Some(version)) = (segs.as_slice(), aggregated_version(&ctx.accept))
     {
         let body = store
@@ -189,25 +191,7 @@ fn non_resource(ctx: &Ctx) -> Result<Response<Body>> {
         return Ok(resp);
     }
     match segs.as_slice() {
-        ["version"] => Ok(json_response(
-            200,
-            &json!({
-                "major": "1",
-                "minor": "33",
-                "emulationMajor": "1",
-                "emulationMinor": "33",
-                "minCompatibilityMajor": "1",
-                "minCompatibilityMinor": "32",
-                "gitVersion": "v1.33.0-apollo-devcluster",
-                "gitCommit": "0000000000000000000000000000000000000000",
-                "gitTreeState": "clean",
-                "buildDate": "2026-01-01T00:00:00Z",
-                "goVersion": "go1.24",
-                "compiler": "gc",
-                "platform": "linux/amd64",
-            }),
-            &[],
-        )),
+        ["version"] => Ok(json_response(200, &ctx.shared.opts.version.document(), &[])),
         ["api"] => Ok(json_response(
             200,
             &json!({
@@ -245,28 +229,38 @@ fn non_resource(ctx: &Ctx) -> Result<Response<Body>> {
                     v["apiVersion"] = json!("v1");
                     Ok(json_response(200, &v, &[]))
                 }
-                None => Err(ApiError::not_found_path()),
+                None => Err(ApiError::page_not_found()),
             }
         }
         ["api", v] => store
             .registry
             .resource_list("", v)
             .map(|l| json_response(200, &l, &[]))
-            .ok_or_else(ApiError::not_found_path),
+            .ok_or_else(ApiError::page_not_found),
         ["apis", g, v] => store
             .registry
             .resource_list(g, v)
             .map(|l| json_response(200, &l, &[]))
-            .ok_or_else(ApiError::not_found_path),
+            .ok_or_else(ApiError::page_not_found),
         ["healthz", ..] | ["livez", ..] | ["readyz", ..] => Ok(text_response(200, "ok")),
+        ["metrics"] => {
+            let mut resp = text_response(200, &ctx.shared.api_metrics.render());
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(resp)
+        }
         ["openapi", "v3"] => Ok(json_response(200, &openapi::root(&store.registry), &[])),
-        ["openapi", "v3", "api", v] => openapi::group_version(&store.registry, "", v)
+        ["openapi", "v3", "api", v] => openapi::group_version(&store.registry, "", v, kube_version)
             .map(|d| json_response(200, &d, &[]))
             .ok_or_else(ApiError::not_found_path),
-        ["openapi", "v3", "apis", g, v] => openapi::group_version(&store.registry, g, v)
-            .map(|d| json_response(200, &d, &[]))
-            .ok_or_else(ApiError::not_found_path),
-        _ => Err(ApiError::not_found_path()),
+        ["openapi", "v3", "apis", g, v] => {
+            openapi::group_version(&store.registry, g, v, kube_version)
+                .map(|d| json_response(200, &d, &[]))
+                .ok_or_else(ApiError::not_found_path)
+        }
+        _ => Err(ApiError::page_not_found()),
     }
 }
 
@@ -309,11 +303,19 @@ async fn resource(ctx: Ctx) -> Result<Response<Body>> {
     let info = ctx.info.clone();
     let def = {
         let store = ctx.shared.lock();
-        store
+        match store
             .registry
             .lookup(&info.group, &info.version, &info.resource)
-    }
-    .ok_or_else(ApiError::not_found_path)?;
+        {
+            Some(def) => def,
+            // A served group/version answers an unknown resource with a Status; a group or
+            // version nobody serves falls through to the mux's plain 404.
+            None if store.registry.serves(&info.group, &info.version) => {
+                return Err(ApiError::not_found_path());
+            }
+            None => return Err(ApiError::page_not_found()),
+        }
+    };
     if !info.extra.is_empty() {
         return Err(ApiError::not_found_path());
     }
@@ -822,6 +824,12 @@ fn invalid(def: &ResourceDef, name: &str, errs: Vec<FieldError>) -> ApiError {
     ApiError::invalid(&def.kind, &def.group, name, &errs)
 }
 
+/// events.k8s.io/v1 validates the internal (core) Event, so the 422 names the kind plain
+/// `Event "x.1" is invalid: ...` without the group, as a v1.36 server answers.
+fn events_invalid(name: &str, errs: Vec<FieldError>) -> ApiError {
+    ApiError::invalid("Event", "", name, &errs)
+}
+
 fn strict_error(def: &ResourceDef, removed: &[String]) -> ApiError {
     ApiError::bad_request(format!(
         "{} in version \"{}\" cannot be handled as a {}: {}",
@@ -835,6 +843,7 @@ fn strict_error(def: &ResourceDef, removed: &[String]) -> ApiError {
 /// Decoding into the typed struct of a built-in kind (and typed `metadata` for custom
 /// resources): unknown fields per `fieldValidation`, wrong JSON types are 400.
 fn typed_pipeline(
+    ctx: &Ctx,
     def: &ResourceDef,
     obj: &mut Value,
     mode: FieldValidation,
@@ -845,6 +854,8 @@ fn typed_pipeline(
             crate::typed::check_builtin(&def.kind, &def.group, obj)
         }
         Flavor::Custom => crate::typed::check_metadata(obj),
+        // Fields of the CRD API that the pretended minor lacks (`--version 1.29`).
+        Flavor::Crd => Ok(ctx.shared.opts.version.gate_crd(obj)),
         _ => Ok(Vec::new()),
     };
     let removed = checked.map_err(|e| {
@@ -918,7 +929,7 @@ fn name_errors(def: &ResourceDef, name: &str, generate: bool) -> Vec<FieldError>
     } else {
         let errs = match def.flavor {
             Flavor::CoreEvent => Vec::new(),
-            Flavor::Namespace => meta::dns_label_errors(name),
+            Flavor::Namespace => messages::dns1123_label_errors(name),
             Flavor::Generic if def.group == "rbac.authorization.k8s.io" => {
                 if name.contains('/') || name.contains('%') || name == "." || name == ".." {
                     vec!["may not contain '/' or '%'".to_string()]
@@ -926,7 +937,7 @@ fn name_errors(def: &ResourceDef, name: &str, generate: bool) -> Vec<FieldError>
                     Vec::new()
                 }
             }
-            _ => meta::dns_subdomain_errors(name),
+            _ => messages::dns1123_subdomain_errors(name, LenUnit::Characters),
         };
         ("metadata.name", errs)
     };
@@ -1012,7 +1023,7 @@ fn prepare_create(
     mode: FieldValidation,
 ) -> Result<Prepared> {
     let mut warnings = Vec::new();
-    typed_pipeline(def, &mut obj, mode, &mut warnings)?;
+    typed_pipeline(ctx, def, &mut obj, mode, &mut warnings)?;
     {
         let m = meta::meta_mut(&mut obj).ok_or_else(|| ApiError::bad_request("object expected"))?;
         if def.namespaced {
@@ -1106,7 +1117,7 @@ fn prepare_create(
             let core = events::v1_to_core(&obj);
             let errs = events::validate(&core, true);
             if !errs.is_empty() {
-                return Err(invalid(def, &name, errs));
+                return Err(events_invalid(&name, errs));
             }
             obj = core;
         }
@@ -1218,7 +1229,7 @@ fn prepare_update(
 ) -> Result<Prepared> {
     let mut warnings = Vec::new();
     let name = str_at(old, "/metadata/name").to_string();
-    typed_pipeline(def, &mut new, mode, &mut warnings)?;
+    typed_pipeline(ctx, def, &mut new, mode, &mut warnings)?;
     if def.flavor == Flavor::EventsV1 {
         new = events::v1_to_core(&new);
     }
@@ -1327,7 +1338,7 @@ fn prepare_update(
             events::normalize_core(&mut new);
             let errs = events::validate_update(&new, old, true);
             if !errs.is_empty() {
-                return Err(invalid(def, &name, errs));
+                return Err(events_invalid(&name, errs));
             }
         }
         Flavor::CoreEvent => {
@@ -1709,7 +1720,8 @@ fn patch(
                 ));
             }
             if ct == "application/strategic-merge-patch+json" {
-                strategic_merge(&mut doc, &p);
+                doc = apollo_apimachinery::smp::strategic_merge(&def.group, &def.kind, &doc, &p)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
             } else {
                 json_patch::merge(&mut doc, &p);
             }
@@ -1749,62 +1761,6 @@ fn patch(
     Ok(written(ctx, def, store, 200, &stored, &prepared.warnings))
 }
 
-/// Strategic merge patch for built-in kinds: a JSON merge patch that honours the `$patch`,
-/// `$retainKeys`, `$setElementOrder/` and `$deleteFromPrimitiveList/` directives. Lists of the
-/// built-ins served here are replaced as a whole.
-fn strategic_merge(doc: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *doc = patch.clone();
-        return;
-    };
-    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
-        let mut replaced = patch.clone();
-        if let Some(m) = replaced.as_object_mut() {
-            m.remove("$patch");
-        }
-        *doc = replaced;
-        return;
-    }
-    if p.get("$patch").and_then(Value::as_str) == Some("delete") {
-        *doc = Value::Null;
-        return;
-    }
-    if !doc.is_object() {
-        *doc = Value::Object(Map::new());
-    }
-    let Some(d) = doc.as_object_mut() else { return };
-    let retain: Option<Vec<String>> = p.get("$retainKeys").and_then(Value::as_array).map(|a| {
-        a.iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
-    });
-    for (k, v) in p {
-        if k.starts_with('$') {
-            continue;
-        }
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Some(del)) = (d.get_mut(field), v.as_array()) {
-                list.retain(|x| !del.contains(x));
-            }
-            continue;
-        }
-        if v.is_null() {
-            d.remove(k);
-        } else if v.is_object() {
-            let entry = d.entry(k.clone()).or_insert(Value::Null);
-            strategic_merge(entry, v);
-            if entry.is_null() {
-                d.remove(k);
-            }
-        } else {
-            d.insert(k.clone(), v.clone());
-        }
-    }
-    if let Some(keys) = retain {
-        d.retain(|k, _| keys.contains(k));
-    }
-}
-
 fn apply_patch(
     ctx: &Ctx,
     def: &ResourceDef,
@@ -1842,7 +1798,7 @@ fn apply_patch(
     let mut warnings = Vec::new();
     // Field validation on the applied configuration itself.
     let mut applied = applied;
-    typed_pipeline(def, &mut applied, mode, &mut warnings)?;
+    typed_pipeline(ctx, def, &mut applied, mode, &mut warnings)?;
     if let Some(schema) = schema_of(def) {
         let mut probe = applied.clone();
         let removed = schema.prune(&mut probe);
@@ -1887,11 +1843,9 @@ fn apply_patch(
             }
         }
     }
-    if def.namespaced
-        && let Some(m) = meta::meta_mut(&mut applied)
-    {
-        m.insert("namespace".into(), json!(ns));
-    }
+    // The configuration keeps the namespace it was sent with (often none): the real server
+    // names the object in typed-patch errors from the body as sent, e.g. `(/w1; ...)`.
+    // `prepare_create` fills the namespace from the path; an update keeps the live one.
     let mut store = ctx.shared.lock();
     let old = store.get(&def.storage, ns, name);
     let live = old.as_ref().map(|o| present(def, o));

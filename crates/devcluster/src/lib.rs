@@ -2,8 +2,8 @@
 //!
 //! `apollo-devcluster` serves the Kubernetes REST API over HTTPS (HTTP/1.1 and HTTP/2) from
 //! memory: built-in kinds the project needs (Namespace, Event in both API groups, Lease, Secret,
-//! ConfigMap, ServiceAccount, RBAC, CustomResourceDefinition, and Deployment and Service stored
-//! without controllers) and every custom resource whose CRD
+//! ConfigMap, ServiceAccount, RBAC, CustomResourceDefinition, and Deployment, Service and
+//! PodDisruptionBudget stored without controllers) and every custom resource whose CRD
 //! is created through the API. It is used in-process by tests ([`DevCluster::start`],
 //! [`testing::TestEnv`]) and standalone by `kubectl` and the project's binaries
 //! (`apollo-devcluster serve`).
@@ -16,13 +16,16 @@
 //! See `docs/DEVCLUSTER.md` for what it implements and what it does not.
 
 mod admin;
+mod apimetrics;
 mod events;
 mod faults;
 mod gc;
 mod handlers;
 mod kubeconfig;
+mod leases;
 mod meta;
 mod openapi;
+mod pdb;
 mod protobuf;
 mod registry;
 mod requests;
@@ -32,6 +35,7 @@ mod store;
 pub mod testing;
 mod tls;
 mod typed;
+mod version;
 mod watch;
 mod workloads;
 
@@ -42,6 +46,7 @@ use std::time::Duration;
 
 pub use faults::{FaultConfig, Faults};
 pub use requests::{RequestCount, RequestLog};
+pub use version::{KubeVersion, VersionError};
 
 /// Errors starting or talking to the development cluster.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +96,17 @@ pub struct Options {
     pub gc_interval: Duration,
     /// How long before `timeoutSeconds` a watch sends its last BOOKMARK.
     pub bookmark_before_timeout: Duration,
+    /// The Kubernetes minor the server pretends to be: `/version` reports it and CRD fields
+    /// that minor lacks are refused or dropped as there (default 1.33).
+    pub version: KubeVersion,
+    /// Extra names (DNS names or IP addresses) in the serving certificate besides
+    /// `127.0.0.1`, `localhost` and `::1`, as kubeadm's `apiServer.certSANs`: e.g. the
+    /// container name other containers reach the server by.
+    pub tls_sans: Vec<String>,
+    /// The `server:` URL written into the kubeconfig files (default: the listen address,
+    /// `https://127.0.0.1:PORT`); e.g. `https://apiserver:6443` when the clients are
+    /// containers on a docker network.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for Options {
@@ -108,6 +124,9 @@ impl Default for Options {
             history_limit: 10_000,
             gc_interval: Duration::from_millis(500),
             bookmark_before_timeout: Duration::from_secs(2),
+            version: KubeVersion::DEFAULT,
+            tls_sans: Vec::new(),
+            advertise_url: None,
         }
     }
 }

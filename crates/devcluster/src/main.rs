@@ -50,6 +50,17 @@ struct Serve {
         default = "humantime::Duration::from(std::time::Duration::from_millis(500))"
     )]
     gc_interval: humantime::Duration,
+    /// the Kubernetes minor to pretend to be, 1.29 to 1.36 (default 1.33): `/version` reports it
+    /// and CRD fields it lacks are refused or dropped as that minor does
+    #[argh(option, default = "apollo_devcluster::KubeVersion::DEFAULT")]
+    version: apollo_devcluster::KubeVersion,
+    /// extra name (DNS name or IP address) for the serving certificate, repeatable (e.g. the
+    /// container name when clients are containers on a docker network)
+    #[argh(option)]
+    tls_san: Vec<String>,
+    /// server URL written into the kubeconfig files (default: the listen address)
+    #[argh(option)]
+    advertise_url: Option<String>,
 }
 
 #[tokio::main]
@@ -70,6 +81,9 @@ async fn main() -> anyhow::Result<()> {
         bookmark_interval: s.bookmark_interval.into(),
         history_limit: s.history_limit,
         gc_interval: s.gc_interval.into(),
+        version: s.version,
+        tls_sans: s.tls_san,
+        advertise_url: s.advertise_url,
         ..Options::default()
     };
     let dev = DevCluster::start(opts).await.context("starting server")?;

@@ -1,6 +1,8 @@
-//! Object metadata helpers: names, timestamps, uids, generateName, comparisons.
+//! Object metadata helpers: names, timestamps, uids, generateName, comparisons, and the
+//! ObjectMeta checks (the name and label rules themselves are `apollo-names`').
 
 use apollo_apimachinery::schema::{FieldError, FieldErrorKind};
+use apollo_names::messages::{self, LenUnit, label_value_errors, qualified_name_errors};
 use rand::Rng;
 use serde_json::{Map, Value};
 
@@ -31,42 +33,6 @@ pub(crate) fn generate_name(prefix: &str) -> String {
     format!("{prefix}{suffix}")
 }
 
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-
-fn is_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// Problems with a DNS-1123 subdomain (object names).
-pub(crate) fn dns_subdomain_errors(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if s.len() > 253 {
-        out.push("must be no more than 253 characters".to_string());
-    }
-    if !s.split('.').all(is_label) {
-        out.push(DNS1123_SUBDOMAIN_MSG.to_string());
-    }
-    out
-}
-
-/// Problems with a DNS-1123 label (namespace names).
-pub(crate) fn dns_label_errors(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    if s.len() > 63 {
-        out.push("must be no more than 63 characters".to_string());
-    }
-    if !is_label(s) {
-        out.push(DNS1123_LABEL_MSG.to_string());
-    }
-    out
-}
-
 /// The generateName prefix check: like the name check with a trailing dash allowed.
 pub(crate) fn generate_name_errors(prefix: &str, label: bool) -> Vec<String> {
     let masked = match prefix.strip_suffix('-') {
@@ -74,9 +40,9 @@ pub(crate) fn generate_name_errors(prefix: &str, label: bool) -> Vec<String> {
         None => prefix.to_string(),
     };
     if label {
-        dns_label_errors(&masked)
+        messages::dns1123_label_errors(&masked)
     } else {
-        dns_subdomain_errors(&masked)
+        messages::dns1123_subdomain_errors(&masked, LenUnit::Characters)
     }
 }
 
@@ -160,65 +126,6 @@ pub(crate) fn field_string(obj: &Value, dotted: &str) -> Option<String> {
         Value::Null => String::new(),
         other => other.to_string(),
     })
-}
-
-const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-
-fn qname_ok(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-}
-
-/// `validation.IsQualifiedName` (label and annotation keys).
-pub(crate) fn qualified_name_errors(value: &str) -> Vec<String> {
-    let parts: Vec<&str> = value.split('/').collect();
-    let mut errs = Vec::new();
-    let name = match parts.as_slice() {
-        [name] => *name,
-        [prefix, name] => {
-            if prefix.is_empty() {
-                errs.push("prefix part must be non-empty".to_string());
-            } else {
-                errs.extend(
-                    dns_subdomain_errors(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
-            }
-            name
-        }
-        _ => {
-            return vec![format!(
-                "a qualified name {QUALIFIED_NAME_MSG} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-            )];
-        }
-    };
-    if name.is_empty() {
-        errs.push("name part must be non-empty".to_string());
-    } else if name.len() > 63 {
-        errs.push("name part must be no more than 63 characters".to_string());
-    }
-    if !qname_ok(name) {
-        errs.push(format!("name part {QUALIFIED_NAME_MSG}"));
-    }
-    errs
-}
-
-/// `validation.IsValidLabelValue`.
-pub(crate) fn label_value_errors(value: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if value.len() > 63 {
-        errs.push("must be no more than 63 characters".to_string());
-    }
-    if !value.is_empty() && !qname_ok(value) {
-        errs.push(LABEL_VALUE_MSG.to_string());
-    }
-    errs
 }
 
 /// ObjectMeta rules every object passes (labels, annotations, ownerReferences, finalizers),

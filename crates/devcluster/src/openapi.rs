@@ -36,7 +36,8 @@ pub(crate) fn root(registry: &Registry) -> Value {
 
 fn hash(registry: &Registry, group: &str, version: &str) -> String {
     // Changes whenever the served resources of the group-version change.
-    let doc = group_version(registry, group, version).unwrap_or(Value::Null);
+    let doc =
+        group_version(registry, group, version, crate::KubeVersion::DEFAULT).unwrap_or(Value::Null);
     let digest = ring::digest::digest(&ring::digest::SHA256, doc.to_string().as_bytes());
     hex::encode(&digest.as_ref()[..16])
 }
@@ -78,7 +79,12 @@ fn operation(d: &ResourceDef, action: &str, params: &[&str], body_types: &[&str]
 }
 
 /// `GET /openapi/v3/api/v1` or `/openapi/v3/apis/<group>/<version>`.
-pub(crate) fn group_version(registry: &Registry, group: &str, version: &str) -> Option<Value> {
+pub(crate) fn group_version(
+    registry: &Registry,
+    group: &str,
+    version: &str,
+    kube: crate::KubeVersion,
+) -> Option<Value> {
     let defs: Vec<&std::sync::Arc<ResourceDef>> = registry
         .all()
         .filter(|d| d.group == group && d.version == version)
@@ -139,7 +145,7 @@ pub(crate) fn group_version(registry: &Registry, group: &str, version: &str) -> 
     }
     Some(json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "info": {"title": "Kubernetes", "version": format!("v1.{}.0", kube.minor())},
         "paths": paths,
         "components": {"schemas": schemas},
     }))

@@ -80,6 +80,7 @@ impl ResourceDef {
     pub fn has_generation(&self) -> bool {
         matches!(self.flavor, Flavor::Custom | Flavor::Crd)
             || crate::workloads::is_deployment(&self.group, &self.kind)
+            || crate::pdb::is_pdb(&self.group, &self.kind)
     }
 
     fn builtin(
@@ -179,6 +180,19 @@ fn builtins() -> Vec<Arc<ResourceDef>> {
             );
             d.status_subresource = true;
             d.categories = vec!["all".to_string()];
+            d
+        },
+        {
+            let mut d = ResourceDef::builtin(
+                "policy",
+                "v1",
+                "poddisruptionbudgets",
+                "PodDisruptionBudget",
+                true,
+                &["pdb"],
+                Generic,
+            );
+            d.status_subresource = true;
             d
         },
         ResourceDef::builtin(
@@ -301,6 +315,11 @@ impl Registry {
         self.all()
             .find(|d| d.group == group && d.version == version && d.plural == plural)
             .cloned()
+    }
+
+    /// Whether any resource is served in `group`/`version` (`""` is the core group).
+    pub fn serves(&self, group: &str, version: &str) -> bool {
+        self.all().any(|d| d.group == group && d.version == version)
     }
 
     /// Any served version of a storage key (for GC, namespace cleanup, owner lookups).

@@ -35,6 +35,7 @@ pub(crate) struct Shared {
     pub store: Arc<Mutex<Store>>,
     pub faults: Faults,
     pub requests: RequestLog,
+    pub api_metrics: crate::apimetrics::ApiMetrics,
     pub tokens: HashMap<String, UserInfo>,
     policy: Mutex<Option<(u64, Arc<Policy>)>>,
     pub shutdown: watch::Sender<bool>,
@@ -127,7 +128,7 @@ fn token() -> String {
 pub(crate) async fn start(opts: Options) -> Result<(Arc<Shared>, String, ServerHandle), Error> {
     std::fs::create_dir_all(&opts.dir)
         .map_err(|e| Error::io(format!("creating {}", opts.dir.display()), e))?;
-    let tls = tls::generate()?;
+    let tls = tls::generate(&opts.tls_sans)?;
     let listener =
         bind(opts.listen).map_err(|e| Error::io(format!("binding {}", opts.listen), e))?;
     let addr = listener
@@ -137,6 +138,8 @@ pub(crate) async fn start(opts: Options) -> Result<(Arc<Shared>, String, ServerH
         SocketAddr::V4(a) => format!("https://{}:{}", a.ip(), a.port()),
         SocketAddr::V6(a) => format!("https://[{}]:{}", a.ip(), a.port()),
     };
+    // What the kubeconfig files tell clients; the server still listens where it listens.
+    let kubeconfig_url = opts.advertise_url.clone().unwrap_or_else(|| url.clone());
     let ca_path = opts.dir.join("ca.crt");
     std::fs::write(&ca_path, &tls.ca_pem)
         .map_err(|e| Error::io(format!("writing {}", ca_path.display()), e))?;
@@ -144,7 +147,13 @@ pub(crate) async fn start(opts: Options) -> Result<(Arc<Shared>, String, ServerH
     for user in User::ALL {
         let t = token();
         let name = user.username(&opts.namespace);
-        let text = kubeconfig::render(&url, &tls.ca_pem, user.file_stem(), &t, &opts.namespace);
+        let text = kubeconfig::render(
+            &kubeconfig_url,
+            &tls.ca_pem,
+            user.file_stem(),
+            &t,
+            &opts.namespace,
+        );
         let path = opts.dir.join(format!("{}.kubeconfig", user.file_stem()));
         std::fs::write(&path, text)
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
@@ -193,6 +202,7 @@ pub(crate) async fn start(opts: Options) -> Result<(Arc<Shared>, String, ServerH
         opts,
         store,
         requests: RequestLog::default(),
+        api_metrics: Default::default(),
         tokens,
         policy: Mutex::new(None),
         shutdown: shutdown.clone(),
@@ -480,6 +490,14 @@ pub(crate) fn add_warnings(headers: &mut HeaderMap, warnings: &[String]) {
 }
 
 pub(crate) fn error_response(e: &ApiError) -> Response<Body> {
+    if e.plain {
+        let mut resp = text_response(e.code, &format!("{}\n", e.message));
+        resp.headers_mut().insert(
+            http::header::HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        );
+        return resp;
+    }
     let mut resp = json_response(e.code, &e.to_status(), &[]);
     if let Some(secs) = e.retry_after
         && let Ok(v) = HeaderValue::from_str(&secs.to_string())
@@ -534,7 +552,25 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let query = parse_query(uri.query());
+    let info = classify(&method, uri.path(), &query);
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let metrics = shared.api_metrics.clone();
     let resp = serve(shared, req).await;
+    let code = resp.status().as_u16();
+    if code != 401 {
+        metrics.record(
+            &info,
+            &content_type,
+            query.get("dryRun").is_some_and(|v| v == "All"),
+            code,
+        );
+    }
     tracing::debug!(
         method = %method,
         uri = %uri,

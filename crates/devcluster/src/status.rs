@@ -11,6 +11,8 @@ pub(crate) struct ApiError {
     pub message: String,
     pub details: Option<Box<Value>>,
     pub retry_after: Option<u64>,
+    /// Answered as Go's `http.NotFound` (text/plain `404 page not found`), not a Status.
+    pub plain: bool,
 }
 
 /// The resource an error is about: `group` may be empty for the core group.
@@ -39,6 +41,7 @@ impl ApiError {
             message: message.into(),
             details: None,
             retry_after: None,
+            plain: false,
         }
     }
 
@@ -76,6 +79,16 @@ impl ApiError {
             "the server could not find the requested resource",
         )
         .with_details(json!({}))
+    }
+
+    /// A path no handler serves (an API group or version that does not exist, an unknown
+    /// non-resource path): the real server's mux answers `http.NotFound`, a text/plain
+    /// `404 page not found`, which kubectl reports as `the server could not find the
+    /// requested resource`.
+    pub fn page_not_found() -> Self {
+        let mut e = Self::new(404, "NotFound", "404 page not found");
+        e.plain = true;
+        e
     }
 
     pub fn already_exists(what: What<'_>, name: &str) -> Self {

@@ -151,6 +151,16 @@ impl TestEnv {
         }
     }
 
+    /// The CRD directory of the repository `repo` for this cluster's Kubernetes version:
+    /// `k8s/crds`, or on 1.29 and 1.30 the `k8s-pre-1.31/crds` variant without the fields those
+    /// servers lack (`apollo_runtime::manifests::crd_dir_for`).
+    pub async fn crd_dir(&self, repo: &Path) -> PathBuf {
+        let minor = apollo_runtime::manifests::server_minor(&self.admin)
+            .await
+            .unwrap_or(u32::MAX);
+        apollo_runtime::manifests::crd_dir_for(repo, minor)
+    }
+
     /// Applies a multi-document YAML file with server-side apply as admin (field manager
     /// `apollo-testenv`, through [`apollo_runtime::manifests::Applier`]); namespaced objects
     /// (and ServiceAccount subjects of bindings) are put into this test's namespace. Waits for
@@ -177,12 +187,69 @@ impl TestEnv {
             .wait_established(Duration::from_secs(30))
     }
 
-    /// Deletes the namespace (real cluster) and stops the in-process server.
+    /// Waits (up to `timeout`) until `user` may `verb` the `resource` (`"deviceprocesses"`,
+    /// `"deviceprocesses/status"`) of `group` in this test's namespace, asking the server with
+    /// a SelfSubjectAccessReview as that user. A real authorizer works from an informer cache,
+    /// so a binding just applied takes a moment to count; tests wait for it instead of racing.
+    pub async fn wait_allowed(
+        &self,
+        user: User,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        use k8s_openapi::api::authorization::v1::{
+            ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+        };
+        let client = self.try_as_user(user).await?;
+        let api: Api<SelfSubjectAccessReview> = Api::all(client);
+        let (resource, subresource) = match resource.split_once('/') {
+            Some((r, s)) => (r.to_string(), Some(s.to_string())),
+            None => (resource.to_string(), None),
+        };
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    namespace: Some(self.namespace.clone()),
+                    verb: Some(verb.to_string()),
+                    group: Some(group.to_string()),
+                    resource: Some(resource.clone()),
+                    subresource,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let allowed = api
+                .create(&Default::default(), &review)
+                .await
+                .ok()
+                .and_then(|r| r.status)
+                .is_some_and(|s| s.allowed);
+            if allowed {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Kube(format!(
+                    "{} may not {verb} {resource} in {group:?} in namespace {} after {timeout:?}",
+                    self.username(user),
+                    self.namespace
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Deletes the namespace (real cluster) and the cluster-wide bindings made for it, and stops
+    /// the in-process server.
     pub async fn cleanup(mut self) {
         self.cleaned = true;
         if self.dev.is_none() {
-            let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.admin.clone());
-            let _ = ns.delete(&self.namespace, &Default::default()).await;
+            delete_namespace(&self.admin, &self.namespace).await;
         }
         if let Some(dev) = self.dev.take() {
             dev.shutdown().await;
@@ -209,11 +276,25 @@ impl Drop for TestEnv {
             };
             rt.block_on(async move {
                 if let Ok(client) = crate::kubeconfig::client_from_file(&path).await {
-                    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
-                    let _ = ns.delete(&namespace, &Default::default()).await;
+                    delete_namespace(&client, &namespace).await;
                 }
             });
         })
         .join();
     }
+}
+
+/// Deletes a test namespace and the ClusterRoleBindings the applier made for it
+/// (`apollo_runtime::manifests::MOVED_TO_LABEL`).
+async fn delete_namespace(admin: &kube::Client, namespace: &str) {
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(admin.clone());
+    let selector = format!("{}={namespace}", apollo_runtime::manifests::MOVED_TO_LABEL);
+    let _ = bindings
+        .delete_collection(
+            &Default::default(),
+            &kube::api::ListParams::default().labels(&selector),
+        )
+        .await;
+    let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
+    let _ = ns.delete(namespace, &Default::default()).await;
 }

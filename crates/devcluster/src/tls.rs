@@ -1,4 +1,5 @@
-//! Certificates: a fresh CA per server and a server certificate for 127.0.0.1 / localhost.
+//! Certificates: a fresh CA per server and a server certificate for 127.0.0.1 / localhost
+//! (plus any extra names the server is started with).
 
 use std::sync::Arc;
 
@@ -17,7 +18,8 @@ fn tls_err(e: impl std::fmt::Display) -> Error {
     Error::Tls(e.to_string())
 }
 
-pub(crate) fn generate() -> Result<Tls, Error> {
+/// A fresh CA and a serving certificate for `127.0.0.1`, `localhost`, `::1` and `extra_sans`.
+pub(crate) fn generate(extra_sans: &[String]) -> Result<Tls, Error> {
     let ca_key = KeyPair::generate().map_err(tls_err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls_err)?;
     ca_params
@@ -34,12 +36,18 @@ pub(crate) fn generate() -> Result<Tls, Error> {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let server_key = KeyPair::generate().map_err(tls_err)?;
-    let mut params = CertificateParams::new(vec![
+    let mut sans = vec![
         "127.0.0.1".to_string(),
         "localhost".to_string(),
         "::1".to_string(),
-    ])
-    .map_err(tls_err)?;
+    ];
+    for san in extra_sans {
+        if !sans.contains(san) {
+            sans.push(san.clone());
+        }
+    }
+    // rcgen refuses names that are neither a DNS name nor an IP address.
+    let mut params = CertificateParams::new(sans).map_err(tls_err)?;
     params
         .distinguished_name
         .push(DnType::CommonName, "apollo-devcluster");

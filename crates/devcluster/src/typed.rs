@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Event as CoreEvent, Namespace, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::events::v1::Event as V1Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -37,6 +38,7 @@ fn typed_form(kind: &str, group: &str, v: &Value) -> Option<Result<Value, String
         ("", "Event") => roundtrip::<CoreEvent>(v),
         ("events.k8s.io", "Event") => roundtrip::<V1Event>(v),
         ("coordination.k8s.io", "Lease") => roundtrip::<Lease>(v),
+        ("policy", "PodDisruptionBudget") => roundtrip::<PodDisruptionBudget>(v),
         ("rbac.authorization.k8s.io", "Role") => roundtrip::<Role>(v),
         ("rbac.authorization.k8s.io", "ClusterRole") => roundtrip::<ClusterRole>(v),
         ("rbac.authorization.k8s.io", "RoleBinding") => roundtrip::<RoleBinding>(v),

@@ -48,6 +48,10 @@ pub(crate) fn create_defaults(
         if let Some(m) = obj.as_object_mut() {
             m.insert("status".into(), json!({}));
         }
+    } else if crate::leases::is_lease(group, kind) {
+        crate::leases::prepare(obj, None)?;
+    } else if crate::pdb::is_pdb(group, kind) {
+        crate::pdb::create(obj)?;
     } else if is_service(group, kind) {
         service_defaults(obj, None, store)?;
         if let Some(m) = obj.as_object_mut() {
@@ -67,6 +71,13 @@ pub(crate) fn update_defaults(
 ) -> Result<(), Vec<FieldError>> {
     if is_deployment(group, kind) {
         deployment_defaults(new);
+    } else if crate::leases::is_lease(group, kind) {
+        crate::leases::prepare(new, Some(old))?;
+    } else if crate::pdb::is_pdb(group, kind) {
+        let errs = crate::pdb::validate(new);
+        if !errs.is_empty() {
+            return Err(errs);
+        }
     } else if is_service(group, kind) {
         service_defaults(new, Some(old), store)?;
     }

@@ -1,5 +1,6 @@
 //! The benchmark scenarios of `apollo-fleetsim bench`, each printing numbers (never asserting
-//! timings): fan-out, connect, steady state, rollout (long poll vs polling), staleness, and
+//! timings): fan-out, connect, steady state, rollout (long poll vs polling; paced by
+//! `maxUnavailable` 1%, 10% and 100%), staleness, and
 //! conditional-GET throughput against a bare-hyper baseline measured in the same run.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use anyhow::Context;
 use apollo_api::conditions::{AGENT_CONNECTED, SPEC_OBSERVED};
 use apollo_api::{DeviceProcess, spec_hash};
 use apollo_devcluster::User;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{Cluster, Component, NAMESPACE, free_port, wait_http_ok, wait_listening};
 use crate::fleet::{Fleet, FleetOptions};
@@ -39,7 +40,8 @@ pub struct BenchConfig {
 }
 
 /// Results for one fleet size.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SizeResult {
     pub devices: usize,
     pub fanout_seconds: f64,
@@ -56,6 +58,13 @@ pub struct SizeResult {
     pub gateway_cpu_ms_per_1000_heartbeats: f64,
     pub rollout_long_poll_seconds: Option<f64>,
     pub rollout_polling_seconds: Option<f64>,
+    /// Rollout with long poll over time: (seconds since the template patch was answered,
+    /// DeviceProcesses whose agent observed the new spec), a point each time the count changed.
+    pub rollout_long_poll_progress: Vec<(f64, usize)>,
+    /// The same for the rollout with plain polling.
+    pub rollout_polling_progress: Vec<(f64, usize)>,
+    /// Rollouts paced by `maxUnavailable` (long poll), as (maxUnavailable, seconds).
+    pub rollout_paced_seconds: Vec<(String, Option<f64>)>,
     pub stale_window_seconds: f64,
     pub stale_devices: usize,
     pub stale_flip_max_seconds: Option<f64>,
@@ -63,7 +72,7 @@ pub struct SizeResult {
 }
 
 /// Throughput comparison.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThroughputResult {
     pub gateway: LoadResult,
     pub baseline: LoadResult,
@@ -71,7 +80,7 @@ pub struct ThroughputResult {
 }
 
 /// Everything one run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     pub cores: usize,
     pub heartbeat_seconds: f64,
@@ -92,10 +101,21 @@ fn observed_current(dp: &DeviceProcess) -> bool {
     })
 }
 
-fn gateway_args(cluster: &Cluster, addr: &str, key: &Path, heartbeat: Duration) -> Vec<String> {
+/// The gateway's command line; `/readyz` and `/metrics` are on `metrics`. The whole fleet
+/// connects from 127.0.0.1, so the per-address connection cap is lifted to the fleet size.
+fn gateway_args(
+    cluster: &Cluster,
+    addr: &str,
+    metrics: &str,
+    devices: usize,
+    key: &Path,
+    heartbeat: Duration,
+) -> Vec<String> {
     let ms = heartbeat.as_millis();
     vec![
         format!("--addr={addr}"),
+        format!("--metrics-addr={metrics}"),
+        format!("--max-connections-per-address={}", devices + 1024),
         format!(
             "--kubeconfig={}",
             cluster.dev.kubeconfig(User::Gateway).display()
@@ -106,6 +126,14 @@ fn gateway_args(cluster: &Cluster, addr: &str, key: &Path, heartbeat: Duration) 
         format!("--stale-after={}ms", ms * 3),
     ]
 }
+
+/// The paced rollouts: `maxUnavailable` and the template args each one rolls out (the last one
+/// leaves `100%` for the polling rollout after it).
+pub const PACED: [(&str, &str); 3] = [
+    ("1%", "paced-1"),
+    ("10%", "paced-10"),
+    ("100%", "paced-100"),
+];
 
 /// Runs every scenario for one fleet size.
 pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<SizeResult> {
@@ -149,13 +177,25 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     // Gateway and fleet: connect.
     let (master, key_file) = cluster.master_key()?;
     let addr = free_port()?;
+    let metrics = free_port()?;
     let gateway = Component::spawn(
         &config.bin_dir.join("apollo-gateway"),
-        &gateway_args(&cluster, &addr.to_string(), &key_file, config.heartbeat),
+        &gateway_args(
+            &cluster,
+            &addr.to_string(),
+            &metrics.to_string(),
+            devices,
+            &key_file,
+            config.heartbeat,
+        ),
         cluster.dir.join("gateway.log"),
     )?;
     let url = format!("http://{addr}");
-    wait_http_ok(&format!("{url}/readyz"), Duration::from_secs(120)).await?;
+    wait_http_ok(
+        &format!("http://{metrics}/readyz"),
+        Duration::from_secs(120),
+    )
+    .await?;
     // A long poll holds a connection (a file descriptor in this process and in the gateway)
     // per device; past the descriptor limit the fleet polls instead.
     let fd_limit = crate::procstat::open_files_limit().unwrap_or(u64::MAX);
@@ -225,13 +265,40 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         let start = Instant::now();
         cluster.patch_template_args(&["v2"]).await?;
         match tracker
-            .wait_for("rollout (long poll)", devices, rollout_timeout, |dp| {
-                dp.spec.execution.args == ["v2"] && observed_current(dp)
-            })
+            .wait_for_traced(
+                "rollout (long poll)",
+                devices,
+                rollout_timeout,
+                |dp| dp.spec.execution.args == ["v2"] && observed_current(dp),
+                &mut r.rollout_long_poll_progress,
+            )
             .await
         {
             Ok(_) => r.rollout_long_poll_seconds = Some(start.elapsed().as_secs_f64()),
             Err(e) => r.errors.push(e.to_string()),
+        }
+    }
+    // Rollouts paced by maxUnavailable: each DeviceProcess waits for a free slot, which opens
+    // when an updated agent reports the new spec (long poll only; polling would time the
+    // heartbeat interval times the number of rounds).
+    if long_polls_fit {
+        for (pct, args) in PACED {
+            let start = Instant::now();
+            cluster.patch_rollout(pct, &[args]).await?;
+            let what = format!("rollout (maxUnavailable {pct})");
+            let took = match tracker
+                .wait_for(&what, devices, rollout_timeout * 4, |dp| {
+                    dp.spec.execution.args == [args] && observed_current(dp)
+                })
+                .await
+            {
+                Ok(_) => Some(start.elapsed().as_secs_f64()),
+                Err(e) => {
+                    r.errors.push(e.to_string());
+                    None
+                }
+            };
+            r.rollout_paced_seconds.push((pct.to_owned(), took));
         }
     }
     let mut polling = Fleet::new(FleetOptions {
@@ -245,9 +312,13 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     let start = Instant::now();
     cluster.patch_template_args(&["v3"]).await?;
     match tracker
-        .wait_for("rollout (polling)", devices, rollout_timeout, |dp| {
-            dp.spec.execution.args == ["v3"] && observed_current(dp)
-        })
+        .wait_for_traced(
+            "rollout (polling)",
+            devices,
+            rollout_timeout,
+            |dp| dp.spec.execution.args == ["v3"] && observed_current(dp),
+            &mut r.rollout_polling_progress,
+        )
         .await
     {
         Ok(_) => r.rollout_polling_seconds = Some(start.elapsed().as_secs_f64()),
@@ -310,12 +381,20 @@ pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputRe
         .await?;
     let (master, key_file) = cluster.master_key()?;
     let addr = free_port()?;
+    let metrics = free_port()?;
     let gateway = Component::spawn(
         &config.bin_dir.join("apollo-gateway"),
-        &gateway_args(&cluster, &addr.to_string(), &key_file, config.heartbeat),
+        &gateway_args(
+            &cluster,
+            &addr.to_string(),
+            &metrics.to_string(),
+            devices,
+            &key_file,
+            config.heartbeat,
+        ),
         cluster.dir.join("gateway.log"),
     )?;
-    wait_http_ok(&format!("http://{addr}/readyz"), Duration::from_secs(60)).await?;
+    wait_http_ok(&format!("http://{metrics}/readyz"), Duration::from_secs(60)).await?;
     let keys: Vec<_> = names.iter().map(|n| master.derive(n)).collect();
     // The baseline runs in its own process, as the gateway does.
     let baseline_addr = free_port()?;

@@ -104,6 +104,9 @@ impl Cluster {
             "apiVersion": "azure.com/v1alpha1", "kind": "DeviceProcessDeployment",
             "metadata": {"name": "bench"},
             "spec": {"selector": {"matchLabels": {"role": "bench"}},
+                // Every DeviceProcess at once: the delivery scenarios measure latency, not
+                // rollout pacing (the strategy scenarios set maxUnavailable themselves).
+                "updateStrategy": {"rollingUpdate": {"maxUnavailable": "100%"}},
                 "template": {"metadata": {"labels": {"app": "bench"}},
                     "spec": {"artifact": {"type": "oci", "url": "alpine:3.19"},
                         "execution": {"backend": "container", "args": args}}}}
@@ -126,7 +129,25 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until the `bench` deployment's status counts `n` spec-observed DeviceProcesses.
+    /// Changes the template's args and `maxUnavailable` in one patch (a paced rollout).
+    pub async fn patch_rollout(&self, max_unavailable: &str, args: &[&str]) -> anyhow::Result<()> {
+        let api: Api<DeviceProcessDeployment> = Api::namespaced(self.admin.clone(), NAMESPACE);
+        let patch = serde_json::json!({"spec": {
+            "updateStrategy": {"rollingUpdate": {"maxUnavailable": max_unavailable}},
+            "template": {"spec": {"execution": {"args": args}}}
+        }});
+        api.patch(
+            "bench",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until the `bench` deployment's status counts `n` spec-observed DeviceProcesses
+    /// and the controller has published the `RolloutComplete` Event that follows (its last
+    /// write of the fan-out).
     pub async fn wait_deployment_observed(
         &self,
         n: usize,
@@ -140,7 +161,7 @@ impl Cluster {
                 .await?
                 .status
                 .map_or(0, |s| s.number_spec_observed);
-            if usize::try_from(observed).unwrap_or(0) >= n {
+            if usize::try_from(observed).unwrap_or(0) >= n && self.rollout_completed().await? {
                 return Ok(());
             }
             if start.elapsed() > timeout {
@@ -148,6 +169,21 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Whether a `RolloutComplete` Event regards the `bench` deployment.
+    async fn rollout_completed(&self) -> anyhow::Result<bool> {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.admin.clone(), NAMESPACE);
+        Ok(events
+            .list(&kube::api::ListParams::default())
+            .await?
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("RolloutComplete")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bench")
+            }))
     }
 
     /// Writes a new master key file and returns the key.
@@ -209,9 +245,26 @@ impl Tracker {
         timeout: Duration,
         pred: impl Fn(&DeviceProcess) -> bool,
     ) -> anyhow::Result<Duration> {
+        self.wait_for_traced(what, n, timeout, pred, &mut Vec::new())
+            .await
+    }
+
+    /// [`Self::wait_for`], recording `(seconds since start, how many satisfied pred)` in
+    /// `trace` each time the count changes (at most one point per 50 ms poll).
+    pub async fn wait_for_traced(
+        &self,
+        what: &str,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&DeviceProcess) -> bool,
+        trace: &mut Vec<(f64, usize)>,
+    ) -> anyhow::Result<Duration> {
         let start = Instant::now();
         loop {
             let have = self.count(&pred);
+            if trace.last().is_none_or(|&(_, last)| last != have) {
+                trace.push((start.elapsed().as_secs_f64(), have));
+            }
             if have >= n {
                 return Ok(start.elapsed());
             }

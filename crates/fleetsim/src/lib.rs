@@ -5,6 +5,7 @@
 //! controller scale.
 //!
 //! - [`bench`]: the scenarios of `apollo-fleetsim bench` and what each measures.
+//! - [`charts`]: SVG charts of a report (`apollo-fleetsim charts`).
 //! - [`cluster`]: the system under test (development API server in process, controller and
 //!   gateway as processes) and a reflector to time status convergence.
 //! - [`fleet`]: N real agents (the agent library) in one process over one connection pool.
@@ -14,6 +15,7 @@
 //! - [`stats`]: latency histograms.
 
 pub mod bench;
+pub mod charts;
 pub mod cluster;
 pub mod fleet;
 pub mod load;

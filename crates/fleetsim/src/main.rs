@@ -21,6 +21,7 @@ struct Args {
 #[argh(subcommand)]
 enum Command {
     Bench(BenchArgs),
+    Charts(ChartsArgs),
     Run(RunArgs),
     Serve304(Serve304Args),
 }
@@ -59,6 +60,18 @@ struct BenchArgs {
     /// directory for server state and component logs (default .fleetsim/<unix time>)
     #[argh(option)]
     work_dir: Option<PathBuf>,
+}
+
+/// Draw SVG charts of a benchmark's JSON: memory per device, rollout progress, conditional GET.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "charts")]
+struct ChartsArgs {
+    /// the JSON written by `bench --json`
+    #[argh(option)]
+    json: PathBuf,
+    /// directory for the .svg files (default docs/bench)
+    #[argh(option, default = "PathBuf::from(\"docs/bench\")")]
+    out_dir: PathBuf,
 }
 
 /// Simulate agents against a running gateway until interrupted.
@@ -137,6 +150,17 @@ async fn main() -> anyhow::Result<()> {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report_data)?)
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("results written to {}", path.display());
+            }
+        }
+        Command::Charts(c) => {
+            let text = std::fs::read_to_string(&c.json)
+                .with_context(|| format!("reading {}", c.json.display()))?;
+            let report_data: bench::BenchReport = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a bench report", c.json.display()))?;
+            std::fs::create_dir_all(&c.out_dir)
+                .with_context(|| format!("creating {}", c.out_dir.display()))?;
+            for file in apollo_fleetsim::charts::render(&report_data, &c.out_dir)? {
+                println!("wrote {}", file.display());
             }
         }
         Command::Serve304(a) => {

@@ -8,6 +8,11 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"))
 }
 
+/// Seconds of the `i`-th paced rollout ([`crate::bench::PACED`]).
+fn paced(r: &SizeResult, i: usize) -> String {
+    opt(r.rollout_paced_seconds.get(i).and_then(|(_, s)| *s))
+}
+
 /// Renders one cell of a per-size row.
 type Cell = fn(&SizeResult) -> String;
 
@@ -41,7 +46,7 @@ pub fn render(report: &BenchReport) -> String {
         let _ = writeln!(out, "  gateway / baseline = {:.0}%", t.ratio * 100.0);
     }
     let _ = writeln!(out, "\nPer fleet size:");
-    let rows: [(&str, Cell); 16] = [
+    let rows: [(&str, Cell); 19] = [
         ("controller fan-out (s)", |r| {
             format!("{:.2}", r.fanout_seconds)
         }),
@@ -77,6 +82,9 @@ pub fn render(report: &BenchReport) -> String {
             opt(r.rollout_long_poll_seconds)
         }),
         ("rollout, polling (s)", |r| opt(r.rollout_polling_seconds)),
+        ("rollout, maxUnavailable 1% (s)", |r| paced(r, 0)),
+        ("rollout, maxUnavailable 10% (s)", |r| paced(r, 1)),
+        ("rollout, maxUnavailable 100% (s)", |r| paced(r, 2)),
         ("stale devices", |r| r.stale_devices.to_string()),
         ("agent stop → all stale (s) / window", |r| {
             format!(

@@ -70,6 +70,18 @@ async fn short_bench_completes_with_sound_numbers() {
     );
     assert_eq!(r.gateway_watches, 1, "one DeviceProcess watch");
     assert!(r.rollout_long_poll_seconds.is_some() && r.rollout_polling_seconds.is_some());
+    let paced: Vec<&str> = r
+        .rollout_paced_seconds
+        .iter()
+        .filter(|(_, s)| s.is_some())
+        .map(|(p, _)| p.as_str())
+        .collect();
+    assert_eq!(
+        paced,
+        ["1%", "10%", "100%"],
+        "every paced rollout completed"
+    );
+    assert!(text.contains("rollout, maxUnavailable 10% (s)"));
     let stale = r.stale_flip_max_seconds.expect("stale devices flipped");
     assert!(
         stale <= r.stale_window_seconds + 1.0,

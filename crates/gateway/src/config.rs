@@ -11,10 +11,12 @@ use apollo_runtime::env::{Env, flag_or_env, switch_or_env};
 use apollo_runtime::telemetry::LogFormat;
 use argh::FromArgs;
 
-use crate::Settings;
+use crate::{Settings, limits};
 
 /// Default `--addr`.
 pub const DEFAULT_ADDR: &str = ":8080";
+/// Default `--metrics-addr`.
+pub const DEFAULT_METRICS_ADDR: &str = ":9090";
 /// Default `--heartbeat-interval`.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Default `--auth-skew` (see docs/PROTOCOL.md §3.3).
@@ -32,14 +34,20 @@ pub fn default_header_timeout(heartbeat: Duration) -> Duration {
 }
 /// Default `--body-timeout`.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `--max-connections`: one long poll per device for a 100,000-device fleet, plus room.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 150_000;
 /// Default `--max-long-polls`.
 pub const DEFAULT_MAX_LONG_POLLS: usize = 120_000;
+/// Default `--max-long-polls-per-device` (an agent holds one).
+pub const DEFAULT_MAX_LONG_POLLS_PER_DEVICE: usize = 4;
+/// Default `--status-write-interval`.
+pub const DEFAULT_STATUS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `--event-interval`.
+pub const DEFAULT_EVENT_INTERVAL: Duration = Duration::from_secs(60);
 /// Default `--status-workers`.
 pub const DEFAULT_STATUS_WORKERS: usize = 8;
 /// Default `--shutdown-grace`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default `--reload-interval`.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Apollo device gateway: serves each device's desired DeviceProcesses to its agent (ETag,
 /// long poll, per-device HMAC) and turns the agents' reports into DeviceProcess status and
@@ -47,10 +55,14 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// a flag wins over its variable. Durations are written like 500ms, 2s, 1m.
 #[derive(FromArgs, Debug, Default, PartialEq)]
 pub struct Cli {
-    /// listen address HOST:PORT for the device API, /healthz, /readyz and /metrics (":8080" =
-    /// all interfaces; env APOLLO_ADDR; default :8080)
+    /// listen address HOST:PORT of the device API, and nothing else (":8080" = all
+    /// interfaces; env APOLLO_ADDR; default :8080)
     #[argh(option)]
     pub addr: Option<String>,
+    /// listen address HOST:PORT of /healthz, /readyz and /metrics (env APOLLO_METRICS_ADDR;
+    /// default :9090)
+    #[argh(option)]
+    pub metrics_addr: Option<String>,
     /// kubeconfig file; empty = in-cluster config; absent = KUBECONFIG, ~/.kube/config, then
     /// in-cluster (env APOLLO_KUBECONFIG)
     #[argh(option)]
@@ -80,13 +92,38 @@ pub struct Cli {
     /// time allowed to receive a request's body (env APOLLO_BODY_TIMEOUT; default 10s)
     #[argh(option)]
     pub body_timeout: Option<HumanDuration>,
+    /// memory the gateway may use, bytes or a quantity like 1Gi (env APOLLO_MEMORY_LIMIT;
+    /// default: the cgroup's limit); sizes the default --max-connections
+    #[argh(option)]
+    pub memory_limit: Option<String>,
     /// most open client connections; further ones wait in the accept backlog (env
-    /// APOLLO_MAX_CONNECTIONS; default 150000)
+    /// APOLLO_MAX_CONNECTIONS; default: half the memory limit at 32 KiB each, 150000 without
+    /// a limit)
     #[argh(option)]
     pub max_connections: Option<usize>,
+    /// most open connections from one source address, IPv6 per /64; more are closed at once
+    /// (env APOLLO_MAX_CONNECTIONS_PER_ADDRESS; default 1024)
+    #[argh(option)]
+    pub max_connections_per_address: Option<usize>,
+    /// request-body bytes held before authentication, all requests together, bytes or a
+    /// quantity like 16Mi; more get 503 (env APOLLO_UNAUTHENTICATED_BODY_BUDGET; default 16Mi)
+    #[argh(option)]
+    pub unauthenticated_body_budget: Option<String>,
     /// most long polls held at once; more get 429 (env APOLLO_MAX_LONG_POLLS; default 120000)
     #[argh(option)]
     pub max_long_polls: Option<usize>,
+    /// most long polls held for one device; more get 429 (env
+    /// APOLLO_MAX_LONG_POLLS_PER_DEVICE; default 4)
+    #[argh(option)]
+    pub max_long_polls_per_device: Option<usize>,
+    /// least time between two status writes of one DeviceProcess; changes in between are
+    /// written together, latest state (env APOLLO_STATUS_WRITE_INTERVAL; default 1s)
+    #[argh(option)]
+    pub status_write_interval: Option<HumanDuration>,
+    /// least time between two Events with the same DeviceProcess and reason; repeats in
+    /// between are counted into the next one (env APOLLO_EVENT_INTERVAL; default 1m)
+    #[argh(option)]
+    pub event_interval: Option<HumanDuration>,
     /// concurrent DeviceProcess status writers (env APOLLO_STATUS_WORKERS; default 8)
     #[argh(option)]
     pub status_workers: Option<usize>,
@@ -101,6 +138,38 @@ pub struct Cli {
     /// default off — at fleet scale this is a line per heartbeat)
     #[argh(switch)]
     pub access_log: bool,
+    /// serve TLS (1.2 and 1.3) with this PEM certificate chain, re-read when it changes;
+    /// needs --tls-key-file (env APOLLO_TLS_CERT_FILE; default: plain HTTP)
+    #[argh(option)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file (env APOLLO_TLS_KEY_FILE)
+    #[argh(option)]
+    pub tls_key_file: Option<PathBuf>,
+    /// revocation file: lines `<device> <lowest accepted key epoch>`, re-read when it changes
+    /// (env APOLLO_REVOCATION_FILE; default: none)
+    #[argh(option)]
+    pub revocation_file: Option<PathBuf>,
+    /// lowest accepted request signature version, v1 or v2; v2 once every agent signs v2
+    /// (env APOLLO_MIN_AUTH_VERSION; default v1)
+    #[argh(option)]
+    pub min_auth_version: Option<String>,
+    /// how often the TLS and revocation files are checked for changes (env
+    /// APOLLO_RELOAD_INTERVAL; default 5s)
+    #[argh(option)]
+    pub reload_interval: Option<HumanDuration>,
+    /// this replica's id, a DNS-1123 subdomain of at most 200 characters; its Lease is
+    /// apollo-gateway-<id> (env APOLLO_GATEWAY_ID; default: POD_NAME, then the hostname)
+    #[argh(option)]
+    pub id: Option<String>,
+    /// URL other replicas reach this one at, for forwarded reports (env
+    /// APOLLO_ADVERTISE_URL; default: http://POD_IP:<port of --addr>, else the bound address)
+    #[argh(option)]
+    pub advertise_url: Option<String>,
+    /// duration of this replica's Lease; renewed every quarter of it, writes stop after two
+    /// thirds without renewal, peers take over after all of it (env APOLLO_LEASE_DURATION;
+    /// default 15s)
+    #[argh(option)]
+    pub lease_duration: Option<HumanDuration>,
     #[argh(subcommand)]
     pub command: Option<Command>,
 }
@@ -151,6 +220,10 @@ pub struct DeriveCommand {
     /// derive from this key id of the ring instead of the current (first) key
     #[argh(option)]
     pub key_id: Option<String>,
+    /// key epoch: 0 (default) is the device's original key; N re-issues it, so that the
+    /// revocation file can refuse its keys below N (docs/PROTOCOL.md §2.3)
+    #[argh(option)]
+    pub epoch: Option<u32>,
 }
 
 /// Errors of the configuration.
@@ -239,6 +312,9 @@ impl Cli {
         let addr_text = flag_or_env(self.addr.clone(), env, "APOLLO_ADDR")?
             .unwrap_or_else(|| DEFAULT_ADDR.to_string());
         let addr = parse_addr(&addr_text)?;
+        let metrics_text = flag_or_env(self.metrics_addr.clone(), env, "APOLLO_METRICS_ADDR")?
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string());
+        let metrics_addr = parse_addr(&metrics_text)?;
         let kubeconfig = flag_or_env(self.kubeconfig.clone(), env, "APOLLO_KUBECONFIG")?;
         let namespace = flag_or_env(self.namespace.clone(), env, "APOLLO_NAMESPACE")?
             .filter(|ns| !ns.is_empty());
@@ -257,10 +333,54 @@ impl Cli {
             .unwrap_or_else(|| default_header_timeout(heartbeat_interval));
         let body_timeout = duration(self.body_timeout, env, "APOLLO_BODY_TIMEOUT")?
             .unwrap_or(DEFAULT_BODY_TIMEOUT);
+        let memory_limit = match flag_or_env(self.memory_limit.clone(), env, "APOLLO_MEMORY_LIMIT")?
+        {
+            Some(text) => Some(limits::parse_memory(&text).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "invalid --memory-limit {text:?}: expected bytes or a quantity like 1Gi"
+                ))
+            })?),
+            None => limits::cgroup_memory_limit(),
+        };
         let max_connections = flag_or_env(self.max_connections, env, "APOLLO_MAX_CONNECTIONS")?
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+            .unwrap_or_else(|| limits::default_max_connections(memory_limit));
+        let max_connections_per_address = flag_or_env(
+            self.max_connections_per_address,
+            env,
+            "APOLLO_MAX_CONNECTIONS_PER_ADDRESS",
+        )?
+        .unwrap_or(limits::DEFAULT_PER_ADDRESS);
+        let unauthenticated_body_budget = match flag_or_env(
+            self.unauthenticated_body_budget.clone(),
+            env,
+            "APOLLO_UNAUTHENTICATED_BODY_BUDGET",
+        )? {
+            Some(text) => limits::parse_memory(&text)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    ConfigError::Invalid(format!(
+                        "invalid --unauthenticated-body-budget {text:?}: expected bytes or a \
+                         quantity like 16Mi"
+                    ))
+                })?,
+            None => limits::DEFAULT_BODY_BUDGET,
+        };
         let max_long_polls = flag_or_env(self.max_long_polls, env, "APOLLO_MAX_LONG_POLLS")?
             .unwrap_or(DEFAULT_MAX_LONG_POLLS);
+        let max_long_polls_per_device = flag_or_env(
+            self.max_long_polls_per_device,
+            env,
+            "APOLLO_MAX_LONG_POLLS_PER_DEVICE",
+        )?
+        .unwrap_or(DEFAULT_MAX_LONG_POLLS_PER_DEVICE);
+        let status_write_interval = duration(
+            self.status_write_interval,
+            env,
+            "APOLLO_STATUS_WRITE_INTERVAL",
+        )?
+        .unwrap_or(DEFAULT_STATUS_WRITE_INTERVAL);
+        let event_interval = duration(self.event_interval, env, "APOLLO_EVENT_INTERVAL")?
+            .unwrap_or(DEFAULT_EVENT_INTERVAL);
         let status_workers = flag_or_env(self.status_workers, env, "APOLLO_STATUS_WORKERS")?
             .unwrap_or(DEFAULT_STATUS_WORKERS);
         let shutdown_grace = duration(self.shutdown_grace, env, "APOLLO_SHUTDOWN_GRACE")?
@@ -272,8 +392,72 @@ impl Cli {
                 "invalid log format {log_format:?}: expected text or json"
             ))
         })?;
+        let tls_cert = flag_or_env(self.tls_cert_file.clone(), env, "APOLLO_TLS_CERT_FILE")?
+            .filter(|p| !p.as_os_str().is_empty());
+        let tls_key = flag_or_env(self.tls_key_file.clone(), env, "APOLLO_TLS_KEY_FILE")?
+            .filter(|p| !p.as_os_str().is_empty());
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--tls-cert-file and --tls-key-file go together: set both or neither".into(),
+                ));
+            }
+        };
+        let revocation_file =
+            flag_or_env(self.revocation_file.clone(), env, "APOLLO_REVOCATION_FILE")?
+                .filter(|p| !p.as_os_str().is_empty());
+        let min_auth_version = match flag_or_env(
+            self.min_auth_version.clone(),
+            env,
+            "APOLLO_MIN_AUTH_VERSION",
+        )?
+        .as_deref()
+        {
+            None | Some("v1") => apollo_protocol::auth::AuthVersion::V1,
+            Some("v2") => apollo_protocol::auth::AuthVersion::V2,
+            Some(other) => {
+                return Err(ConfigError::Invalid(format!(
+                    "invalid --min-auth-version {other:?}: expected v1 or v2"
+                )));
+            }
+        };
+        let reload_interval = duration(self.reload_interval, env, "APOLLO_RELOAD_INTERVAL")?
+            .unwrap_or(DEFAULT_RELOAD_INTERVAL);
+        let hostname = env
+            .var("POD_NAME")
+            .or_else(|| env.var("HOSTNAME"))
+            .filter(|h| !h.is_empty());
+        let id = flag_or_env(self.id.clone(), env, "APOLLO_GATEWAY_ID")?
+            .filter(|i| !i.is_empty())
+            .or_else(|| hostname.clone().map(|h| h.to_ascii_lowercase()));
+        let advertise_url =
+            match flag_or_env(self.advertise_url.clone(), env, "APOLLO_ADVERTISE_URL")?
+                .filter(|u| !u.is_empty())
+            {
+                Some(u) => Some(u),
+                None => env.var("POD_IP").filter(|ip| !ip.is_empty()).map(|ip| {
+                    let host = if ip.contains(':') {
+                        format!("[{ip}]")
+                    } else {
+                        ip
+                    };
+                    format!("http://{host}:{}", addr.port())
+                }),
+            };
+        let lease_duration = duration(self.lease_duration, env, "APOLLO_LEASE_DURATION")?
+            .unwrap_or(crate::membership::DEFAULT_LEASE_DURATION);
         let settings = Settings {
+            id,
+            advertise_url,
+            lease_duration,
+            tls,
+            revocation_file,
+            min_auth_version,
+            reload_interval,
             addr,
+            metrics_addr,
             namespace,
             keys,
             heartbeat_interval,
@@ -282,14 +466,16 @@ impl Cli {
             header_timeout,
             body_timeout,
             max_connections,
+            max_connections_per_address,
+            unauthenticated_body_budget,
             max_long_polls,
+            max_long_polls_per_device,
+            status_write_interval,
+            event_interval,
             status_workers,
             shutdown_grace,
             access_log: switch_or_env(self.access_log, env, "APOLLO_ACCESS_LOG")?,
-            instance: env
-                .var("POD_NAME")
-                .or_else(|| env.var("HOSTNAME"))
-                .filter(|h| !h.is_empty()),
+            instance: hostname,
         };
         settings.validate()?;
         Ok(ServeConfig {
@@ -323,16 +509,59 @@ impl Settings {
         for (name, d) in [
             ("--header-timeout", self.header_timeout),
             ("--body-timeout", self.body_timeout),
+            ("--reload-interval", self.reload_interval),
         ] {
             if d.is_zero() {
                 return invalid(format!("{name} must be more than 0s"));
             }
         }
-        if self.max_connections == 0 || self.max_long_polls == 0 || self.status_workers == 0 {
+        if self.max_connections == 0
+            || self.max_connections_per_address == 0
+            || self.max_long_polls == 0
+            || self.max_long_polls_per_device == 0
+            || self.status_workers == 0
+        {
             return invalid(
-                "--max-connections, --max-long-polls and --status-workers must be at least 1"
+                "--max-connections, --max-connections-per-address, --max-long-polls, \
+                 --max-long-polls-per-device and --status-workers must be at least 1"
                     .into(),
             );
+        }
+        if self.unauthenticated_body_budget < apollo_protocol::wire::MAX_REQUEST_BODY {
+            return invalid(format!(
+                "--unauthenticated-body-budget must hold at least one request body ({} bytes)",
+                apollo_protocol::wire::MAX_REQUEST_BODY
+            ));
+        }
+        let id = self.replica_id();
+        if !apollo_protocol::replica::valid_replica_id(&id)
+            || id.len() > crate::membership::MAX_ID_LEN
+        {
+            return invalid(format!(
+                "invalid --id {id:?}: expected a DNS-1123 subdomain (a-z, 0-9, '-', '.') of at \
+                 most {} characters",
+                crate::membership::MAX_ID_LEN
+            ));
+        }
+        if let Some(url) = &self.advertise_url {
+            let ok = url
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|u| u.scheme_str() == Some("http") && u.authority().is_some());
+            if !ok {
+                return invalid(format!(
+                    "invalid --advertise-url {url:?}: expected http://HOST:PORT"
+                ));
+            }
+        }
+        if self.lease_duration < Duration::from_secs(1) {
+            return invalid(format!(
+                "--lease-duration {} is too short (at least 1s)",
+                format_duration(self.lease_duration)
+            ));
+        }
+        if self.addr.port() != 0 && self.addr == self.metrics_addr {
+            return invalid("--addr and --metrics-addr must differ".into());
         }
         Ok(())
     }
@@ -361,6 +590,77 @@ mod tests {
     }
 
     #[test]
+    fn replica_flags_and_their_defaults() {
+        let f = key_file();
+        let key = f.path().to_str().unwrap();
+        // In a pod: the id from POD_NAME, the advertise URL from POD_IP and the port of --addr.
+        let env = MapEnv::from_pairs([
+            ("APOLLO_MASTER_KEY_FILE", key),
+            ("POD_NAME", "apollo-deviceprocess-gateway-7d9f-x2k"),
+            ("POD_IP", "10.1.2.3"),
+        ]);
+        let c = parse(&["--addr=:8081"])
+            .unwrap()
+            .serve_config(&env)
+            .unwrap();
+        let s = &c.settings;
+        assert_eq!(s.replica_id(), "apollo-deviceprocess-gateway-7d9f-x2k");
+        assert_eq!(s.advertise_url.as_deref(), Some("http://10.1.2.3:8081"));
+        assert_eq!(s.lease_duration, Duration::from_secs(15));
+        let env6 = MapEnv::from_pairs([("APOLLO_MASTER_KEY_FILE", key), ("POD_IP", "fd00::7")]);
+        let c = parse(&[]).unwrap().serve_config(&env6).unwrap();
+        assert_eq!(
+            c.settings.advertise_url.as_deref(),
+            Some("http://[fd00::7]:8080")
+        );
+        // Env twins, and flags winning over them.
+        let env = MapEnv::from_pairs([
+            ("APOLLO_MASTER_KEY_FILE", key),
+            ("APOLLO_GATEWAY_ID", "gw-env"),
+            ("APOLLO_ADVERTISE_URL", "http://gw-env:8080"),
+            ("APOLLO_LEASE_DURATION", "4s"),
+        ]);
+        let c = parse(&[]).unwrap().serve_config(&env).unwrap();
+        assert_eq!(c.settings.replica_id(), "gw-env");
+        assert_eq!(
+            c.settings.advertise_url.as_deref(),
+            Some("http://gw-env:8080")
+        );
+        assert_eq!(c.settings.lease_duration, Duration::from_secs(4));
+        let c = parse(&[
+            "--id",
+            "gw-flag",
+            "--advertise-url=http://1.2.3.4:80",
+            "--lease-duration",
+            "2s",
+        ])
+        .unwrap()
+        .serve_config(&env)
+        .unwrap();
+        assert_eq!(c.settings.replica_id(), "gw-flag");
+        assert_eq!(
+            c.settings.advertise_url.as_deref(),
+            Some("http://1.2.3.4:80")
+        );
+        assert_eq!(c.settings.lease_duration, Duration::from_secs(2));
+        // Clear errors naming the flag.
+        let base = MapEnv::from_pairs([("APOLLO_MASTER_KEY_FILE", key)]);
+        for (args, needle) in [
+            (vec!["--id", "Not_An_Id"], "--id"),
+            (vec!["--advertise-url", "ftp://x"], "--advertise-url"),
+            (vec!["--advertise-url", "https://x:8080"], "--advertise-url"),
+            (vec!["--lease-duration", "500ms"], "--lease-duration"),
+        ] {
+            let err = parse(&args)
+                .unwrap()
+                .serve_config(&base)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let f = key_file();
         let env = MapEnv::from_pairs([("APOLLO_MASTER_KEY_FILE", f.path().to_str().unwrap())]);
@@ -374,6 +674,34 @@ mod tests {
         assert_eq!(c.kubeconfig, None);
         assert_eq!(s.auth_skew, Duration::from_secs(60));
         assert_eq!(s.header_timeout, Duration::from_secs(20));
+        assert_eq!(s.metrics_addr, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(s.max_connections_per_address, 1024);
+        assert_eq!(s.max_long_polls_per_device, 4);
+        assert_eq!(s.unauthenticated_body_budget, 16 << 20);
+        assert_eq!(s.status_write_interval, Duration::from_secs(1));
+        assert_eq!(s.event_interval, Duration::from_secs(60));
+        // --max-connections follows the memory limit: half of it at 32 KiB per connection.
+        let env = MapEnv::from_pairs([
+            ("APOLLO_MASTER_KEY_FILE", f.path().to_str().unwrap()),
+            ("APOLLO_MEMORY_LIMIT", "1Gi"),
+        ]);
+        let c = parse(&[]).unwrap().serve_config(&env).unwrap();
+        assert_eq!(c.settings.max_connections, 16_383);
+        let c = parse(&["--memory-limit", "256Mi"])
+            .unwrap()
+            .serve_config(&env)
+            .unwrap();
+        assert_eq!(c.settings.max_connections, 4_095);
+        let err = parse(&["--memory-limit", "lots"])
+            .unwrap()
+            .serve_config(&env)
+            .unwrap_err();
+        assert!(err.to_string().contains("--memory-limit"), "{err}");
+        let err = parse(&["--metrics-addr", ":8080"])
+            .unwrap()
+            .serve_config(&env)
+            .unwrap_err();
+        assert!(err.to_string().contains("--metrics-addr"), "{err}");
     }
 
     #[test]
@@ -427,6 +755,12 @@ mod tests {
             ("APOLLO_BODY_TIMEOUT", "2s"),
             ("APOLLO_MAX_CONNECTIONS", "10"),
             ("APOLLO_MAX_LONG_POLLS", "5"),
+            ("APOLLO_METRICS_ADDR", "127.0.0.1:9191"),
+            ("APOLLO_MAX_CONNECTIONS_PER_ADDRESS", "7"),
+            ("APOLLO_UNAUTHENTICATED_BODY_BUDGET", "1Mi"),
+            ("APOLLO_MAX_LONG_POLLS_PER_DEVICE", "2"),
+            ("APOLLO_STATUS_WRITE_INTERVAL", "250ms"),
+            ("APOLLO_EVENT_INTERVAL", "5s"),
             ("APOLLO_STATUS_WORKERS", "2"),
             ("APOLLO_SHUTDOWN_GRACE", "3s"),
             ("APOLLO_LOG_FORMAT", "json"),
@@ -440,6 +774,12 @@ mod tests {
         assert_eq!(s.body_timeout, Duration::from_secs(2));
         assert_eq!(s.max_connections, 10);
         assert_eq!(s.max_long_polls, 5);
+        assert_eq!(s.metrics_addr, "127.0.0.1:9191".parse().unwrap());
+        assert_eq!(s.max_connections_per_address, 7);
+        assert_eq!(s.unauthenticated_body_budget, 1 << 20);
+        assert_eq!(s.max_long_polls_per_device, 2);
+        assert_eq!(s.status_write_interval, Duration::from_millis(250));
+        assert_eq!(s.event_interval, Duration::from_secs(5));
         assert_eq!(s.status_workers, 2);
         assert_eq!(s.shutdown_grace, Duration::from_secs(3));
         assert!(matches!(c.log_format, LogFormat::Json));
@@ -497,6 +837,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("c2VjcmV0"), "{err}");
+    }
+
+    #[test]
+    fn tls_revocation_and_auth_version_flags() {
+        let f = key_file();
+        let path = f.path().to_str().unwrap();
+        let none = MapEnv::default();
+        let c = parse(&["--master-key-file", path])
+            .unwrap()
+            .serve_config(&none)
+            .unwrap();
+        assert_eq!(c.settings.tls, None);
+        assert_eq!(c.settings.revocation_file, None);
+        assert_eq!(
+            c.settings.min_auth_version,
+            apollo_protocol::auth::AuthVersion::V1
+        );
+        assert_eq!(c.settings.reload_interval, DEFAULT_RELOAD_INTERVAL);
+        let env = MapEnv::from_pairs([
+            ("APOLLO_TLS_CERT_FILE", "/tls/tls.crt"),
+            ("APOLLO_TLS_KEY_FILE", "/tls/tls.key"),
+            ("APOLLO_REVOCATION_FILE", "/rev/revoked"),
+            ("APOLLO_MIN_AUTH_VERSION", "v2"),
+            ("APOLLO_RELOAD_INTERVAL", "1s"),
+        ]);
+        let c = parse(&["--master-key-file", path])
+            .unwrap()
+            .serve_config(&env)
+            .unwrap();
+        assert_eq!(
+            c.settings.tls,
+            Some(crate::tls::TlsFiles {
+                cert: "/tls/tls.crt".into(),
+                key: "/tls/tls.key".into()
+            })
+        );
+        assert_eq!(c.settings.revocation_file, Some("/rev/revoked".into()));
+        assert_eq!(
+            c.settings.min_auth_version,
+            apollo_protocol::auth::AuthVersion::V2
+        );
+        assert_eq!(c.settings.reload_interval, Duration::from_secs(1));
+        for (args, needle) in [
+            (vec!["--tls-cert-file", "/c"], "go together"),
+            (vec!["--tls-key-file", "/k"], "go together"),
+            (vec!["--min-auth-version", "v3"], "--min-auth-version"),
+            (vec!["--reload-interval", "0s"], "--reload-interval"),
+        ] {
+            let mut all = vec!["--master-key-file", path];
+            all.extend(args);
+            let err = parse(&all).unwrap().serve_config(&none).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        }
     }
 
     #[test]
@@ -565,6 +958,7 @@ mod tests {
                     master_key_file: Some("/k".into()),
                     device: Some("d".into()),
                     key_id: None,
+                    epoch: None,
                 })
             }))
         );

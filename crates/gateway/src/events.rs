@@ -6,18 +6,31 @@
 //! Events are named `<object>.<hex nanoseconds>` like the Kubernetes recorders, carry
 //! `reportingController: azure.com/apollo-gateway` and the pod name as `reportingInstance`,
 //! and show up in `kubectl describe deviceprocess` and `kubectl get events`.
+//!
+//! Spam control, modelled on Kubernetes' event correlator (client-go `EventCorrelator`): events
+//! are keyed by object and reason. The first of a key is posted at once; repeats within the
+//! event interval (`--event-interval`) are counted, not posted, and at most once per interval
+//! the key's Event is updated with `series.count` / `series.lastObservedTime` (the
+//! events.k8s.io form of an aggregated event), so a flapping device costs one Event per
+//! object and reason plus one update per interval. The queue is fair: each device has its own
+//! queue of keys (at most [`PER_DEVICE_KEYS`]) and the worker serves devices round robin, so a
+//! noisy device cannot starve others' events.
 
-use std::sync::Arc;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use apollo_backoff::Backoff;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
-use kube::api::PostParams;
-use tokio::sync::{mpsc, watch};
+use kube::api::{Patch, PatchParams, PostParams};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
@@ -27,8 +40,14 @@ pub const REPORTING_CONTROLLER: &str = "azure.com/apollo-gateway";
 pub const EVENT_RETRY_FOR: Duration = Duration::from_secs(120);
 /// How long queued events are still posted at shutdown.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
-/// Events waiting to be posted; beyond this they are dropped (and counted).
+/// Event keys (object and reason) known at once; beyond this new keys are dropped (and
+/// counted).
 pub const EVENT_QUEUE: usize = 10_000;
+/// Event keys one device may have waiting; beyond this its new keys are dropped (and counted).
+pub const PER_DEVICE_KEYS: usize = 64;
+/// Repeats of a key within this time since its Event was created update that Event's series;
+/// later ones start a new Event (client-go's aggregation window).
+pub const SERIES_WINDOW: Duration = Duration::from_secs(600);
 
 /// Event types.
 pub const NORMAL: &str = "Normal";
@@ -66,59 +85,264 @@ pub struct Regarding {
     pub uid: String,
 }
 
+type Key = (String, &'static str);
+
+/// What the recorder knows of one object and reason.
+#[derive(Debug)]
+struct Entry {
+    regarding: Regarding,
+    device: String,
+    /// The first occurrence since the last post (its note is what gets posted).
+    spec: EventSpec,
+    /// Occurrences not posted yet.
+    unposted: u32,
+    /// In a device queue or the delay heap.
+    queued: bool,
+    last_posted: Option<Instant>,
+    /// The Event posted for this key, its creation time and how many occurrences it counts.
+    series: Option<(String, Instant, u32)>,
+}
+
+#[derive(Debug, Default)]
+struct Queues {
+    entries: HashMap<Key, Entry>,
+    /// Per device, keys ready to post.
+    devices: HashMap<String, VecDeque<Key>>,
+    /// Devices with ready keys, served round robin.
+    ring: VecDeque<String>,
+    /// Keys waiting for their interval.
+    delayed: BinaryHeap<Reverse<(Instant, String, &'static str)>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queues: Mutex<Queues>,
+    notify: Notify,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queues> {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Queue side of the recorder (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    tx: mpsc::Sender<(Regarding, EventSpec)>,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 }
 
 /// Worker side of the recorder.
 #[derive(Debug)]
 pub struct EventWorker {
-    rx: mpsc::Receiver<(Regarding, EventSpec)>,
+    shared: Arc<Shared>,
     instance: String,
-    metrics: Arc<Metrics>,
 }
 
-/// A recorder and its worker.
-pub fn recorder(metrics: Arc<Metrics>, instance: String) -> (Recorder, EventWorker) {
-    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+/// A recorder and its worker; repeats of an object and reason are posted at most once per
+/// `interval`.
+pub fn recorder(
+    metrics: Arc<Metrics>,
+    instance: String,
+    interval: Duration,
+) -> (Recorder, EventWorker) {
+    let shared = Arc::new(Shared {
+        queues: Mutex::new(Queues::default()),
+        notify: Notify::new(),
+        interval,
+        metrics,
+    });
     (
         Recorder {
-            tx,
-            metrics: metrics.clone(),
+            shared: shared.clone(),
         },
-        EventWorker {
-            rx,
-            instance,
-            metrics,
-        },
+        EventWorker { shared, instance },
     )
 }
 
+/// One post to make: create a new Event, or update the series of an existing one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Post {
+    Create {
+        regarding: Regarding,
+        spec: EventSpec,
+        /// Occurrences this Event stands for (more than 1: created with a series).
+        count: u32,
+    },
+    Series {
+        regarding: Regarding,
+        spec: EventSpec,
+        /// The Event's name.
+        name: String,
+        count: u32,
+    },
+}
+
 impl Recorder {
-    /// Queues an event (never blocks).
-    pub fn emit(&self, regarding: Regarding, spec: EventSpec) {
-        tracing::info!(
-            object = %regarding.name,
-            reason = spec.reason,
-            kind = spec.type_,
-            "event: {}",
-            spec.note
-        );
-        let type_ = spec.type_;
-        if self.tx.try_send((regarding, spec)).is_err() {
-            self.metrics.event(type_, "failed");
-            tracing::warn!("event queue full; event dropped");
+    /// Records an event of `device`'s object (never blocks; posted by the worker).
+    pub fn emit(&self, regarding: Regarding, device: &str, spec: EventSpec) {
+        let shared = &self.shared;
+        let mut q = shared.lock();
+        let key: Key = (regarding.name.clone(), spec.reason);
+        if q.entries.len() >= EVENT_QUEUE && !q.entries.contains_key(&key) {
+            q.prune(Instant::now());
         }
+        let known = q.entries.len();
+        let entry = match q.entries.get_mut(&key) {
+            Some(e) => e,
+            None => {
+                if known >= EVENT_QUEUE {
+                    drop(q);
+                    shared.metrics.event(spec.type_, "failed");
+                    tracing::warn!(object = %regarding.name, reason = spec.reason, "event queue full; event dropped");
+                    return;
+                }
+                q.entries.entry(key.clone()).or_insert(Entry {
+                    regarding: regarding.clone(),
+                    device: device.to_string(),
+                    spec: spec.clone(),
+                    unposted: 0,
+                    queued: false,
+                    last_posted: None,
+                    series: None,
+                })
+            }
+        };
+        if entry.unposted == 0 {
+            // The first occurrence since the last post is the one logged and posted.
+            tracing::info!(
+                object = %regarding.name,
+                reason = spec.reason,
+                kind = spec.type_,
+                "event: {}",
+                spec.note
+            );
+            entry.spec = spec;
+            entry.regarding = regarding;
+        }
+        entry.unposted = entry.unposted.saturating_add(1);
+        if entry.queued {
+            return;
+        }
+        let device = entry.device.clone();
+        let ready_at = entry.last_posted.map(|t| t + shared.interval);
+        let queued_for_device = q.devices.get(&device).map_or(0, VecDeque::len);
+        if queued_for_device >= PER_DEVICE_KEYS {
+            let mut type_ = NORMAL;
+            if let Some(e) = q.entries.get_mut(&key) {
+                e.unposted = e.unposted.saturating_sub(1);
+                type_ = e.spec.type_;
+            }
+            drop(q);
+            shared.metrics.event(type_, "failed");
+            tracing::warn!(
+                device,
+                "too many events queued for this device; event dropped"
+            );
+            return;
+        }
+        if let Some(e) = q.entries.get_mut(&key) {
+            e.queued = true;
+        }
+        match ready_at {
+            Some(at) if at > Instant::now() => q.delayed.push(Reverse((at, key.0, key.1))),
+            _ => push_ready(&mut q, &device, key),
+        }
+        drop(q);
+        shared.notify.notify_one();
+    }
+}
+
+fn push_ready(q: &mut Queues, device: &str, key: Key) {
+    let queue = q.devices.entry(device.to_string()).or_default();
+    if queue.is_empty() {
+        q.ring.push_back(device.to_string());
+    }
+    queue.push_back(key);
+}
+
+impl Queues {
+    /// Moves delayed keys whose interval has passed to their device queues.
+    fn release(&mut self, now: Instant) {
+        while let Some(Reverse((at, _, _))) = self.delayed.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, name, reason))) = self.delayed.pop() else {
+                break;
+            };
+            let key: Key = (name, reason);
+            if let Some(device) = self.entries.get(&key).map(|e| e.device.clone()) {
+                push_ready(self, &device, key);
+            }
+        }
+    }
+
+    /// The next post, round robin over devices; `Err(Some(t))`: nothing ready before `t`.
+    fn next(&mut self, now: Instant) -> Result<Post, Option<Instant>> {
+        self.release(now);
+        while let Some(device) = self.ring.pop_front() {
+            let Some(queue) = self.devices.get_mut(&device) else {
+                continue;
+            };
+            let key = queue.pop_front();
+            if queue.is_empty() {
+                self.devices.remove(&device);
+            } else {
+                self.ring.push_back(device);
+            }
+            let Some(key) = key else { continue };
+            let Some(e) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            e.queued = false;
+            let count = std::mem::take(&mut e.unposted);
+            e.last_posted = Some(now);
+            let post = match &mut e.series {
+                Some((name, created, total)) if now.duration_since(*created) < SERIES_WINDOW => {
+                    *total = total.saturating_add(count);
+                    Post::Series {
+                        regarding: e.regarding.clone(),
+                        spec: e.spec.clone(),
+                        name: name.clone(),
+                        count: *total,
+                    }
+                }
+                _ => {
+                    e.series = None;
+                    Post::Create {
+                        regarding: e.regarding.clone(),
+                        spec: e.spec.clone(),
+                        count,
+                    }
+                }
+            };
+            return Ok(post);
+        }
+        if self.entries.len() > EVENT_QUEUE / 2 {
+            self.prune(now);
+        }
+        Err(self.delayed.peek().map(|Reverse((at, _, _))| *at))
+    }
+
+    /// Forgets keys that are not queued and were not posted within a series window (bounded
+    /// memory; such a key starts over with a new Event).
+    fn prune(&mut self, now: Instant) {
+        self.entries.retain(|_, e| {
+            e.queued
+                || e.last_posted
+                    .is_some_and(|t| now.saturating_duration_since(t) < SERIES_WINDOW)
+        });
     }
 }
 
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// The events.k8s.io/v1 object for an event.
-pub fn build_event(regarding: &Regarding, spec: &EventSpec, instance: &str) -> Event {
+/// The events.k8s.io/v1 object for an event standing for `count` occurrences (more than one:
+/// with `series`).
+pub fn build_event(regarding: &Regarding, spec: &EventSpec, instance: &str, count: u32) -> Event {
     let now = Timestamp::now();
     let nanos = now.as_nanosecond() as u128 + u128::from(SEQUENCE.fetch_add(1, Ordering::Relaxed));
     // Object names are at most 253 characters; keep room for the suffix.
@@ -130,6 +354,10 @@ pub fn build_event(regarding: &Regarding, spec: &EventSpec, instance: &str) -> E
             ..ObjectMeta::default()
         },
         event_time: Some(MicroTime(now)),
+        series: (count > 1).then(|| EventSeries {
+            count: i32::try_from(count).unwrap_or(i32::MAX),
+            last_observed_time: MicroTime(now),
+        }),
         reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
         reporting_instance: Some(instance.to_string()),
         action: Some(spec.action.to_string()),
@@ -148,26 +376,52 @@ pub fn build_event(regarding: &Regarding, spec: &EventSpec, instance: &str) -> E
     }
 }
 
+fn permanent(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if matches!(s.code, 400 | 403 | 404 | 422))
+}
+
 impl EventWorker {
-    /// Posts queued events until shutdown (then drains what is queued, one attempt each).
-    pub async fn run(mut self, client: kube::Client, mut shutdown: watch::Receiver<bool>) {
+    /// Posts events until shutdown (then what is queued or delayed, one attempt each, for up
+    /// to [`SHUTDOWN_DRAIN`]).
+    pub async fn run(self, client: kube::Client, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let next = tokio::select! {
-                next = self.rx.recv() => next,
-                _ = crate::stopped(&mut shutdown) => None,
-            };
-            let Some((regarding, spec)) = next else { break };
-            self.post(&client, &regarding, &spec, &mut shutdown).await;
+            let notified = self.shared.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next = self.shared.lock().next(Instant::now());
+            match next {
+                Ok(post) => {
+                    if *shutdown.borrow() {
+                        self.post(&client, post, None).await;
+                        break;
+                    }
+                    self.post(&client, post, Some(&mut shutdown)).await;
+                }
+                Err(at) => {
+                    let sleep = async {
+                        match at {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = sleep => {}
+                        _ = crate::stopped(&mut shutdown) => break,
+                    }
+                }
+            }
         }
         let drain = async {
-            while let Ok((regarding, spec)) = self.rx.try_recv() {
-                let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
-                let ev = build_event(&regarding, &spec, &self.instance);
-                let result = api.create(&PostParams::default(), &ev).await;
-                self.metrics.event(
-                    spec.type_,
-                    if result.is_ok() { "created" } else { "failed" },
-                );
+            loop {
+                let next = {
+                    let mut q = self.shared.lock();
+                    let far = Instant::now() + SERIES_WINDOW;
+                    q.release(far);
+                    q.next(Instant::now())
+                };
+                let Ok(post) = next else { break };
+                self.post(&client, post, None).await;
             }
         };
         if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
@@ -175,36 +429,89 @@ impl EventWorker {
         }
     }
 
+    /// Posts one event: retried with backoff until [`EVENT_RETRY_FOR`] (one attempt without
+    /// `shutdown`).
     async fn post(
         &self,
         client: &kube::Client,
-        regarding: &Regarding,
-        spec: &EventSpec,
-        shutdown: &mut watch::Receiver<bool>,
+        post: Post,
+        mut shutdown: Option<&mut watch::Receiver<bool>>,
     ) {
-        let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
-        let started = tokio::time::Instant::now();
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let ev = build_event(regarding, spec, &self.instance);
-            match api.create(&PostParams::default(), &ev).await {
+        let metrics = &self.shared.metrics;
+        if let Post::Series {
+            regarding,
+            spec,
+            name,
+            count,
+        } = &post
+        {
+            let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
+            let patch = serde_json::json!({
+                "series": {
+                    "count": i32::try_from(*count).unwrap_or(i32::MAX),
+                    "lastObservedTime": MicroTime(Timestamp::now()),
+                }
+            });
+            match api
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => {
-                    self.metrics.event(spec.type_, "created");
+                    metrics.event(spec.type_, "updated");
                     return;
                 }
                 Err(e) => {
-                    let permanent = matches!(&e, kube::Error::Api(s) if s.code == 403 || s.code == 422 || s.code == 400 || s.code == 404);
-                    if permanent || started.elapsed() > EVENT_RETRY_FOR || *shutdown.borrow() {
-                        self.metrics.event(spec.type_, "failed");
+                    tracing::debug!(object = %regarding.name, event = %name, error = %e, "event series not updated; creating a new event");
+                }
+            }
+        }
+        let (regarding, spec, count) = match post {
+            Post::Create {
+                regarding,
+                spec,
+                count,
+            }
+            | Post::Series {
+                regarding,
+                spec,
+                count,
+                ..
+            } => (regarding, spec, count),
+        };
+        let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
+        let started = Instant::now();
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
+            let ev = build_event(&regarding, &spec, &self.instance, count);
+            match api.create(&PostParams::default(), &ev).await {
+                Ok(created) => {
+                    metrics.event(spec.type_, "created");
+                    if let Some(name) = created.metadata.name {
+                        let mut q = self.shared.lock();
+                        if let Some(e) = q.entries.get_mut(&(regarding.name.clone(), spec.reason)) {
+                            e.series = Some((name, Instant::now(), count.max(1)));
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let stop = match shutdown.as_deref() {
+                        Some(s) => *s.borrow(),
+                        None => true,
+                    };
+                    if permanent(&e) || started.elapsed() > EVENT_RETRY_FOR || stop {
+                        metrics.event(spec.type_, "failed");
                         tracing::warn!(object = %regarding.name, reason = spec.reason, error = %e, "event dropped");
                         return;
                     }
                     tracing::debug!(object = %regarding.name, error = %e, "event not posted yet; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = crate::stopped(shutdown) => {}
+                    let delay = backoff.next_delay();
+                    if let Some(s) = shutdown.as_deref_mut() {
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = crate::stopped(s) => {}
+                        }
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -228,8 +535,8 @@ mod tests {
             action: "Heartbeat",
             note: "no report".into(),
         };
-        let a = build_event(&r, &spec, "gw-0");
-        let b = build_event(&r, &spec, "gw-0");
+        let a = build_event(&r, &spec, "gw-0", 1);
+        let b = build_event(&r, &spec, "gw-0", 1);
         let name = a.metadata.name.clone().unwrap();
         assert!(name.starts_with("demo-logger-tor1-01."), "{name}");
         assert_ne!(a.metadata.name, b.metadata.name);
@@ -248,5 +555,118 @@ mod tests {
         assert_eq!(v["regarding"]["kind"], "DeviceProcess");
         assert_eq!(v["regarding"]["apiVersion"], "azure.com/v1alpha1");
         assert_eq!(v["type"], "Warning");
+        assert!(v.get("series").is_none());
+        let c = serde_json::to_value(build_event(&r, &spec, "gw-0", 7)).unwrap();
+        assert_eq!(c["series"]["count"], 7);
+        assert!(c["series"]["lastObservedTime"].is_string());
+    }
+
+    fn spec(reason: &'static str, note: &str) -> EventSpec {
+        EventSpec {
+            type_: NORMAL,
+            reason,
+            action: "Heartbeat",
+            note: note.into(),
+        }
+    }
+
+    fn regarding(name: &str) -> Regarding {
+        Regarding {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn repeats_are_aggregated_and_rate_limited() {
+        let (rec, worker) = recorder(Metrics::new(), "gw".into(), Duration::from_secs(60));
+        let next = |at: Instant| worker.shared.lock().next(at);
+        for i in 0..100 {
+            rec.emit(
+                regarding("dp-a"),
+                "dev-a",
+                spec(reasons::AGENT_RESTARTED, &format!("restart {i}")),
+            );
+        }
+        let t0 = Instant::now();
+        // One post now, standing for all hundred, with the first note.
+        let Ok(Post::Create {
+            count, spec: first, ..
+        }) = next(t0)
+        else {
+            panic!("a create")
+        };
+        assert_eq!((count, first.note.as_str()), (100, "restart 0"));
+        // Remember the created Event as the worker does.
+        worker
+            .shared
+            .lock()
+            .entries
+            .get_mut(&("dp-a".to_string(), reasons::AGENT_RESTARTED))
+            .unwrap()
+            .series = Some(("dp-a.1".into(), t0, 100));
+        // More repeats: nothing until the interval has passed, then one series update.
+        for _ in 0..50 {
+            rec.emit(
+                regarding("dp-a"),
+                "dev-a",
+                spec(reasons::AGENT_RESTARTED, "again"),
+            );
+        }
+        assert_eq!(
+            next(t0 + Duration::from_secs(1)),
+            Err(Some(t0 + Duration::from_secs(60)))
+        );
+        let Ok(Post::Series { name, count, .. }) = next(t0 + Duration::from_secs(60)) else {
+            panic!("a series update")
+        };
+        assert_eq!((name.as_str(), count), ("dp-a.1", 150));
+        // Another reason of the same object is its own key.
+        rec.emit(
+            regarding("dp-a"),
+            "dev-a",
+            spec(reasons::SPEC_OBSERVED, "x"),
+        );
+        assert!(matches!(
+            next(t0 + Duration::from_secs(61)),
+            Ok(Post::Create { count: 1, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn devices_are_served_round_robin() {
+        let (rec, worker) = recorder(Metrics::new(), "gw".into(), Duration::from_secs(60));
+        // A noisy device fills its queue (and more: dropped), then a quiet one emits once.
+        for i in 0..(PER_DEVICE_KEYS + 10) {
+            rec.emit(
+                regarding(&format!("noisy-{i}")),
+                "noisy",
+                spec(reasons::AGENT_CONNECTED, "n"),
+            );
+        }
+        rec.emit(
+            regarding("quiet-0"),
+            "quiet",
+            spec(reasons::AGENT_CONNECTED, "q"),
+        );
+        let now = Instant::now();
+        let mut order = Vec::new();
+        while let Ok(post) = worker.shared.lock().next(now) {
+            let Post::Create { regarding, .. } = post else {
+                panic!("creates only")
+            };
+            order.push(regarding.name);
+        }
+        assert_eq!(
+            order.len(),
+            PER_DEVICE_KEYS + 1,
+            "the noisy device's overflow is dropped"
+        );
+        let quiet = order.iter().position(|n| n == "quiet-0").unwrap();
+        assert!(
+            quiet <= 1,
+            "the quiet device is served second at the latest: {order:?}"
+        );
     }
 }

@@ -1,28 +1,34 @@
-//! The HTTP server (hyper 1, HTTP/1.1): the device API of `docs/PROTOCOL.md`, `/healthz`,
-//! `/readyz` and `/metrics` on one listener.
+//! The HTTP servers (hyper 1, HTTP/1.1): the device API of `docs/PROTOCOL.md` on the device
+//! listener (nothing else), and `/healthz`, `/readyz`, `/metrics` on the metrics listener.
 //!
 //! Hardening: at most `max_connections` open connections (further ones wait in the accept
-//! backlog), a header read timeout (the connection is closed), a body read timeout (`408`),
-//! a body limit of 64 KiB (`413`, checked against `Content-Length` before reading and while
-//! reading), JSON error bodies for every error, at most `max_long_polls` held long polls
-//! (`429`), graceful shutdown (stop accepting, answer held long polls with `304`, let open
-//! requests finish within the grace period).
+//! backlog) and at most `max_connections_per_address` from one source address (more are
+//! closed at once), an 8 KiB request-head buffer ([`crate::limits::HEAD_BUFFER`], `431`
+//! above), a header read timeout (the connection is closed), a body read timeout (`408`), no
+//! body on a GET (`400`), a report body limit of 64 KiB (`413`, checked against
+//! `Content-Length` before reading and while reading), a global budget of body bytes held
+//! before authentication (`503`), JSON error bodies for every error, at most `max_long_polls`
+//! held long polls and `max_long_polls_per_device` per device (`429`), graceful shutdown
+//! (stop accepting, answer held long polls with `304`, let open requests finish within the
+//! grace period). Accept errors back off and are logged once per interval with a count.
 //!
 //! Order of checks on a device route (cheap and credential-free first): route (`404`), method
 //! (`405` with `Allow`), device name (`400`), readiness (`503`), content type of a report
-//! (`415`), body size and read time (`413`, `408`), authentication (`401`/`403`), replay
-//! (`401`, or `429` when the device's nonce cache is full). Everything after authentication
-//! is signed with the device key and bound to the request nonce.
+//! (`415`), a body on a GET (`400`), body size, budget and read time (`413`, `503`, `408`),
+//! authentication and replay (every failure the same `401`; the reason is counted only on the
+//! metrics listener), or `429` when the device's nonce cache is full. Everything after
+//! authentication is signed with the device key and bound to the request nonce.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apollo_protocol::auth::{
-    AuthError, HEADER_SIGNATURE, ReplayCache, ReplayVerdict, sign_response, unix_now,
-    verify_request,
+    AuthError, AuthVersion, HEADER_SIGNATURE, ReplayCache, ReplayVerdict, sign_response_versioned,
+    unix_now, verify_request,
 };
 use apollo_protocol::keys::{DeviceKey, MasterKeyRing};
 use apollo_protocol::wire::{
@@ -43,14 +49,17 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::desired::{DesiredStore, Doc};
+use crate::limits::{self, AcceptErrors, AddressLimiter, BodyBudget};
 use crate::liveness::{Agent, Liveness};
 use crate::metrics::Metrics;
 use crate::status::StatusController;
 
-/// Longest accepted instance id, agent version and observed list of a report.
-pub const MAX_INSTANCE_ID: usize = 128;
+/// Longest accepted instance id of a report.
+pub const MAX_INSTANCE_ID: usize = 64;
 /// Longest accepted agent version.
 pub const MAX_AGENT_VERSION: usize = 64;
+/// Longest accepted spec hash and revision of a report.
+pub const MAX_HASH: usize = 64;
 /// Most observed processes in one report.
 pub const MAX_OBSERVED: usize = 1024;
 
@@ -71,9 +80,23 @@ pub struct HttpState {
     pub body_timeout: Duration,
     pub max_long_polls: usize,
     pub long_polls: AtomicUsize,
+    /// Most long polls held for one device.
+    pub max_long_polls_per_device: usize,
+    /// Long polls held per device (entries only while some are held).
+    pub device_polls: Mutex<HashMap<String, usize>>,
+    /// Body bytes buffered by requests not yet authenticated.
+    pub body_budget: BodyBudget,
     pub shutdown: watch::Receiver<bool>,
     /// Log one line per device-API request (`request` at info).
     pub access_log: bool,
+    /// Revocation floors and the lowest accepted signature version.
+    pub credentials: crate::revocation::CredentialPolicy,
+    /// Which replica owns which device.
+    pub ownership: Arc<crate::membership::Ownership>,
+    /// Reports of devices other replicas own go there.
+    pub forwarder: Arc<crate::forward::Forwarder>,
+    /// Limits of forwarded batches received.
+    pub inbound: crate::forward::Inbound,
 }
 
 /// Listener settings.
@@ -81,7 +104,18 @@ pub struct HttpState {
 pub struct ListenerLimits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+    /// Most open connections from one source address (IPv6: one /64).
+    pub max_connections_per_address: usize,
     pub grace: Duration,
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The device API only.
+    Devices,
+    /// `/healthz`, `/readyz` and `/metrics` only.
+    Metrics,
 }
 
 fn json_response(status: u16, body: Bytes) -> Resp {
@@ -113,10 +147,13 @@ fn text(status: StatusCode, body: impl Into<Bytes>, content_type: &'static str) 
     resp
 }
 
-/// Signs responses to one authenticated request.
+/// Signs responses to one authenticated request, in the request's signature version.
 struct Signer {
     key: DeviceKey,
     nonce: String,
+    version: AuthVersion,
+    /// The request's `If-None-Match` as signed (v2).
+    if_none_match: Option<String>,
 }
 
 impl Signer {
@@ -126,12 +163,14 @@ impl Signer {
             .get(header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let sig = sign_response(
+        let sig = sign_response_versioned(
             &self.key,
+            self.version,
             resp.status().as_u16(),
             &self.nonce,
             etag.as_deref(),
             body,
+            self.if_none_match.as_deref(),
         );
         if let Ok(v) = HeaderValue::from_str(&sig) {
             resp.headers_mut().insert(HEADER_SIGNATURE, v);
@@ -166,26 +205,68 @@ impl Signer {
     }
 }
 
-/// Decrements the long-poll count when a held request ends (also when the client leaves).
-struct LongPollGuard<'a>(&'a HttpState);
+/// Decrements the long-poll counts when a held request ends (also when the client leaves).
+struct LongPollGuard<'a> {
+    state: &'a HttpState,
+    device: &'a str,
+}
 
-impl Drop for LongPollGuard<'_> {
-    fn drop(&mut self) {
-        self.0.long_polls.fetch_sub(1, Ordering::Relaxed);
-        self.0.metrics.long_polls_held.dec();
+impl<'a> LongPollGuard<'a> {
+    /// Takes a slot of the global and of the device's limit; `Err` with the refusal
+    /// message when either is full.
+    fn take(state: &'a HttpState, device: &'a str) -> Result<Self, &'static str> {
+        {
+            let mut polls = state.device_polls.lock().unwrap_or_else(|p| p.into_inner());
+            let n = polls.entry(device.to_string()).or_insert(0);
+            if *n >= state.max_long_polls_per_device {
+                return Err("too many long polls held for this device; retry later");
+            }
+            *n += 1;
+        }
+        if state.long_polls.fetch_add(1, Ordering::Relaxed) >= state.max_long_polls {
+            state.long_polls.fetch_sub(1, Ordering::Relaxed);
+            Self::release_device(state, device);
+            return Err("too many long polls held; retry later");
+        }
+        state.metrics.long_polls_held.inc();
+        Ok(LongPollGuard { state, device })
+    }
+
+    fn release_device(state: &HttpState, device: &str) {
+        let mut polls = state.device_polls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = polls.get_mut(device) {
+            *n -= 1;
+            if *n == 0 {
+                polls.remove(device);
+            }
+        }
     }
 }
 
-/// Answers one request.
-pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    let path = req.uri().path().to_string();
-    let started = tokio::time::Instant::now();
-    let method = req.method().clone();
-    let query = req.uri().query().map(str::to_owned);
+impl Drop for LongPollGuard<'_> {
+    fn drop(&mut self) {
+        self.state.long_polls.fetch_sub(1, Ordering::Relaxed);
+        self.state.metrics.long_polls_held.dec();
+        Self::release_device(self.state, self.device);
+    }
+}
+
+/// The one answer to every authentication or replay failure on the device listener: the same
+/// status, body and headers whatever failed (the reason is counted on the metrics listener).
+pub fn auth_refused() -> Resp {
+    error(401, "authentication failed")
+}
+
+/// Answers one request of the metrics listener.
+pub async fn handle_metrics(
+    state: Arc<HttpState>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let path = req.uri().path();
     let ready = state.readiness.is_ready() && !*state.shutdown.borrow();
-    let (route, resp) = match path.as_str() {
+    let (route, resp) = match path {
         "/healthz" | "/readyz" | "/metrics" => {
-            let route = match path.as_str() {
+            let route = match path {
                 "/healthz" => "healthz",
                 "/readyz" => "readyz",
                 _ => "metrics",
@@ -205,12 +286,45 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Res
                         header::RETRY_AFTER,
                         "1",
                     ),
-                    _ => text(StatusCode::OK, state.metrics.encode(), METRICS_CONTENT_TYPE),
+                    _ => {
+                        let m = &state.metrics;
+                        let queued = state.status.pending();
+                        m.status_write_queue
+                            .set(i64::try_from(queued).unwrap_or(i64::MAX));
+                        m.ready.set(i64::from(ready));
+                        m.members.set(state.ownership.members().len() as i64);
+                        m.lease_held
+                            .set(i64::from(state.ownership.write_deadline().is_some()));
+                        m.owned_devices
+                            .set(i64::try_from(state.status.owned_devices()).unwrap_or(0));
+                        text(StatusCode::OK, m.encode(), METRICS_CONTENT_TYPE)
+                    }
                 }
             };
             (route, resp)
         }
-        _ => match parse_device_route(&path) {
+        _ => (
+            "other",
+            error(
+                404,
+                "no such route: this listener serves /healthz, /readyz and /metrics",
+            ),
+        ),
+    };
+    state.metrics.http(route, resp.status().as_u16());
+    Ok(resp)
+}
+
+/// Answers one request of the device listener.
+pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let path = req.uri().path().to_string();
+    let started = tokio::time::Instant::now();
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_owned);
+    let (route, resp) = if path == crate::forward::FORWARD_PATH {
+        ("replicas", crate::forward::handle(&state, req).await)
+    } else {
+        match parse_device_route(&path) {
             Some(DeviceRoute::Desired(device)) => {
                 let device = device.to_string();
                 ("desired", device_request(&state, req, device, true).await)
@@ -220,10 +334,10 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Res
                 ("report", device_request(&state, req, device, false).await)
             }
             None => ("other", error(404, "no such route")),
-        },
+        }
     };
     state.metrics.http(route, resp.status().as_u16());
-    if state.access_log && matches!(route, "desired" | "report" | "other") {
+    if state.access_log {
         tracing::info!(
             method = %method,
             path = %path,
@@ -291,15 +405,40 @@ async fn device_request(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    if desired {
+        // A GET has no body: refuse one without reading it (hyper closes the connection
+        // rather than drain an unread body).
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        if chunked || declared.is_some_and(|n| n > 0) {
+            return error(400, "a GET request has no body");
+        }
+    }
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
         return error(413, "request body over the 64 KiB limit");
     }
     let (parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(
-        state.body_timeout,
-        Limited::new(body, MAX_REQUEST_BODY).collect(),
-    )
-    .await
+    // Body bytes held before the signature is checked come out of one global budget.
+    let reserve = if desired {
+        0
+    } else {
+        declared.map_or(MAX_REQUEST_BODY, |n| n as usize)
+    };
+    let _budget = if reserve > 0 {
+        match state.body_budget.try_take(reserve) {
+            Some(p) => Some(p),
+            None => {
+                return with_header(
+                    error(503, "too many request bodies in flight; retry later"),
+                    header::RETRY_AFTER,
+                    "1",
+                );
+            }
+        }
+    } else {
+        None
+    };
+    let body = match tokio::time::timeout(state.body_timeout, Limited::new(body, reserve).collect())
+        .await
     {
         Err(_) => return error(408, "request body not received in time"),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
@@ -328,12 +467,20 @@ async fn device_request(
         Err(e) => {
             state.metrics.auth_failure(e.reason_label());
             tracing::debug!(device, reason = e.reason_label(), "authentication failed");
-            return error(e.status(), e.client_message());
+            return auth_refused();
         }
     };
+    state.metrics.auth_version(verified.version.as_str());
+    if let Err(e) = state.credentials.check(&verified) {
+        state.metrics.auth_failure(e.reason_label());
+        tracing::debug!(device, reason = e.reason_label(), "credential refused");
+        return auth_refused();
+    }
     let signer = Signer {
         key: verified.device_key,
         nonce: verified.nonce,
+        version: verified.version,
+        if_none_match: verified.if_none_match,
     };
     match state
         .replay
@@ -341,9 +488,8 @@ async fn device_request(
     {
         ReplayVerdict::Fresh => {}
         ReplayVerdict::Replayed => {
-            let e = AuthError::Replay;
-            state.metrics.auth_failure(e.reason_label());
-            return error(e.status(), e.client_message());
+            state.metrics.auth_failure(AuthError::Replay.reason_label());
+            return auth_refused();
         }
         ReplayVerdict::Full => {
             let resp = signer.error(429, "too many requests from this device; retry later");
@@ -387,13 +533,13 @@ async fn desired_answer(
     let Some(wait) = wait else {
         return answer(&doc, true);
     };
-    if state.long_polls.fetch_add(1, Ordering::Relaxed) >= state.max_long_polls {
-        state.long_polls.fetch_sub(1, Ordering::Relaxed);
-        let resp = signer.error(429, "too many long polls held; retry later");
-        return with_header(resp, header::RETRY_AFTER, "1");
-    }
-    state.metrics.long_polls_held.inc();
-    let _guard = LongPollGuard(state);
+    let _guard = match LongPollGuard::take(state, device) {
+        Ok(g) => g,
+        Err(message) => {
+            let resp = signer.error(429, message);
+            return with_header(resp, header::RETRY_AFTER, "1");
+        }
+    };
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::sleep(wait);
     tokio::pin!(deadline);
@@ -416,30 +562,45 @@ async fn desired_answer(
     answer(&doc, matches(&doc))
 }
 
-fn valid_report(r: &Report) -> Result<(), &'static str> {
-    let printable = |s: &str| s.chars().all(|c| c.is_ascii_graphic());
-    if r.instance_id.is_empty()
-        || r.instance_id.len() > MAX_INSTANCE_ID
-        || !printable(&r.instance_id)
-    {
-        return Err("instanceId must be 1-128 printable ASCII characters");
+/// Characters allowed in the device-controlled text that reaches logs, Events and status
+/// (instance id, agent version): letters, digits and `. _ - + :`.
+fn safe_text(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+' | b':'))
+}
+
+/// Checks a report's fields; the message says which rule failed.
+pub(crate) fn valid_report(r: &Report) -> Result<(), &'static str> {
+    if !safe_text(&r.instance_id, MAX_INSTANCE_ID) {
+        return Err("instanceId must be 1-64 characters of A-Z a-z 0-9 . _ - + :");
     }
-    if r.agent_version.len() > MAX_AGENT_VERSION || !printable(&r.agent_version) {
-        return Err("agentVersion must be at most 64 printable ASCII characters");
+    if !safe_text(&r.agent_version, MAX_AGENT_VERSION) {
+        return Err("agentVersion must be 1-64 characters of A-Z a-z 0-9 . _ - + :");
+    }
+    if r.revision
+        .as_deref()
+        .is_some_and(|rev| !safe_text(rev, MAX_HASH))
+    {
+        return Err("revision must be 1-64 characters of A-Z a-z 0-9 . _ - + :");
     }
     if r.observed.len() > MAX_OBSERVED {
         return Err("observed lists at most 1024 processes");
     }
-    if r.observed.iter().any(|o| {
-        o.name.is_empty()
-            || o.name.len() > 253
-            || o.spec_hash.len() > 64
-            || !printable(&o.spec_hash)
-            || !printable(&o.name)
-    }) {
-        return Err(
-            "observed entries need a name (at most 253 characters) and a specHash (at most 64)",
-        );
+    for o in &r.observed {
+        if !valid_device_name(&o.name) {
+            return Err("observed names must be DeviceProcess names (DNS-1123 subdomains)");
+        }
+        if o.spec_hash.is_empty()
+            || o.spec_hash.len() > MAX_HASH
+            || !o.spec_hash.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err("observed specHash must be 1-64 letters and digits");
+        }
+        if o.generation.is_some_and(|g| g < 1) {
+            return Err("observed generation must be at least 1");
+        }
     }
     Ok(())
 }
@@ -452,16 +613,23 @@ fn report_answer(state: &HttpState, body: &[u8], device: &str, signer: &Signer) 
     if let Err(msg) = valid_report(&report) {
         return signer.error(400, msg);
     }
+    let now = tokio::time::Instant::now();
+    let owner = state.ownership.owner(device);
+    if let crate::membership::Owner::Peer(peer) = &owner {
+        state
+            .forwarder
+            .enqueue(&peer.url, device, report.clone(), now);
+    }
     let agent = Agent::new(
         report.instance_id,
         report.agent_version,
         report.observed,
         true,
     );
-    if state
-        .liveness
-        .report(device, agent, tokio::time::Instant::now())
-        .is_some()
+    // Recorded here too (whoever owns it): if this replica takes the device over, it starts
+    // from the agent's latest report rather than from status.
+    if state.liveness.report(device, agent, now).is_some()
+        && !matches!(owner, crate::membership::Owner::Peer(_))
     {
         state.status.device_changed(device);
     }
@@ -474,13 +642,20 @@ fn report_answer(state: &HttpState, body: &[u8], device: &str, signer: &Signer) 
 }
 
 /// Accepts connections until shutdown, then lets open ones finish within the grace period.
+/// With `tls`, each connection first completes a TLS handshake (within the header timeout).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<HttpState>,
+    role: Role,
     limits: ListenerLimits,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = AddressLimiter::new(limits.max_connections_per_address);
+    let mut accept_errors = AcceptErrors::new(limits::ACCEPT_LOG_INTERVAL);
+    let mut refused: u64 = 0;
+    let mut refused_logged: Option<tokio::time::Instant> = None;
     let mut conns = JoinSet::new();
     loop {
         while conns.try_join_next().is_some() {}
@@ -496,35 +671,67 @@ pub async fn serve(
             _ = crate::stopped(&mut shutdown) => break,
         };
         let (stream, peer): (tokio::net::TcpStream, SocketAddr) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                accept_errors.succeeded();
+                a
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let delay = accept_errors.failed(&e, tokio::time::Instant::now());
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::stopped(&mut shutdown) => break,
+                }
                 continue;
             }
         };
+        let Some(address_permit) = per_address.try_acquire(peer.ip()) else {
+            // Closed at once: one address cannot take the pool from everyone else.
+            refused += 1;
+            let now = tokio::time::Instant::now();
+            if refused_logged.is_none_or(|t| now.duration_since(t) >= limits::ACCEPT_LOG_INTERVAL) {
+                tracing::warn!(
+                    address = %peer.ip(),
+                    refused,
+                    limit = limits.max_connections_per_address,
+                    "connections over the per-address limit closed"
+                );
+                refused = 0;
+                refused_logged = Some(now);
+            }
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let mut conn_shutdown = shutdown.clone();
+        let conn_shutdown = shutdown.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
-            let _permit = permit;
-            let svc = service_fn(move |req| handle(state.clone(), req));
-            let mut builder = http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = crate::stopped(&mut conn_shutdown) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let _permit = (permit, address_permit);
+            let Some(tls) = tls else {
+                return serve_connection(
+                    TokioIo::new(stream),
+                    state,
+                    role,
+                    limits,
+                    conn_shutdown,
+                    peer,
+                )
+                .await;
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    serve_connection(
+                        TokioIo::new(stream),
+                        state,
+                        role,
+                        limits,
+                        conn_shutdown,
+                        peer,
+                    )
+                    .await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time"),
             }
         });
     }
@@ -539,6 +746,47 @@ pub async fn serve(
             "connections still open after the grace period; closing them"
         );
         conns.abort_all();
+    }
+}
+
+/// Serves HTTP/1.1 on one (plain or TLS) connection until it ends or shutdown.
+async fn serve_connection<I>(
+    io: I,
+    state: Arc<HttpState>,
+    role: Role,
+    limits: ListenerLimits,
+    mut shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        async move {
+            match role {
+                Role::Devices => handle(state, req).await,
+                Role::Metrics => handle_metrics(state, req).await,
+            }
+        }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits::HEAD_BUFFER)
+        .max_headers(limits::MAX_HEADERS)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = crate::stopped(&mut shutdown) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -559,21 +807,43 @@ mod tests {
     #[test]
     fn report_validation() {
         assert!(valid_report(&report("abc", vec![])).is_ok());
-        assert!(valid_report(&report("", vec![])).is_err());
-        assert!(valid_report(&report("has space", vec![])).is_err());
-        assert!(valid_report(&report(&"x".repeat(129), vec![])).is_err());
-        let o = |n: &str, h: &str| ObservedProcess {
+        assert!(valid_report(&report("Ab-1.2_3+4:5", vec![])).is_ok());
+        for bad in [
+            "",
+            "has space",
+            "new\nline",
+            "\u{1b}[31mred",
+            "quote\"",
+            "ünï",
+            &"x".repeat(65),
+        ] {
+            assert!(valid_report(&report(bad, vec![])).is_err(), "{bad:?}");
+        }
+        let mut r = report("a", vec![]);
+        r.agent_version = String::new();
+        assert!(valid_report(&r).is_err(), "empty version");
+        r.agent_version = "1.0\r\nINFO forged".into();
+        assert!(valid_report(&r).is_err());
+        r.agent_version = "0.1.0".into();
+        r.revision = Some("<script>".into());
+        assert!(valid_report(&r).is_err());
+        let o = |n: &str, h: &str, g: Option<i64>| ObservedProcess {
             name: n.into(),
             spec_hash: h.into(),
-            generation: None,
+            generation: g,
         };
-        assert!(valid_report(&report("a", vec![o("dp", "1234")])).is_ok());
-        assert!(valid_report(&report("a", vec![o("", "1234")])).is_err());
-        assert!(valid_report(&report("a", vec![o("dp", &"f".repeat(65))])).is_err());
+        assert!(valid_report(&report("a", vec![o("dp", "1234", Some(1))])).is_ok());
+        assert!(valid_report(&report("a", vec![o("", "1234", None)])).is_err());
+        assert!(valid_report(&report("a", vec![o("Bad Name", "1234", None)])).is_err());
+        assert!(valid_report(&report("a", vec![o("dp", "", None)])).is_err());
+        assert!(valid_report(&report("a", vec![o("dp", "12 4", None)])).is_err());
+        assert!(valid_report(&report("a", vec![o("dp", &"f".repeat(65), None)])).is_err());
+        assert!(valid_report(&report("a", vec![o("dp", "1234", Some(-1))])).is_err());
+        assert!(valid_report(&report("a", vec![o("dp", "1234", Some(0))])).is_err());
         assert!(
             valid_report(&report(
                 "a",
-                (0..1025).map(|i| o(&i.to_string(), "1")).collect()
+                (0..1025).map(|i| o(&format!("p{i}"), "1", None)).collect()
             ))
             .is_err()
         );

@@ -1,8 +1,8 @@
 //! `apollo-gateway keys generate` and `apollo-gateway keys derive`: provisioning of the master
-//! key and of device keys. Keys go to stdout only; nothing here logs, and errors never contain
+//! key and of device keys (`--epoch N` re-issues one device's key, see docs/PROTOCOL.md §2.3). Keys go to stdout only; nothing here logs, and errors never contain
 //! key material.
 
-use apollo_protocol::keys::{KeyError, MasterKey};
+use apollo_protocol::keys::{KeyError, MAX_EPOCH, MasterKey};
 use apollo_protocol::wire::valid_device_name;
 use apollo_runtime::env::{Env, flag_or_env};
 
@@ -25,6 +25,8 @@ pub enum KeysError {
     DeviceName(String),
     #[error("no key with id {0:?} in the master key file")]
     UnknownKeyId(String),
+    #[error("invalid --epoch {0}: 0 to {MAX_EPOCH}")]
+    Epoch(u32),
 }
 
 /// `keys generate`: the text form of a new master key (one line, no newline).
@@ -56,7 +58,11 @@ pub fn derive(cmd: &DeriveCommand, env: &dyn Env) -> Result<String, KeysError> {
             .ok_or_else(|| KeysError::UnknownKeyId(id.clone()))?,
         None => ring.current(),
     };
-    Ok(master.derive(&device).to_string())
+    let epoch = cmd.epoch.unwrap_or(0);
+    if epoch > MAX_EPOCH {
+        return Err(KeysError::Epoch(epoch));
+    }
+    Ok(master.derive_at(&device, epoch).to_string())
 }
 
 #[cfg(test)]
@@ -81,6 +87,7 @@ mod tests {
             master_key_file: Some(file.path().to_path_buf()),
             device: Some("tor1-01".into()),
             key_id: None,
+            epoch: None,
         };
         let key: DeviceKey = derive(&cmd, &MapEnv::default()).unwrap().parse().unwrap();
         assert_eq!(key, master.derive("tor1-01"));
@@ -101,9 +108,27 @@ mod tests {
             master_key_file: None,
             device: None,
             key_id: None,
+            epoch: None,
         };
         let key3: DeviceKey = derive(&empty, &env).unwrap().parse().unwrap();
         assert_eq!(key3, master.derive("tor1-02"));
+        // A re-issued key: another secret, the epoch in its key id.
+        let reissued = DeriveCommand {
+            epoch: Some(3),
+            ..empty
+        };
+        let key4: DeviceKey = derive(&reissued, &env).unwrap().parse().unwrap();
+        assert_eq!(key4, master.derive_at("tor1-02", 3));
+        assert_eq!(
+            (key4.key_id(), key4.epoch()),
+            (format!("{}.3", master.id()).as_str(), 3)
+        );
+        assert_ne!(key4, key3);
+        let too_high = DeriveCommand {
+            epoch: Some(1_000_000),
+            ..reissued
+        };
+        assert!(matches!(derive(&too_high, &env), Err(KeysError::Epoch(_))));
     }
 
     #[test]
@@ -113,6 +138,7 @@ mod tests {
             master_key_file: None,
             device: Some("d".into()),
             key_id: None,
+            epoch: None,
         };
         assert!(matches!(
             derive(&cmd, &env),
@@ -124,6 +150,7 @@ mod tests {
             master_key_file: Some(file.path().to_path_buf()),
             device: Some("Bad_Name".into()),
             key_id: None,
+            epoch: None,
         };
         assert!(matches!(derive(&cmd, &env), Err(KeysError::DeviceName(_))));
         let cmd = DeriveCommand {

@@ -17,30 +17,43 @@
 //! - [`liveness`]: in-memory table of reports; the sweeper marks silent devices stale once.
 //! - [`status`]: computes each DeviceProcess's status from liveness and writes `/status` only
 //!   on a change, coalesced per object, retried until it lands; [`events`] on transitions.
-//! - [`http`]: the hardened HTTP/1.1 server of the protocol plus `/healthz`, `/readyz`,
-//!   `/metrics`; [`metrics`]: the Prometheus families.
+//! - [`http`]: the hardened HTTP/1.1 server of the protocol (device listener) and of
+//!   `/healthz`, `/readyz`, `/metrics` (metrics listener); [`limits`]: what unauthenticated
+//!   clients can make it hold; [`metrics`]: the Prometheus families.
 //! - [`sync`]: the DeviceProcess watch and the sweeper; [`kubeapi`]: API request counting.
 //! - [`config`] and [`keys`]: the command line (argh + `APOLLO_*` env twins) and the `keys`
 //!   subcommands.
+//! - [`tls`]: optional TLS on the listener; [`revocation`]: per-device key-epoch floors and
+//!   the lowest accepted signature version; [`reload`]: both re-read on change, no restart.
+//! - [`membership`]: replicas coordinated through one Lease each; device ownership by
+//!   rendezvous hashing; the write fence. [`forward`]: reports of devices another replica
+//!   owns, handed to it over an authenticated, batched, bounded path.
 
 pub mod config;
 pub mod desired;
 pub mod events;
+pub mod forward;
 pub mod http;
 pub mod keys;
 pub mod kubeapi;
+pub mod limits;
 pub mod liveness;
+pub mod membership;
 pub mod metrics;
+pub mod reload;
+pub mod revocation;
 pub mod status;
 pub mod sync;
+pub mod tls;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apollo_api::DeviceProcess;
-use apollo_protocol::auth::ReplayCache;
+use apollo_protocol::auth::{AuthVersion, ReplayCache};
 use apollo_protocol::keys::MasterKeyRing;
 use apollo_runtime::duration::format_duration;
 use apollo_runtime::http::Readiness;
@@ -62,8 +75,10 @@ pub const REPLAY_CACHE_CAPACITY: usize = 2_000_000;
 /// Everything the gateway needs besides its Kubernetes client.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Listen address of the device API, `/healthz`, `/readyz` and `/metrics`.
+    /// Listen address of the device API (nothing else is served there).
     pub addr: SocketAddr,
+    /// Listen address of `/healthz`, `/readyz` and `/metrics`.
+    pub metrics_addr: SocketAddr,
     /// Namespace served; `None`: the client's default namespace.
     pub namespace: Option<String>,
     /// Master keys (current first).
@@ -81,8 +96,19 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Most open connections.
     pub max_connections: usize,
+    /// Most open connections from one source address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// Body bytes requests may hold before they are authenticated, all together.
+    pub unauthenticated_body_budget: usize,
     /// Most long polls held at once.
     pub max_long_polls: usize,
+    /// Most long polls held for one device.
+    pub max_long_polls_per_device: usize,
+    /// Least time between two status writes of one DeviceProcess.
+    pub status_write_interval: Duration,
+    /// Least time between two Events of one DeviceProcess with the same reason (repeats in
+    /// between are aggregated into the next one's count).
+    pub event_interval: Duration,
     /// Concurrent status writers.
     pub status_workers: usize,
     /// Time given to open requests and pending writes at shutdown.
@@ -91,6 +117,22 @@ pub struct Settings {
     pub instance: Option<String>,
     /// One log line per device-API request.
     pub access_log: bool,
+    /// Serve TLS with this certificate and key (re-read on change); `None`: plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
+    /// Per-device key-epoch floors (re-read on change); `None`: no revocations.
+    pub revocation_file: Option<std::path::PathBuf>,
+    /// Lowest accepted request signature version.
+    pub min_auth_version: AuthVersion,
+    /// How often the TLS and revocation files are checked for changes.
+    pub reload_interval: Duration,
+    /// This replica's id (its Lease is `apollo-gateway-<id>`); `None`: `instance`, else
+    /// `apollo-gateway`.
+    pub id: Option<String>,
+    /// The URL other replicas reach this one at; `None`: `http://` + the bound device
+    /// address (127.0.0.1 for an unspecified address).
+    pub advertise_url: Option<String>,
+    /// Duration of the replica's Lease (renewed every quarter of it).
+    pub lease_duration: Duration,
 }
 
 impl Settings {
@@ -99,6 +141,7 @@ impl Settings {
     pub fn new(keys: MasterKeyRing) -> Settings {
         Settings {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             namespace: None,
             keys,
             heartbeat_interval: config::DEFAULT_HEARTBEAT,
@@ -106,13 +149,33 @@ impl Settings {
             auth_skew: config::DEFAULT_AUTH_SKEW,
             header_timeout: config::default_header_timeout(config::DEFAULT_HEARTBEAT),
             body_timeout: config::DEFAULT_BODY_TIMEOUT,
-            max_connections: config::DEFAULT_MAX_CONNECTIONS,
+            max_connections: limits::UNLIMITED_MAX_CONNECTIONS,
+            max_connections_per_address: limits::DEFAULT_PER_ADDRESS,
+            unauthenticated_body_budget: limits::DEFAULT_BODY_BUDGET,
             max_long_polls: config::DEFAULT_MAX_LONG_POLLS,
+            max_long_polls_per_device: config::DEFAULT_MAX_LONG_POLLS_PER_DEVICE,
+            status_write_interval: config::DEFAULT_STATUS_WRITE_INTERVAL,
+            event_interval: config::DEFAULT_EVENT_INTERVAL,
             status_workers: config::DEFAULT_STATUS_WORKERS,
             shutdown_grace: config::DEFAULT_SHUTDOWN_GRACE,
             instance: None,
             access_log: false,
+            tls: None,
+            revocation_file: None,
+            min_auth_version: AuthVersion::V1,
+            reload_interval: config::DEFAULT_RELOAD_INTERVAL,
+            id: None,
+            advertise_url: None,
+            lease_duration: membership::DEFAULT_LEASE_DURATION,
         }
+    }
+
+    /// The replica id in effect.
+    pub fn replica_id(&self) -> String {
+        self.id
+            .clone()
+            .or_else(|| self.instance.clone())
+            .unwrap_or_else(|| "apollo-gateway".to_string())
     }
 }
 
@@ -121,6 +184,8 @@ impl Settings {
 pub enum Error {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error("{what}: {message}")]
+    Load { what: &'static str, message: String },
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -128,10 +193,79 @@ pub enum Error {
     },
 }
 
+/// Loads the revocation file (an error if it does not parse) and watches it for changes.
+fn start_revocations(
+    settings: &Settings,
+    tasks: &mut JoinSet<()>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<revocation::CredentialPolicy, Error> {
+    let mut policy = revocation::CredentialPolicy::permissive();
+    policy.min_version = settings.min_auth_version;
+    let Some(path) = &settings.revocation_file else {
+        return Ok(policy);
+    };
+    let what = "revocation file";
+    let paths = vec![path.clone()];
+    let contents = reload::read_all(&paths, reload::Absent::Empty)
+        .map_err(|message| Error::Load { what, message })?;
+    let list = revocation::RevocationList::parse_bytes(&contents[0]).map_err(|e| Error::Load {
+        what,
+        message: format!("{}: {e}", path.display()),
+    })?;
+    tracing::info!(path = %path.display(), devices = list.len(), "revocation file loaded");
+    policy.revocations.set(list);
+    let display = path.display().to_string();
+    tasks.spawn(reload::watch_files(
+        what,
+        paths,
+        reload::Absent::Empty,
+        contents,
+        settings.reload_interval,
+        policy.revocations.clone(),
+        move |c| {
+            revocation::RevocationList::parse_bytes(&c[0]).map_err(|e| format!("{display}: {e}"))
+        },
+        shutdown.clone(),
+    ));
+    Ok(policy)
+}
+
+/// Loads the TLS certificate and key (an error if they do not load) and watches them.
+fn start_tls(
+    settings: &Settings,
+    tasks: &mut JoinSet<()>,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, Error> {
+    let Some(files) = &settings.tls else {
+        return Ok(None);
+    };
+    let what = "TLS certificate and key";
+    let paths = vec![files.cert.clone(), files.key.clone()];
+    let contents = reload::read_all(&paths, reload::Absent::Error)
+        .map_err(|message| Error::Load { what, message })?;
+    let key = tls::load_certified_key(&contents[0], &contents[1])
+        .map_err(|message| Error::Load { what, message })?;
+    let current = Arc::new(reload::Reloadable::new(Arc::new(key)));
+    let config =
+        tls::server_config(current.clone()).map_err(|message| Error::Load { what, message })?;
+    tasks.spawn(reload::watch_files(
+        what,
+        paths,
+        reload::Absent::Error,
+        contents,
+        settings.reload_interval,
+        current,
+        |c| tls::load_certified_key(&c[0], &c[1]).map(Arc::new),
+        shutdown.clone(),
+    ));
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
     addr: SocketAddr,
+    metrics_addr: SocketAddr,
     namespace: String,
     shutdown: watch::Sender<bool>,
     grace: Duration,
@@ -141,6 +275,22 @@ pub struct Gateway {
     status: Arc<status::StatusController>,
     desired: Arc<desired::DesiredStore>,
     liveness: Arc<liveness::Liveness>,
+    ownership: Arc<membership::Ownership>,
+}
+
+/// Connects membership changes to the status controller.
+struct Rebalancer {
+    status: Arc<status::StatusController>,
+}
+
+impl membership::Rebalance for Rebalancer {
+    fn rebalance(&self, old: &[membership::Member], new: &[membership::Member]) {
+        self.status.rebalance(old, new);
+    }
+
+    fn writes_idle(&self) -> bool {
+        self.status.writes_idle()
+    }
 }
 
 impl Gateway {
@@ -157,6 +307,12 @@ impl Gateway {
             );
         }
         let metrics = Metrics::new();
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let credentials = start_revocations(&settings, &mut tasks, &shutdown)?;
+        let tls = start_tls(&settings, &mut tasks, &shutdown)?;
+        // Lease traffic (membership) is not counted with the DeviceProcess and Event requests.
+        let raw_client = client.clone();
         let client = kubeapi::counting_client(client, metrics.clone());
         let namespace = settings
             .namespace
@@ -172,37 +328,82 @@ impl Gateway {
             addr: settings.addr,
             source,
         })?;
-        let (shutdown_tx, shutdown) = watch::channel(false);
+        let metrics_listener =
+            TcpListener::bind(settings.metrics_addr)
+                .await
+                .map_err(|source| Error::Listen {
+                    addr: settings.metrics_addr,
+                    source,
+                })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| Error::Listen {
+                addr: settings.metrics_addr,
+                source,
+            })?;
         let readiness = Readiness::new();
+        let ready_parts = membership::ReadyParts::new(readiness.clone());
+        let id = settings.replica_id();
+        let advertise_url = settings.advertise_url.clone().unwrap_or_else(|| {
+            let ip = if addr.ip().is_unspecified() {
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                addr.ip()
+            };
+            format!("http://{}", SocketAddr::new(ip, addr.port()))
+        });
+        let ownership = membership::Ownership::new(&id);
         let instance = settings
             .instance
             .clone()
             .unwrap_or_else(|| "apollo-gateway".to_string());
-        let (recorder, event_worker) = events::recorder(metrics.clone(), instance);
+        let (recorder, event_worker) =
+            events::recorder(metrics.clone(), instance, settings.event_interval);
         let liveness = Arc::new(liveness::Liveness::new(
             settings.stale_after,
             metrics.clone(),
         ));
         let desired = Arc::new(desired::DesiredStore::new());
-        let status = Arc::new(status::StatusController::new(
+        let status = Arc::new(status::StatusController::with_ownership(
             liveness.clone(),
             recorder,
             metrics.clone(),
+            settings.status_write_interval,
+            ownership.clone(),
         ));
-        let mut tasks = JoinSet::new();
+        let membership_config = membership::MembershipConfig {
+            id: id.clone(),
+            advertise_url: advertise_url.clone(),
+            lease_duration: settings.lease_duration,
+        };
+        tasks.spawn(membership::run(
+            Api::namespaced(raw_client.clone(), &namespace),
+            ownership.clone(),
+            Arc::new(Rebalancer {
+                status: status.clone(),
+            }),
+            ready_parts.clone(),
+            membership_config,
+            shutdown.clone(),
+            settings.shutdown_grace,
+        ));
+        let forwarder = forward::Forwarder::new(&id, settings.keys.clone(), metrics.clone());
+        tasks.spawn(forwarder.clone().run(shutdown.clone()));
         let api: Api<DeviceProcess> = Api::namespaced(client.clone(), &namespace);
         tasks.spawn(sync::run_watch(
             api,
             desired.clone(),
             status.clone(),
-            readiness.clone(),
+            ready_parts.clone(),
             shutdown.clone(),
         ));
         tasks.spawn(sync::run_sweeper(
             liveness.clone(),
             status.clone(),
+            ownership.clone(),
             shutdown.clone(),
         ));
+        tasks.spawn(status.clone().run_delays(shutdown.clone()));
         for _ in 0..settings.status_workers {
             tasks.spawn(status.clone().run_writer(
                 client.clone(),
@@ -224,22 +425,59 @@ impl Gateway {
             body_timeout: settings.body_timeout,
             max_long_polls: settings.max_long_polls,
             long_polls: AtomicUsize::new(0),
+            max_long_polls_per_device: settings.max_long_polls_per_device,
+            device_polls: Mutex::new(HashMap::new()),
+            body_budget: limits::BodyBudget::new(settings.unauthenticated_body_budget),
             shutdown: shutdown.clone(),
             access_log: settings.access_log,
+            credentials,
+            ownership: ownership.clone(),
+            forwarder,
+            inbound: forward::Inbound::new(settings.auth_skew),
         });
+        let tls_on = tls.is_some();
+        if tls_on {
+            tracing::warn!(
+                "TLS on the device listener: peers cannot forward reports to this replica \
+                 (forwarding speaks plain HTTP); run one replica with TLS"
+            );
+        }
         tasks.spawn(http::serve(
             listener,
-            state,
+            tls,
+            state.clone(),
+            http::Role::Devices,
             http::ListenerLimits {
                 header_timeout: settings.header_timeout,
                 max_connections: settings.max_connections,
+                max_connections_per_address: settings.max_connections_per_address,
+                grace: settings.shutdown_grace,
+            },
+            shutdown.clone(),
+        ));
+        tasks.spawn(http::serve(
+            metrics_listener,
+            None,
+            state,
+            http::Role::Metrics,
+            http::ListenerLimits {
+                header_timeout: settings.header_timeout,
+                max_connections: limits::METRICS_MAX_CONNECTIONS,
+                max_connections_per_address: limits::METRICS_PER_ADDRESS,
                 grace: settings.shutdown_grace,
             },
             shutdown.clone(),
         ));
         tracing::info!(
             %addr,
+            %metrics_addr,
+            max_connections = settings.max_connections,
             namespace,
+            tls = tls_on,
+            min_auth_version = settings.min_auth_version.as_str(),
+            id,
+            advertise_url,
+            lease_duration = %format_duration(settings.lease_duration),
             heartbeat = %format_duration(settings.heartbeat_interval),
             stale_after = %format_duration(settings.stale_after),
             key_ids = ?settings.keys.keys().iter().map(|k| k.id()).collect::<Vec<_>>(),
@@ -247,6 +485,7 @@ impl Gateway {
         );
         Ok(Gateway {
             addr,
+            metrics_addr,
             namespace,
             shutdown: shutdown_tx,
             grace: settings.shutdown_grace,
@@ -256,12 +495,23 @@ impl Gateway {
             status,
             desired,
             liveness,
+            ownership,
         })
+    }
+
+    /// Membership and device ownership (diagnostics and tests).
+    pub fn ownership(&self) -> &Arc<membership::Ownership> {
+        &self.ownership
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of `/healthz`, `/readyz` and `/metrics`.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
     }
 
     /// The namespace served.

@@ -65,7 +65,14 @@ impl Agent {
 struct Entry {
     agent: Agent,
     last_seen: Instant,
+    /// When the last `agent restarted` line was logged, and restarts since then not logged.
+    restart_logged: Option<Instant>,
+    restarts_unlogged: u32,
 }
+
+/// Least time between two `agent restarted` lines of one device (a device key that changes
+/// its instance id on every report cannot flood the log; the line carries the count).
+pub const RESTART_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The liveness table.
 #[derive(Debug)]
@@ -119,13 +126,22 @@ impl Liveness {
                         "agent reconnected"
                     );
                 } else if old.instance_id != agent.instance_id {
-                    tracing::info!(
-                        device,
-                        instance = %agent.instance_id,
-                        previous_instance = %old.instance_id,
-                        version = %agent.version,
-                        "agent restarted"
-                    );
+                    entry.restarts_unlogged = entry.restarts_unlogged.saturating_add(1);
+                    let due = entry
+                        .restart_logged
+                        .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_LOG_INTERVAL);
+                    if due {
+                        tracing::info!(
+                            device,
+                            instance = %agent.instance_id,
+                            previous_instance = %old.instance_id,
+                            version = %agent.version,
+                            restarts = entry.restarts_unlogged,
+                            "agent restarted"
+                        );
+                        entry.restart_logged = Some(now);
+                        entry.restarts_unlogged = 0;
+                    }
                 }
                 entry.agent = agent.clone();
                 Some(agent)
@@ -143,6 +159,8 @@ impl Liveness {
                     Entry {
                         agent: agent.clone(),
                         last_seen: now,
+                        restart_logged: None,
+                        restarts_unlogged: 0,
                     },
                 );
                 Some(agent)
@@ -162,6 +180,8 @@ impl Liveness {
             Entry {
                 agent,
                 last_seen: now,
+                restart_logged: None,
+                restarts_unlogged: 0,
             },
         );
     }
@@ -169,8 +189,27 @@ impl Liveness {
     /// Marks devices silent for longer than the stale window as stale; returns those that
     /// just became stale.
     pub fn sweep(&self, now: Instant) -> Vec<(String, Agent)> {
+        self.sweep_owned(now, |_| true)
+    }
+
+    /// [`Liveness::sweep`] for the devices this replica owns; entries of other devices
+    /// (reports received here and forwarded to their owner) are dropped silently once they
+    /// are older than the stale window: their owner decides about staleness.
+    pub fn sweep_owned(&self, now: Instant, owns: impl Fn(&str) -> bool) -> Vec<(String, Agent)> {
         let mut out = Vec::new();
         let mut map = self.lock();
+        let stale_after = self.stale_after;
+        let metrics = &self.metrics;
+        map.retain(|device, entry| {
+            let old = now.saturating_duration_since(entry.last_seen) > stale_after;
+            if !old || owns(device) {
+                return true;
+            }
+            if !entry.agent.stale {
+                metrics.connected_devices.dec();
+            }
+            false
+        });
         for (device, entry) in map.iter_mut() {
             if entry.agent.stale {
                 continue;
@@ -190,6 +229,57 @@ impl Liveness {
             }
         }
         out
+    }
+
+    /// This replica became the owner of `device` (membership change). As at a restart, the
+    /// device gets a full stale window from now: an entry from a report received here within
+    /// the window is kept (it is the latest truth), anything else is replaced by `seed`, the
+    /// view rebuilt from status (`None`: the status does not say connected).
+    pub fn adopt(&self, device: &str, seed: Option<Agent>, now: Instant) {
+        let mut map = self.lock();
+        if let Some(entry) = map.get_mut(device)
+            && entry.agent.reported
+            && !entry.agent.stale
+            && now.saturating_duration_since(entry.last_seen) <= self.stale_after
+        {
+            entry.last_seen = now;
+            return;
+        }
+        if let Some(old) = map.remove(device)
+            && !old.agent.stale
+        {
+            self.metrics.connected_devices.dec();
+        }
+        if let Some(agent) = seed {
+            self.metrics.connected_devices.inc();
+            map.insert(
+                device.to_string(),
+                Entry {
+                    agent,
+                    last_seen: now,
+                    restart_logged: None,
+                    restarts_unlogged: 0,
+                },
+            );
+        }
+    }
+
+    /// Records a report that another replica received `age` ago (forwarded): as
+    /// [`Liveness::report`], never moving the last report time backwards.
+    pub fn report_forwarded(
+        &self,
+        device: &str,
+        agent: Agent,
+        now: Instant,
+        age: Duration,
+    ) -> Option<Agent> {
+        let at = now.checked_sub(age).unwrap_or(now);
+        let last = self.lock().get(device).map(|e| e.last_seen);
+        let at = match last {
+            Some(l) if l > at => l,
+            _ => at,
+        };
+        self.report(device, agent, at)
     }
 
     /// The current view of a device's agent.
@@ -298,5 +388,63 @@ mod tests {
         // Seeding never overrides a report.
         l.seed("live", agent("other", vec![]), t0);
         assert_eq!(l.get("live").unwrap().instance_id, "i1");
+    }
+
+    #[tokio::test]
+    async fn adoption_and_purge_of_devices_owned_elsewhere() {
+        let m = Metrics::new();
+        let l = Liveness::new(Duration::from_secs(3), m.clone());
+        let t0 = Instant::now();
+        // A report received here for a device another replica owns: no stale transition
+        // here, dropped silently once old.
+        l.report("elsewhere", agent("i1", vec![]), t0);
+        l.report("mine", agent("i1", vec![]), t0);
+        let stale = l.sweep_owned(t0 + Duration::from_secs(4), |d| d == "mine");
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].0, "mine");
+        assert!(l.get("elsewhere").is_none());
+        assert_eq!(m.connected_devices.get(), 0);
+        // Adoption keeps a fresh reported entry and gives it a full window from now.
+        l.report("fresh", agent("i7", vec![obs("a", "2")]), t0);
+        l.adopt(
+            "fresh",
+            Some(agent("seed", vec![])),
+            t0 + Duration::from_secs(2),
+        );
+        assert_eq!(l.get("fresh").unwrap().instance_id, "i7");
+        assert!(l.sweep(t0 + Duration::from_secs(4)).is_empty());
+        // Otherwise the seed from status replaces it; no seed: no entry.
+        let seeded = Agent::new("s1".into(), "0.1.0".into(), vec![], false);
+        l.adopt("new", Some(seeded.clone()), t0);
+        assert_eq!(l.get("new").unwrap().instance_id, "s1");
+        l.adopt("new", None, t0);
+        assert!(l.get("new").is_none());
+        // A forwarded report's age counts, but never moves the time backwards.
+        l.report_forwarded(
+            "fw",
+            agent("i1", vec![]),
+            t0 + Duration::from_secs(10),
+            Duration::from_secs(2),
+        );
+        let fw = |v: Vec<(String, Agent)>| v.iter().filter(|(d, _)| d == "fw").count();
+        assert_eq!(fw(l.sweep(t0 + Duration::from_secs(11))), 0);
+        assert_eq!(fw(l.sweep(t0 + Duration::from_millis(11_100))), 1);
+    }
+
+    #[tokio::test]
+    async fn restart_lines_are_rate_limited_per_device() {
+        let l = Liveness::new(Duration::from_secs(30), Metrics::new());
+        let t0 = Instant::now();
+        l.report("d", agent("i0", vec![]), t0);
+        let unlogged = |l: &Liveness| l.lock().get("d").unwrap().restarts_unlogged;
+        // The first restart is logged; the next ones within the interval are only counted.
+        for i in 1..=10 {
+            let t = t0 + Duration::from_millis(i * 100);
+            assert!(l.report("d", agent(&format!("i{i}"), vec![]), t).is_some());
+        }
+        assert_eq!(unlogged(&l), 9);
+        // After the interval the next restart is logged with the count.
+        l.report("d", agent("i11", vec![]), t0 + RESTART_LOG_INTERVAL * 2);
+        assert_eq!(unlogged(&l), 0);
     }
 }

@@ -8,12 +8,19 @@
 //! | `apollo_gateway_http_requests_total` | counter | `route` (desired, report, healthz, readyz, metrics, other), `code` |
 //! | `apollo_gateway_desired_not_modified_ratio` | gauge | — (304 answers / all 200+304 answers of `desired`, since start) |
 //! | `apollo_gateway_long_polls_held` | gauge | — |
-//! | `apollo_gateway_auth_failures_total` | counter | `reason` (missing, malformed, unknown_key, bad_signature, skew, wrong_device, replay) |
+//! | `apollo_gateway_auth_failures_total` | counter | `reason` (missing, malformed, unknown_key, bad_signature, skew, wrong_device, replay, revoked, old_version) |
+//! | `apollo_gateway_auth_requests_total` | counter | `version` (v1, v2): requests whose signature verified, by signature version |
 //! | `apollo_gateway_status_writes_total` | counter | `result` (success, conflict, error, gone) |
-//! | `apollo_gateway_events_total` | counter | `type` (Normal, Warning), `result` (created, failed) |
+//! | `apollo_gateway_events_total` | counter | `type` (Normal, Warning), `result` (created, updated: a repeat counted into an Event's series, failed) |
 //! | `apollo_gateway_connected_devices` | gauge | — |
 //! | `apollo_gateway_stale_transitions_total` | counter | — |
 //! | `apollo_gateway_api_requests_total` | counter | `verb` (list, watch, get, create, patch, update, delete) |
+//! | `apollo_gateway_status_write_queue` | gauge | — (DeviceProcesses whose status write is due and not yet sent, at scrape time; not those held back by `--status-write-interval`) |
+//! | `apollo_gateway_ready` | gauge | — (1 while `/readyz` answers 200, at scrape time) |
+//! | `apollo_gateway_members` | gauge | — (replicas in this replica's member set, itself included) |
+//! | `apollo_gateway_owned_devices` | gauge | — (devices with DeviceProcesses this replica owns) |
+//! | `apollo_gateway_lease_held` | gauge | — (1 while its Lease is renewed within the write fence) |
+//! | `apollo_gateway_forwarded_reports_total` | counter | `result` (sent, dropped: queue full or owner unreachable, received) |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +64,12 @@ impl EncodeLabelSet for EventLabels {
     }
 }
 
+/// A single `version` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: &'static str,
+}
+
 /// A single `verb` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
@@ -73,11 +86,18 @@ pub struct Metrics {
     desired_not_modified: AtomicU64,
     pub long_polls_held: Gauge,
     pub auth_failures: Family<ReasonLabels, Counter>,
+    pub auth_requests: Family<VersionLabels, Counter>,
     pub status_writes: Family<ResultLabels, Counter>,
     pub events: Family<EventLabels, Counter>,
     pub connected_devices: Gauge,
     pub stale_transitions: Counter,
     pub api_requests: Family<VerbLabels, Counter>,
+    pub status_write_queue: Gauge,
+    pub ready: Gauge,
+    pub members: Gauge,
+    pub owned_devices: Gauge,
+    pub lease_held: Gauge,
+    pub forwarded: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -88,11 +108,38 @@ impl Metrics {
         let not_modified_ratio = Gauge::<f64, AtomicU64>::default();
         let long_polls_held = Gauge::default();
         let auth_failures = Family::<ReasonLabels, Counter>::default();
+        let auth_requests = Family::<VersionLabels, Counter>::default();
         let status_writes = Family::<ResultLabels, Counter>::default();
         let events = Family::<EventLabels, Counter>::default();
         let connected_devices = Gauge::default();
         let stale_transitions = Counter::default();
         let api_requests = Family::<VerbLabels, Counter>::default();
+        let status_write_queue = Gauge::default();
+        let ready = Gauge::default();
+        let members = Gauge::default();
+        let owned_devices = Gauge::default();
+        let lease_held = Gauge::default();
+        let forwarded = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "apollo_gateway_members",
+            "Gateway replicas in this replica's member set (itself included)",
+            members.clone(),
+        );
+        registry.register(
+            "apollo_gateway_owned_devices",
+            "Devices whose liveness, status and Events this replica owns",
+            owned_devices.clone(),
+        );
+        registry.register(
+            "apollo_gateway_lease_held",
+            "1 while this replica's member Lease is renewed within its write fence (it may write)",
+            lease_held.clone(),
+        );
+        registry.register(
+            "apollo_gateway_forwarded_reports",
+            "Reports forwarded between replicas, by result (sent, dropped, received)",
+            forwarded.clone(),
+        );
         registry.register(
             "apollo_gateway_http_requests",
             "HTTP requests answered, by route and status code",
@@ -112,6 +159,11 @@ impl Metrics {
             "apollo_gateway_auth_failures",
             "Requests refused by authentication, by reason",
             auth_failures.clone(),
+        );
+        registry.register(
+            "apollo_gateway_auth_requests",
+            "Requests whose signature verified, by signature version (v1 agents remaining)",
+            auth_requests.clone(),
         );
         registry.register(
             "apollo_gateway_status_writes",
@@ -138,6 +190,16 @@ impl Metrics {
             "Requests sent to the Kubernetes API server, by verb",
             api_requests.clone(),
         );
+        registry.register(
+            "apollo_gateway_status_write_queue",
+            "DeviceProcesses waiting for a status write",
+            status_write_queue.clone(),
+        );
+        registry.register(
+            "apollo_gateway_ready",
+            "1 while the gateway is ready (DeviceProcess cache synced, not shutting down)",
+            ready.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -146,11 +208,18 @@ impl Metrics {
             desired_not_modified: AtomicU64::new(0),
             long_polls_held,
             auth_failures,
+            auth_requests,
             status_writes,
             events,
             connected_devices,
             stale_transitions,
             api_requests,
+            status_write_queue,
+            ready,
+            members,
+            owned_devices,
+            lease_held,
+            forwarded,
         })
     }
 
@@ -192,6 +261,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request whose signature verified, by signature version.
+    pub fn auth_version(&self, version: &'static str) {
+        self.auth_requests
+            .get_or_create(&VersionLabels { version })
+            .inc();
+    }
+
     /// Counts a status write.
     pub fn status_write(&self, result: &'static str) {
         self.status_writes
@@ -212,6 +288,13 @@ impl Metrics {
     /// Counts an API request.
     pub fn api_request(&self, verb: &'static str) {
         self.api_requests.get_or_create(&VerbLabels { verb }).inc();
+    }
+
+    /// Counts forwarded reports.
+    pub fn forward(&self, result: &'static str, n: u64) {
+        self.forwarded
+            .get_or_create(&ResultLabels { result })
+            .inc_by(n);
     }
 
     /// Value of a counter family member, for tests and logs.
@@ -240,6 +323,9 @@ mod tests {
         m.api_request("patch");
         m.stale_transitions.inc();
         m.connected_devices.set(2);
+        m.status_write_queue.set(7);
+        m.ready.set(1);
+        m.forward("sent", 3);
         let text = m.encode();
         for needle in [
             "apollo_gateway_http_requests_total{route=\"desired\",code=\"200\"} 1",
@@ -251,10 +337,16 @@ mod tests {
             "apollo_gateway_connected_devices 2",
             "apollo_gateway_stale_transitions_total 1",
             "apollo_gateway_api_requests_total{verb=\"patch\"} 1",
+            "apollo_gateway_status_write_queue 7",
+            "apollo_gateway_ready 1",
+            "apollo_gateway_members 0",
+            "apollo_gateway_owned_devices 0",
+            "apollo_gateway_lease_held 0",
+            "apollo_gateway_forwarded_reports_total{result=\"sent\"} 3",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 9, "{text}");
+        assert_eq!(families, 15, "{text}");
     }
 }

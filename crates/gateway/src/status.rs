@@ -11,7 +11,10 @@
 //!   nothing and writes nothing.
 //! - A write is queued when target ≠ live; the queue holds object *names* (coalesced: one
 //!   entry per object however often it changes) and the writer sends the target *at write
-//!   time* (latest wins) as a merge patch on `/status`. Conflicts are retried at once, other
+//!   time* (latest wins) as a merge patch on `/status`. After a write lands, the object's
+//!   next write waits until the write interval has passed (`--status-write-interval`), so a
+//!   device that changes its report many times a second costs at most one write per interval
+//!   per object, and the last state is always written. Conflicts are retried at once, other
 //!   failures with exponential backoff; the object stays queued until live = target, so after
 //!   an API outage the status converges to the agents' last reports.
 //! - Events are emitted when the *target* transitions (see [`transitions`]), so each
@@ -22,12 +25,14 @@
 //! `AgentConnected=True`, and targets start equal to the live status: after a gateway restart
 //! nothing is written and no event is emitted unless something really changed.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apollo_api::conditions::{self, reasons, status as cs};
 use apollo_api::{AgentInfo, DeviceProcess, DeviceProcessStatus, Phase};
+use apollo_backoff::Exponential;
 use apollo_protocol::wire::ObservedProcess;
 use apollo_runtime::duration::format_duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -39,6 +44,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::events::{self, EventSpec, Recorder, Regarding};
 use crate::liveness::{Agent, Liveness};
+use crate::membership::{Member, Ownership};
 use crate::metrics::Metrics;
 
 /// One condition as the gateway owns it.
@@ -354,6 +360,10 @@ struct Obj {
     /// object holds one view).
     pending: Option<Box<View>>,
     inflight: bool,
+    /// When the last write of this object landed.
+    last_write: Option<tokio::time::Instant>,
+    /// Waiting in the delay queue for its write interval to pass.
+    delayed: bool,
 }
 
 impl Obj {
@@ -404,6 +414,37 @@ fn older(a: &str, b: &str) -> bool {
     }
 }
 
+/// The agent view a device's objects' status shows (as at a restart): `None` unless one of
+/// them says `AgentConnected=True`.
+fn seed_of(state: &State, names: &[String]) -> Option<Agent> {
+    let mut info: Option<AgentInfo> = None;
+    let mut observed = Vec::new();
+    for name in names {
+        let Some(obj) = state.objects.get(name) else {
+            continue;
+        };
+        let connected = obj
+            .live
+            .connected
+            .as_ref()
+            .is_some_and(|c| c.status == cs::TRUE);
+        if !connected {
+            continue;
+        }
+        if info.is_none() {
+            info = Some(obj.live.agent.clone().unwrap_or_default());
+        }
+        if let Some(hash) = &obj.live.observed_spec_hash {
+            observed.push(ObservedProcess {
+                name: name.clone(),
+                spec_hash: hash.clone(),
+                generation: obj.live.observed_generation,
+            });
+        }
+    }
+    info.map(|i| Agent::new(i.instance_id, i.version, observed, false))
+}
+
 /// Names of objects waiting for a write, each at most once.
 #[derive(Debug, Default)]
 struct WorkQueue {
@@ -447,31 +488,83 @@ impl WorkQueue {
     }
 }
 
+/// Objects waiting for their write interval to pass, earliest first.
+#[derive(Debug, Default)]
+struct DelayQueue {
+    heap: Mutex<BinaryHeap<Reverse<(tokio::time::Instant, String)>>>,
+    notify: Notify,
+}
+
 /// The status controller.
 #[derive(Debug)]
 pub struct StatusController {
     state: Mutex<State>,
     queue: WorkQueue,
+    delayed: DelayQueue,
+    write_interval: Duration,
+    /// Set at shutdown: the interval no longer delays writes.
+    flushing: std::sync::atomic::AtomicBool,
     liveness: Arc<Liveness>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Which devices this replica owns, and whether it may write now.
+    ownership: Arc<Ownership>,
 }
+
+/// What a writer does with a queued object.
+enum Begin {
+    /// Send this patch, within this time.
+    Write(String, Value, Option<tokio::time::Instant>),
+    /// Nothing to write (done meanwhile, or the device is no longer ours).
+    Skip,
+    /// Ours, but the own Lease is not valid: wait for a renewal.
+    Fenced,
+}
+
+/// Least time left on the fence for a status write to be started.
+pub const MIN_FENCE_LEFT: Duration = Duration::from_millis(100);
 
 /// Longest wait for one status write (a write normally takes milliseconds).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What the writer does after a failure.
-fn backoff_after(failures: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1u64 << failures.min(6));
-    Duration::from_millis(ms.min(5_000))
-}
+/// How long the writer waits after a failure: 100 ms doubling to 5 s per consecutive failure.
+const WRITE_BACKOFF: Exponential =
+    Exponential::new(Duration::from_millis(100), Duration::from_secs(5));
 
 impl StatusController {
-    /// A controller over the given liveness table.
-    pub fn new(liveness: Arc<Liveness>, recorder: Recorder, metrics: Arc<Metrics>) -> Self {
+    /// A controller over the given liveness table, writing each object at most once per
+    /// `write_interval`.
+    pub fn new(
+        liveness: Arc<Liveness>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        write_interval: Duration,
+    ) -> Self {
+        Self::with_ownership(
+            liveness,
+            recorder,
+            metrics,
+            write_interval,
+            Ownership::standalone("apollo-gateway"),
+        )
+    }
+
+    /// [`StatusController::new`] for a replica among others: computes, writes and emits only
+    /// for the devices `ownership` assigns to it, and writes only while its Lease is valid.
+    pub fn with_ownership(
+        liveness: Arc<Liveness>,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        write_interval: Duration,
+        ownership: Arc<Ownership>,
+    ) -> Self {
         StatusController {
+            ownership,
             state: Mutex::new(State::default()),
             queue: WorkQueue::default(),
+            delayed: DelayQueue::default(),
+            write_interval,
+            flushing: std::sync::atomic::AtomicBool::new(false),
             liveness,
             recorder,
             metrics,
@@ -540,6 +633,8 @@ impl StatusController {
                         pending: None,
                         live,
                         inflight: false,
+                        last_write: None,
+                        delayed: false,
                     },
                 );
             }
@@ -637,9 +732,21 @@ impl StatusController {
     }
 
     fn recompute(&self, state: &mut State, name: &str, now: Timestamp) {
+        self.recompute_with(state, name, now, true);
+    }
+
+    /// Recomputes an object's target; `events: false` (a device just taken over from another
+    /// replica) writes what changed without emitting Events: the previous owner emitted them
+    /// when the transition happened, so a handover never adds one.
+    fn recompute_with(&self, state: &mut State, name: &str, now: Timestamp, events: bool) {
         let Some(obj) = state.objects.get_mut(name) else {
             return;
         };
+        if !self.ownership.owns(&obj.device) {
+            // Another replica's: its target is its live status (nothing to write here).
+            obj.pending = None;
+            return;
+        }
         let agent = self.liveness.get(&obj.device);
         let stale_after = self.liveness.stale_after();
         let next = compute(
@@ -654,21 +761,119 @@ impl StatusController {
             now,
         );
         if next != *obj.target() {
-            for ev in transitions(obj.target(), &next, &obj.device, stale_after) {
+            let evs = if events {
+                transitions(obj.target(), &next, &obj.device, stale_after)
+            } else {
+                Vec::new()
+            };
+            for ev in evs {
                 self.recorder.emit(
                     Regarding {
                         namespace: obj.namespace.to_string(),
                         name: name.to_string(),
                         uid: obj.uid.clone(),
                     },
+                    &obj.device,
                     ev,
                 );
             }
             obj.set_target(next);
         }
         if obj.pending.is_some() && !obj.inflight {
-            self.queue.push(name);
+            self.enqueue(obj, name);
         }
+    }
+
+    /// Queues a write of `obj`, or delays it until its write interval has passed.
+    fn enqueue(&self, obj: &mut Obj, name: &str) {
+        if obj.delayed {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        match obj.last_write.map(|t| t + self.write_interval) {
+            Some(at) if at > now && !self.flushing.load(std::sync::atomic::Ordering::SeqCst) => {
+                obj.delayed = true;
+                let mut heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
+                heap.push(Reverse((at, name.to_string())));
+                drop(heap);
+                self.delayed.notify.notify_one();
+            }
+            _ => self.queue.push(name),
+        }
+    }
+
+    /// Moves delayed objects whose interval has passed (all of them with `all`) to the
+    /// write queue.
+    fn release_delayed(&self, now: tokio::time::Instant, all: bool) {
+        let due: Vec<String> = {
+            let mut heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
+            let mut due = Vec::new();
+            while let Some(Reverse((at, _))) = heap.peek() {
+                if !all && *at > now {
+                    break;
+                }
+                if let Some(Reverse((_, name))) = heap.pop() {
+                    due.push(name);
+                }
+            }
+            due
+        };
+        if due.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        for name in due {
+            if let Some(obj) = state.objects.get_mut(&name) {
+                obj.delayed = false;
+                if obj.pending.is_some() && !obj.inflight {
+                    self.queue.push(&name);
+                }
+            }
+        }
+    }
+
+    /// Releases delayed writes when their interval has passed; at shutdown releases all of
+    /// them at once (the writers flush them within the grace period).
+    pub async fn run_delays(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let notified = self.delayed.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next = {
+                let heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
+                heap.peek().map(|Reverse((at, _))| *at)
+            };
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => self.release_delayed(tokio::time::Instant::now(), false),
+                _ = notified => {}
+                _ = crate::stopped(&mut shutdown) => {
+                    self.flush_delayed();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops delaying writes and queues every delayed one (shutdown).
+    fn flush_delayed(&self) {
+        self.flushing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.release_delayed(tokio::time::Instant::now(), true);
+    }
+
+    /// Objects waiting for their write interval (diagnostics and tests).
+    pub fn delayed(&self) -> usize {
+        self.delayed
+            .heap
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     /// Objects waiting for a status write.
@@ -690,14 +895,88 @@ impl StatusController {
             .all(|o| o.pending.is_none() && !o.inflight)
     }
 
-    fn begin_write(&self, name: &str) -> Option<(String, Value)> {
+    fn begin_write(&self, name: &str) -> Begin {
         let mut state = self.lock();
-        let obj = state.objects.get_mut(name)?;
+        let Some(obj) = state.objects.get_mut(name) else {
+            return Begin::Skip;
+        };
         if obj.pending.is_none() || obj.inflight {
-            return None;
+            return Begin::Skip;
         }
+        if !self.ownership.owns(&obj.device) {
+            obj.pending = None;
+            return Begin::Skip;
+        }
+        // A write needs a little fence left to land in (a request cut at the fence is
+        // retried after the next renewal).
+        let Some(deadline) = self
+            .ownership
+            .write_deadline()
+            .filter(|d| d.saturating_duration_since(tokio::time::Instant::now()) >= MIN_FENCE_LEFT)
+        else {
+            return Begin::Fenced;
+        };
         obj.inflight = true;
-        Some((obj.namespace.to_string(), obj.target().to_patch()))
+        Begin::Write(
+            obj.namespace.to_string(),
+            obj.target().to_patch(),
+            Some(deadline),
+        )
+    }
+
+    /// The member set changed: objects of devices this replica lost stop being written;
+    /// devices it gained get their liveness rebuilt from status exactly as at a restart
+    /// ([`Liveness::adopt`]), so a live agent neither flaps nor causes an Event.
+    pub fn rebalance(&self, old: &[Member], new: &[Member]) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if !state.synced {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let ts = Timestamp::now();
+        let (mut lost, mut gained) = (0usize, 0usize);
+        let devices: Vec<String> = state.by_device.keys().cloned().collect();
+        for device in devices {
+            let was = self.ownership.is_mine(old, &device);
+            let is = self.ownership.is_mine(new, &device);
+            let names = state.by_device.get(&device).cloned().unwrap_or_default();
+            if was && !is {
+                lost += 1;
+                for name in &names {
+                    if let Some(obj) = state.objects.get_mut(name) {
+                        obj.pending = None;
+                    }
+                }
+            } else if is && !was {
+                gained += 1;
+                let seed = seed_of(state, &names);
+                self.liveness.adopt(&device, seed, now);
+                for name in &names {
+                    self.recompute_with(state, name, ts, false);
+                }
+            }
+        }
+        tracing::info!(gained, lost, "device ownership rebalanced");
+    }
+
+    /// Devices with DeviceProcesses this replica owns now.
+    pub fn owned_devices(&self) -> usize {
+        let members = self.ownership.members();
+        let state = self.lock();
+        state
+            .by_device
+            .keys()
+            .filter(|d| self.ownership.is_mine(&members, d))
+            .count()
+    }
+
+    /// Whether no status write is queued, delayed or in flight (shutdown).
+    pub fn writes_idle(&self) -> bool {
+        self.pending() == 0 && self.delayed() == 0 && {
+            let state = self.lock();
+            state.objects.values().all(|o| !o.inflight)
+        }
     }
 
     fn finish_write(&self, name: &str, answer: Option<&DeviceProcess>) {
@@ -707,6 +986,7 @@ impl StatusController {
         };
         obj.inflight = false;
         if let Some(dp) = answer {
+            obj.last_write = Some(tokio::time::Instant::now());
             let rv = dp.resource_version().unwrap_or_default();
             if !older(&rv, &obj.resource_version) {
                 obj.resource_version = rv;
@@ -714,7 +994,7 @@ impl StatusController {
             }
         }
         if obj.pending.is_some() {
-            self.queue.push(name);
+            self.enqueue(obj, name);
         }
     }
 
@@ -739,22 +1019,40 @@ impl StatusController {
                     n = self.queue.pop() => n,
                     _ = crate::stopped(&mut shutdown) => {
                         deadline = Some(tokio::time::Instant::now() + grace);
+                        self.flush_delayed();
                         continue;
                     }
                 }
             };
-            let Some((namespace, patch)) = self.begin_write(&name) else {
-                continue;
+            let (namespace, patch, fence) = match self.begin_write(&name) {
+                Begin::Write(ns, patch, fence) => (ns, patch, fence),
+                Begin::Skip => continue,
+                Begin::Fenced => {
+                    if deadline.is_some() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = self.ownership.wait_fence() => {}
+                        _ = crate::stopped(&mut shutdown) => {}
+                    }
+                    self.queue.push(&name);
+                    continue;
+                }
             };
+            // A write must land before the fence ends (peers may own the object after it).
+            let limit = fence
+                .map(|f| f.saturating_duration_since(tokio::time::Instant::now()))
+                .unwrap_or(WRITE_TIMEOUT)
+                .min(WRITE_TIMEOUT);
             let api: Api<DeviceProcess> = Api::namespaced(client.clone(), &namespace);
             let result = tokio::time::timeout(
-                WRITE_TIMEOUT,
+                limit,
                 api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
             )
             .await
             .unwrap_or_else(|_| {
                 Err(kube::Error::Service(
-                    format!("no answer within {}", format_duration(WRITE_TIMEOUT)).into(),
+                    format!("no answer within {}", format_duration(limit)).into(),
                 ))
             });
             match result {
@@ -782,7 +1080,7 @@ impl StatusController {
                         tracing::warn!(object = %name, error = %e, "status write failed; retrying with backoff");
                     }
                     self.finish_write(&name, None);
-                    let delay = backoff_after(failures);
+                    let delay = WRITE_BACKOFF.delay(failures);
                     failures = failures.saturating_add(1);
                     if deadline.is_none() {
                         tokio::select! {
@@ -813,6 +1111,14 @@ mod tests {
     use super::*;
 
     const H1: &str = "1111111111111111";
+
+    #[test]
+    fn write_backoff_is_100ms_doubling_to_5s() {
+        let delays: Vec<_> = [0, 1, 2, 3, 4, 5, 6, 7, u32::MAX]
+            .map(|n| WRITE_BACKOFF.delay(n).as_millis())
+            .to_vec();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
     const H2: &str = "2222222222222222";
 
     fn facts(hash: &str) -> Facts<'_> {
@@ -972,6 +1278,8 @@ mod tests {
             live: a.clone(),
             pending: None,
             inflight: false,
+            last_write: None,
+            delayed: false,
         };
         assert_eq!(obj.target(), &a);
         // Someone else changes the live status: our target (= the old live) stays.

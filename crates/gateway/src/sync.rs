@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apollo_api::DeviceProcess;
-use apollo_runtime::http::Readiness;
 use futures::StreamExt;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -20,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::desired::{DesiredStore, ProcessInput};
 use crate::liveness::Liveness;
+use crate::membership::{Ownership, ReadyParts};
 use crate::status::StatusController;
 
 /// The index entry of a DeviceProcess.
@@ -41,7 +41,7 @@ pub async fn run_watch(
     api: Api<DeviceProcess>,
     desired: Arc<DesiredStore>,
     status: Arc<StatusController>,
-    readiness: Readiness,
+    readiness: Arc<ReadyParts>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
@@ -87,7 +87,7 @@ pub async fn run_watch(
                 if !synced {
                     synced = true;
                     status.initial_sync(tokio::time::Instant::now());
-                    readiness.set_ready(true);
+                    readiness.cache_synced();
                     tracing::info!(
                         objects = desired.object_count(),
                         devices = desired.device_count(),
@@ -117,10 +117,12 @@ pub fn sweep_interval(stale_after: Duration) -> Duration {
     (stale_after / 10).clamp(Duration::from_millis(20), Duration::from_secs(1))
 }
 
-/// Marks silent devices stale (and recomputes their status) until shutdown.
+/// Marks silent devices this replica owns stale (and recomputes their status) until
+/// shutdown.
 pub async fn run_sweeper(
     liveness: Arc<Liveness>,
     status: Arc<StatusController>,
+    ownership: Arc<Ownership>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let period = sweep_interval(liveness.stale_after());
@@ -132,7 +134,8 @@ pub async fn run_sweeper(
             _ = crate::stopped(&mut shutdown) => return,
         }
         let now = tokio::time::Instant::now();
-        for (device, _) in liveness.sweep(now) {
+        let members = ownership.members();
+        for (device, _) in liveness.sweep_owned(now, |d| ownership.is_mine(&members, d)) {
             status.device_changed(&device);
         }
     }

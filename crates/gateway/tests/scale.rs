@@ -57,8 +57,14 @@ async fn hundred_thousand_devices() {
     let before = rss_kib();
     let metrics = Metrics::new();
     let liveness = Arc::new(Liveness::new(Duration::from_secs(30), metrics.clone()));
-    let (recorder, _worker) = events::recorder(metrics.clone(), "scale".into());
-    let status = StatusController::new(liveness.clone(), recorder, metrics.clone());
+    let (recorder, _worker) =
+        events::recorder(metrics.clone(), "scale".into(), Duration::from_secs(60));
+    let status = StatusController::new(
+        liveness.clone(),
+        recorder,
+        metrics.clone(),
+        Duration::from_secs(1),
+    );
     let desired = DesiredStore::new();
 
     let started = Instant::now();

@@ -5,6 +5,13 @@
 //! under the device key, of [`canonical_request`]. A response to an authenticated request
 //! carries [`HEADER_SIGNATURE`] over [`canonical_response`], which binds it to the request's
 //! nonce. Verification uses `ring::hmac::verify` (constant time). See `docs/PROTOCOL.md`.
+//!
+//! Two signature versions ([`AuthVersion`]): **v1** (nine-line request, eight-line response)
+//! and **v2**, announced by the request header [`HEADER_AUTH_VERSION`]`: v2`, which adds the
+//! request's `If-None-Match` to both canonical strings, so a proxy that rewrites it breaks the
+//! request signature, and a `304` is bound to the ETag the agent said it holds. The version is
+//! the last line of every canonical string, so removing or changing the header only makes the
+//! signature fail. Gateways accept both during a transition; agents sign v2.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -17,7 +24,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::PROTOCOL_VERSION;
-use crate::keys::{DeviceKey, MasterKeyRing, derive_device_key, valid_key_id};
+use crate::keys::{DeviceKey, MasterKeyRing, derive_device_key_at, parse_credential_id};
 use crate::wire::valid_device_name;
 
 /// Request header: the device the credential belongs to.
@@ -30,6 +37,39 @@ pub const HEADER_TIMESTAMP: &str = "x-apollo-timestamp";
 pub const HEADER_NONCE: &str = "x-apollo-nonce";
 /// Request and response header: lowercase hex HMAC-SHA256 (64 characters).
 pub const HEADER_SIGNATURE: &str = "x-apollo-signature";
+/// Request header: the signature version, `v2`; absent means `v1`.
+pub const HEADER_AUTH_VERSION: &str = "x-apollo-auth-version";
+
+/// Longest `If-None-Match` value a v2 request may carry (a few ETags).
+pub const MAX_IF_NONE_MATCH_LEN: usize = 1024;
+
+/// The signature scheme of a request and of the response to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AuthVersion {
+    /// Nine-line requests, eight-line responses; `If-None-Match` not signed.
+    V1,
+    /// As v1 plus the request's `If-None-Match` in both canonical strings.
+    V2,
+}
+
+impl AuthVersion {
+    /// The last line of the canonical strings and the value of [`HEADER_AUTH_VERSION`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthVersion::V1 => PROTOCOL_VERSION,
+            AuthVersion::V2 => "v2",
+        }
+    }
+
+    /// The version named by a request's [`HEADER_AUTH_VERSION`] (absent: v1).
+    pub fn from_header(value: Option<&str>) -> Result<Self, AuthError> {
+        match value {
+            None => Ok(AuthVersion::V1),
+            Some("v2") => Ok(AuthVersion::V2),
+            Some(_) => Err(AuthError::Malformed),
+        }
+    }
+}
 
 /// First line of the canonical request string.
 pub const REQUEST_LABEL: &str = "APOLLO-HMAC-SHA256-REQUEST";
@@ -67,6 +107,12 @@ pub enum AuthError {
     /// The nonce was seen before within the window.
     #[error("nonce replayed")]
     Replay,
+    /// The key's epoch is below the device's revocation floor (a revoked device key).
+    #[error("device key revoked")]
+    Revoked,
+    /// A v1 signature where the gateway requires v2.
+    #[error("signature version no longer accepted")]
+    OldVersion,
 }
 
 impl AuthError {
@@ -80,6 +126,8 @@ impl AuthError {
             AuthError::Skew => "skew",
             AuthError::WrongDevice => "wrong_device",
             AuthError::Replay => "replay",
+            AuthError::Revoked => "revoked",
+            AuthError::OldVersion => "old_version",
         }
     }
 
@@ -132,6 +180,61 @@ pub fn canonical_request(
     .join("\n")
 }
 
+/// The canonical request string of signature version 2: ten lines joined by `\n`, no trailing
+/// newline: the nine of [`canonical_request`] with the request's `If-None-Match` header value
+/// (empty when absent) inserted before the last, and `v2` as the last line.
+#[allow(clippy::too_many_arguments)]
+pub fn canonical_request_v2(
+    method: &str,
+    path_and_query: &str,
+    unix_ts: i64,
+    nonce: &str,
+    body: &[u8],
+    device: &str,
+    key_id: &str,
+    if_none_match: Option<&str>,
+) -> String {
+    [
+        REQUEST_LABEL,
+        method,
+        path_and_query,
+        &unix_ts.to_string(),
+        nonce,
+        &body_sha256_hex(body),
+        device,
+        key_id,
+        if_none_match.unwrap_or(""),
+        AuthVersion::V2.as_str(),
+    ]
+    .join("\n")
+}
+
+/// The canonical response string of signature version 2: nine lines joined by `\n`, no
+/// trailing newline: the eight of [`canonical_response`] with the *request's* `If-None-Match`
+/// (empty when absent) inserted before the last, and `v2` as the last line.
+pub fn canonical_response_v2(
+    status: u16,
+    request_nonce: &str,
+    etag: Option<&str>,
+    body: &[u8],
+    device: &str,
+    key_id: &str,
+    request_if_none_match: Option<&str>,
+) -> String {
+    [
+        RESPONSE_LABEL,
+        &status.to_string(),
+        request_nonce,
+        etag.unwrap_or(""),
+        &body_sha256_hex(body),
+        device,
+        key_id,
+        request_if_none_match.unwrap_or(""),
+        AuthVersion::V2.as_str(),
+    ]
+    .join("\n")
+}
+
 /// The canonical response string: eight lines joined by `\n`, no trailing newline:
 /// label, status (3 digits), the request's nonce, the ETag header as sent (empty if none),
 /// body SHA-256 (hex), device, key id, protocol version.
@@ -156,11 +259,15 @@ pub fn canonical_response(
     .join("\n")
 }
 
-fn sign_hex(key: &DeviceKey, message: &str) -> String {
+pub(crate) fn sign_hex(key: &DeviceKey, message: &str) -> String {
     hex::encode(hmac::sign(key.hmac_key(), message.as_bytes()).as_ref())
 }
 
-fn verify_hex(key: &DeviceKey, message: &str, signature_hex: &str) -> Result<(), AuthError> {
+pub(crate) fn verify_hex(
+    key: &DeviceKey,
+    message: &str,
+    signature_hex: &str,
+) -> Result<(), AuthError> {
     if signature_hex.len() != 64
         || !signature_hex
             .bytes()
@@ -198,18 +305,27 @@ pub struct SignedHeaders {
     pub nonce: String,
     /// Lowercase hex HMAC-SHA256 of the canonical request.
     pub signature: String,
+    /// The signature version; v2 adds the [`HEADER_AUTH_VERSION`] header.
+    pub version: AuthVersion,
+    /// The `If-None-Match` value a v2 signature covers (the caller sends it as the header).
+    pub if_none_match: Option<String>,
 }
 
 impl SignedHeaders {
-    /// The headers as (name, value) pairs.
-    pub fn pairs(&self) -> [(&'static str, String); 5] {
-        [
+    /// The headers as (name, value) pairs (`If-None-Match` is not among them: the caller
+    /// sends it, exactly as signed).
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![
             (HEADER_DEVICE, self.device.clone()),
             (HEADER_KEY_ID, self.key_id.clone()),
             (HEADER_TIMESTAMP, self.timestamp.to_string()),
             (HEADER_NONCE, self.nonce.clone()),
             (HEADER_SIGNATURE, self.signature.clone()),
-        ]
+        ];
+        if self.version == AuthVersion::V2 {
+            pairs.push((HEADER_AUTH_VERSION, AuthVersion::V2.as_str().to_string()));
+        }
+        pairs
     }
 
     /// Insert the headers into a header map (replacing any present).
@@ -233,7 +349,7 @@ impl<'a> RequestSigner<'a> {
         RequestSigner { key }
     }
 
-    /// Sign with an explicit timestamp and nonce.
+    /// Sign (v1) with an explicit timestamp and nonce.
     pub fn sign(
         &self,
         method: &str,
@@ -245,9 +361,28 @@ impl<'a> RequestSigner<'a> {
         sign_request(self.key, method, path_and_query, body, unix_ts, nonce)
     }
 
-    /// Sign with the current time and a fresh nonce.
+    /// Sign (v1) with the current time and a fresh nonce.
     pub fn sign_now(&self, method: &str, path_and_query: &str, body: &[u8]) -> SignedHeaders {
         self.sign(method, path_and_query, body, unix_now(), &generate_nonce())
+    }
+
+    /// Sign (v2, binding `if_none_match`) with the current time and a fresh nonce.
+    pub fn sign_now_v2(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        if_none_match: Option<&str>,
+        body: &[u8],
+    ) -> SignedHeaders {
+        sign_request_v2(
+            self.key,
+            method,
+            path_and_query,
+            if_none_match,
+            body,
+            unix_now(),
+            &generate_nonce(),
+        )
     }
 }
 
@@ -259,7 +394,7 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Sign a request: the headers to add.
+/// Sign a request with signature version 1: the headers to add.
 pub fn sign_request(
     key: &DeviceKey,
     method: &str,
@@ -283,6 +418,40 @@ pub fn sign_request(
         timestamp: unix_ts,
         nonce: nonce.to_string(),
         signature: sign_hex(key, &canonical),
+        version: AuthVersion::V1,
+        if_none_match: None,
+    }
+}
+
+/// Sign a request with signature version 2, binding its `If-None-Match` (send the header
+/// with exactly this value, or not at all when `None`): the headers to add.
+pub fn sign_request_v2(
+    key: &DeviceKey,
+    method: &str,
+    path_and_query: &str,
+    if_none_match: Option<&str>,
+    body: &[u8],
+    unix_ts: i64,
+    nonce: &str,
+) -> SignedHeaders {
+    let canonical = canonical_request_v2(
+        method,
+        path_and_query,
+        unix_ts,
+        nonce,
+        body,
+        key.device(),
+        key.key_id(),
+        if_none_match,
+    );
+    SignedHeaders {
+        device: key.device().to_string(),
+        key_id: key.key_id().to_string(),
+        timestamp: unix_ts,
+        nonce: nonce.to_string(),
+        signature: sign_hex(key, &canonical),
+        version: AuthVersion::V2,
+        if_none_match: if_none_match.map(str::to_string),
     }
 }
 
@@ -290,14 +459,36 @@ pub fn sign_request(
 #[derive(Debug, Clone)]
 pub struct VerifiedRequest {
     pub device: String,
+    /// The key id as sent (with `.<epoch>` for a re-issued key).
     pub key_id: String,
+    /// The device key's epoch (0 for the original key).
+    pub epoch: u32,
     pub nonce: String,
     pub timestamp: i64,
+    /// The signature version the request used; the response is signed with the same.
+    pub version: AuthVersion,
+    /// The request's `If-None-Match` as signed (v2 only; `None` for v1 or when absent).
+    pub if_none_match: Option<String>,
     /// The device key, for signing the response.
     pub device_key: DeviceKey,
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthError> {
+impl VerifiedRequest {
+    /// The response signature (the value of [`HEADER_SIGNATURE`]) in the request's version.
+    pub fn sign_response(&self, status: u16, etag: Option<&str>, body: &[u8]) -> String {
+        sign_response_versioned(
+            &self.device_key,
+            self.version,
+            status,
+            &self.nonce,
+            etag,
+            body,
+            self.if_none_match.as_deref(),
+        )
+    }
+}
+
+pub(crate) fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthError> {
     let mut values = headers.get_all(name).iter();
     let value = values.next().ok_or(AuthError::Missing)?;
     if values.next().is_some() {
@@ -306,8 +497,16 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Result<&'h str, AuthError> 
     value.to_str().map_err(|_| AuthError::Malformed)
 }
 
+fn optional_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, AuthError> {
+    match header(headers, name) {
+        Ok(v) => Ok(Some(v)),
+        Err(AuthError::Missing) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Parse a canonical decimal timestamp (no sign, no leading zeros).
-fn parse_timestamp(text: &str) -> Result<i64, AuthError> {
+pub(crate) fn parse_timestamp(text: &str) -> Result<i64, AuthError> {
     if text.is_empty()
         || text.len() > 18
         || !text.bytes().all(|b| b.is_ascii_digit())
@@ -321,11 +520,13 @@ fn parse_timestamp(text: &str) -> Result<i64, AuthError> {
 /// Gateway side: check a request's authentication headers.
 ///
 /// Order: all five headers present ([`AuthError::Missing`]) and well formed
-/// ([`AuthError::Malformed`]), key id known ([`AuthError::UnknownKey`]), signature valid under
-/// the key derived for the header's device ([`AuthError::BadSignature`]), that device equals
-/// `path_device` ([`AuthError::WrongDevice`], so only a valid credential learns 403), timestamp
-/// within `skew_secs` of `now_unix` ([`AuthError::Skew`]). Replay checking is the caller's,
-/// with the returned nonce and a [`ReplayCache`].
+/// ([`AuthError::Malformed`]; for v2 also at most one `If-None-Match` of at most
+/// [`MAX_IF_NONE_MATCH_LEN`] bytes), key id known ([`AuthError::UnknownKey`]), signature valid
+/// under the key derived for the header's device and the key id's epoch
+/// ([`AuthError::BadSignature`]), that device equals `path_device` ([`AuthError::WrongDevice`],
+/// so only a valid credential learns 403), timestamp within `skew_secs` of `now_unix`
+/// ([`AuthError::Skew`]). Replay checking, the revocation floor and the minimum version are the
+/// caller's, with the returned request and a [`ReplayCache`].
 #[allow(clippy::too_many_arguments)]
 pub fn verify_request(
     ring: &MasterKeyRing,
@@ -342,21 +543,44 @@ pub fn verify_request(
     let timestamp = header(headers, HEADER_TIMESTAMP)?;
     let nonce = header(headers, HEADER_NONCE)?;
     let signature = header(headers, HEADER_SIGNATURE)?;
-    if !valid_device_name(device) || !valid_key_id(key_id) || !valid_nonce(nonce) {
+    let version = AuthVersion::from_header(optional_header(headers, HEADER_AUTH_VERSION)?)?;
+    let if_none_match = match version {
+        AuthVersion::V1 => None,
+        AuthVersion::V2 => optional_header(headers, http::header::IF_NONE_MATCH.as_str())?,
+    };
+    if if_none_match.is_some_and(|v| v.len() > MAX_IF_NONE_MATCH_LEN) {
+        return Err(AuthError::Malformed);
+    }
+    let Some((master_id, epoch)) = parse_credential_id(key_id) else {
+        return Err(AuthError::Malformed);
+    };
+    if !valid_device_name(device) || !valid_nonce(nonce) {
         return Err(AuthError::Malformed);
     }
     let timestamp = parse_timestamp(timestamp)?;
-    let master = ring.get(key_id).ok_or(AuthError::UnknownKey)?;
-    let device_key = derive_device_key(master, device);
-    let canonical = canonical_request(
-        method,
-        path_and_query,
-        timestamp,
-        nonce,
-        body,
-        device,
-        key_id,
-    );
+    let master = ring.get(master_id).ok_or(AuthError::UnknownKey)?;
+    let device_key = derive_device_key_at(master, device, epoch);
+    let canonical = match version {
+        AuthVersion::V1 => canonical_request(
+            method,
+            path_and_query,
+            timestamp,
+            nonce,
+            body,
+            device,
+            key_id,
+        ),
+        AuthVersion::V2 => canonical_request_v2(
+            method,
+            path_and_query,
+            timestamp,
+            nonce,
+            body,
+            device,
+            key_id,
+            if_none_match,
+        ),
+    };
     verify_hex(&device_key, &canonical, signature)?;
     if device != path_device {
         return Err(AuthError::WrongDevice);
@@ -367,13 +591,16 @@ pub fn verify_request(
     Ok(VerifiedRequest {
         device: device.to_string(),
         key_id: key_id.to_string(),
+        epoch,
         nonce: nonce.to_string(),
         timestamp,
+        version,
+        if_none_match: if_none_match.map(str::to_string),
         device_key,
     })
 }
 
-/// Sign a response: the value of the response's [`HEADER_SIGNATURE`].
+/// Sign a response to a v1 request: the value of the response's [`HEADER_SIGNATURE`].
 pub fn sign_response(
     key: &DeviceKey,
     status: u16,
@@ -392,7 +619,62 @@ pub fn sign_response(
     sign_hex(key, &canonical)
 }
 
-/// Agent side: check a response's signature (`header_value` = its [`HEADER_SIGNATURE`]).
+/// Sign a response in `version`; `request_if_none_match` is what the request sent (used by
+/// v2 only).
+pub fn sign_response_versioned(
+    key: &DeviceKey,
+    version: AuthVersion,
+    status: u16,
+    request_nonce: &str,
+    etag: Option<&str>,
+    body: &[u8],
+    request_if_none_match: Option<&str>,
+) -> String {
+    sign_hex(
+        key,
+        &canonical_response_for(
+            key,
+            version,
+            status,
+            request_nonce,
+            etag,
+            body,
+            request_if_none_match,
+        ),
+    )
+}
+
+fn canonical_response_for(
+    key: &DeviceKey,
+    version: AuthVersion,
+    status: u16,
+    request_nonce: &str,
+    etag: Option<&str>,
+    body: &[u8],
+    request_if_none_match: Option<&str>,
+) -> String {
+    match version {
+        AuthVersion::V1 => canonical_response(
+            status,
+            request_nonce,
+            etag,
+            body,
+            key.device(),
+            key.key_id(),
+        ),
+        AuthVersion::V2 => canonical_response_v2(
+            status,
+            request_nonce,
+            etag,
+            body,
+            key.device(),
+            key.key_id(),
+            request_if_none_match,
+        ),
+    }
+}
+
+/// Agent side: check a v1 response's signature (`header_value` = its [`HEADER_SIGNATURE`]).
 pub fn verify_response(
     key: &DeviceKey,
     status: u16,
@@ -401,14 +683,40 @@ pub fn verify_response(
     body: &[u8],
     header_value: Option<&str>,
 ) -> Result<(), AuthError> {
-    let signature = header_value.ok_or(AuthError::Missing)?;
-    let canonical = canonical_response(
+    verify_response_versioned(
+        key,
+        AuthVersion::V1,
         status,
         request_nonce,
         etag,
         body,
-        key.device(),
-        key.key_id(),
+        None,
+        header_value,
+    )
+}
+
+/// Agent side: check a response's signature in `version`; `request_if_none_match` is the
+/// `If-None-Match` the request sent (v2 binds it).
+#[allow(clippy::too_many_arguments)]
+pub fn verify_response_versioned(
+    key: &DeviceKey,
+    version: AuthVersion,
+    status: u16,
+    request_nonce: &str,
+    etag: Option<&str>,
+    body: &[u8],
+    request_if_none_match: Option<&str>,
+    header_value: Option<&str>,
+) -> Result<(), AuthError> {
+    let signature = header_value.ok_or(AuthError::Missing)?;
+    let canonical = canonical_response_for(
+        key,
+        version,
+        status,
+        request_nonce,
+        etag,
+        body,
+        request_if_none_match,
     );
     verify_hex(key, &canonical, signature)
 }
@@ -824,6 +1132,130 @@ mod tests {
         );
     }
 
+    fn signed_v2(key: &DeviceKey, pq: &str, inm: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let s = sign_request_v2(key, "GET", pq, inm, b"", NOW, NONCE);
+        s.apply(&mut h);
+        if let Some(v) = inm {
+            h.insert(
+                http::header::IF_NONE_MATCH,
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn v2_binds_if_none_match_and_cannot_be_downgraded() {
+        let ring = ring();
+        let key = ring.current().derive("d");
+        let pq = "/v1/devices/d/desired?wait=30s";
+        let h = signed_v2(&key, pq, Some("\"r1\""));
+        let v = verify(&ring, "d", "GET", pq, &h, b"", NOW).unwrap();
+        assert_eq!(v.version, AuthVersion::V2);
+        assert_eq!(v.if_none_match.as_deref(), Some("\"r1\""));
+        let bad = Err(AuthError::BadSignature);
+        let check = |h: &HeaderMap| verify(&ring, "d", "GET", pq, h, b"", NOW).map(|_| ());
+        // A proxy rewriting, adding or removing If-None-Match breaks the signature.
+        for forged in ["*", "\"r2\"", "W/\"r1\"", "\"r1\", \"r2\""] {
+            let mut t = h.clone();
+            t.insert(
+                http::header::IF_NONE_MATCH,
+                HeaderValue::from_static(forged),
+            );
+            assert_eq!(check(&t), bad, "{forged}");
+        }
+        let mut t = h.clone();
+        t.remove(http::header::IF_NONE_MATCH);
+        assert_eq!(check(&t), bad);
+        let none = signed_v2(&key, pq, None);
+        assert!(check(&none).is_ok());
+        let mut t = none.clone();
+        t.insert(http::header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(check(&t), bad);
+        // Stripping the version header (a downgrade to v1) breaks it too.
+        let mut t = h.clone();
+        t.remove(HEADER_AUTH_VERSION);
+        assert_eq!(check(&t), bad);
+        // Two If-None-Match headers or an unknown version are malformed.
+        let mut t = h.clone();
+        t.append(http::header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(check(&t), Err(AuthError::Malformed));
+        let mut t = h.clone();
+        t.insert(HEADER_AUTH_VERSION, HeaderValue::from_static("v3"));
+        assert_eq!(check(&t), Err(AuthError::Malformed));
+        // v1 requests still verify, with If-None-Match unsigned (and not reported).
+        let mut v1 = signed(&key, "GET", pq, b"", NOW, NONCE);
+        v1.insert(http::header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        let v = verify(&ring, "d", "GET", pq, &v1, b"", NOW).unwrap();
+        assert_eq!((v.version, v.if_none_match), (AuthVersion::V1, None));
+    }
+
+    #[test]
+    fn v2_responses_bind_the_requests_if_none_match() {
+        let ring = ring();
+        let key = ring.current().derive("d");
+        let pq = "/v1/devices/d/desired";
+        let h = signed_v2(&key, pq, Some("\"r1\""));
+        let v = verify(&ring, "d", "GET", pq, &h, b"", NOW).unwrap();
+        let sig = v.sign_response(304, Some("\"r1\""), b"");
+        let check = |inm: Option<&str>, etag: Option<&str>, version| {
+            verify_response_versioned(&key, version, 304, NONCE, etag, b"", inm, Some(&sig))
+        };
+        assert_eq!(
+            check(Some("\"r1\""), Some("\"r1\""), AuthVersion::V2),
+            Ok(())
+        );
+        let bad = Err(AuthError::BadSignature);
+        assert_eq!(check(Some("*"), Some("\"r1\""), AuthVersion::V2), bad);
+        assert_eq!(check(None, Some("\"r1\""), AuthVersion::V2), bad);
+        assert_eq!(check(Some("\"r1\""), Some("\"r2\""), AuthVersion::V2), bad);
+        // A v1 signature never passes as v2 and the reverse.
+        assert_eq!(check(Some("\"r1\""), Some("\"r1\""), AuthVersion::V1), bad);
+        let v1 = sign_response(&key, 304, NONCE, Some("\"r1\""), b"");
+        assert_eq!(
+            verify_response_versioned(
+                &key,
+                AuthVersion::V2,
+                304,
+                NONCE,
+                Some("\"r1\""),
+                b"",
+                None,
+                Some(&v1)
+            ),
+            bad
+        );
+    }
+
+    #[test]
+    fn epochs_verify_with_their_own_key_only() {
+        let ring = ring();
+        let pq = "/v1/devices/d/desired";
+        let e2 = ring.current().derive_at("d", 2);
+        let h = signed(&e2, "GET", pq, b"", NOW, NONCE);
+        let v = verify(&ring, "d", "GET", pq, &h, b"", NOW).unwrap();
+        assert_eq!((v.key_id.as_str(), v.epoch), ("k1.2", 2));
+        assert_eq!(v.device_key, e2);
+        // Claiming another epoch with this key's signature fails.
+        let mut t = h.clone();
+        t.insert(HEADER_KEY_ID, HeaderValue::from_static("k1.3"));
+        assert_eq!(
+            verify(&ring, "d", "GET", pq, &t, b"", NOW).unwrap_err(),
+            AuthError::BadSignature
+        );
+        t.insert(HEADER_KEY_ID, HeaderValue::from_static("k1.02"));
+        assert_eq!(
+            verify(&ring, "d", "GET", pq, &t, b"", NOW).unwrap_err(),
+            AuthError::Malformed
+        );
+        t.insert(HEADER_KEY_ID, HeaderValue::from_static("k9.2"));
+        assert_eq!(
+            verify(&ring, "d", "GET", pq, &t, b"", NOW).unwrap_err(),
+            AuthError::UnknownKey
+        );
+    }
+
     #[test]
     fn replay_cache_rejects_replays_and_expires() {
         let cache = ReplayCache::new(Duration::from_secs(60), 1000);
@@ -839,9 +1271,15 @@ mod tests {
         assert!(!cache.check_and_insert("d", "zzzzzzzzzzzzzzzz", NOW - 61, NOW));
         // Once the entry's timestamp has left the window, it is pruned.
         assert_eq!(cache.len(), 2);
+        // (Pruning is per shard, and which shard a device lands in is random: touch both
+        // devices' shards so the count does not depend on whether they share one.)
         assert!(cache.check_and_insert("d", "other-nonce-0001", NOW + 61, NOW + 61));
         assert_eq!(
             cache.check("e", "x", NOW + 200, NOW + 200),
+            ReplayVerdict::Fresh
+        );
+        assert_eq!(
+            cache.check("d", "y", NOW + 200, NOW + 200),
             ReplayVerdict::Fresh
         );
         assert_eq!(cache.len(), 2, "old entries pruned");
@@ -882,6 +1320,8 @@ mod tests {
             AuthError::BadSignature,
             AuthError::Skew,
             AuthError::Replay,
+            AuthError::Revoked,
+            AuthError::OldVersion,
         ] {
             assert_eq!(e.status(), 401);
             assert_eq!(e.client_message(), "authentication failed");

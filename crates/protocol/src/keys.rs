@@ -8,6 +8,9 @@
 //! - A **device key** is `HMAC-SHA256(master, "apollo-device-key/v1" || 0x00 || device)`; it
 //!   carries the master key's id and the device name; text form
 //!   `apollo-dk1:<key-id>:<device>:<base64url, no padding>` — the form the agent takes.
+//! - A device key of **epoch** `n ≥ 1` (a re-issued key of one device, so that its older keys
+//!   can be revoked without re-keying the fleet) appends `0x00 || decimal(n)` to the derivation
+//!   input and writes its key id as `<master-key-id>.<n>` (see [`parse_credential_id`]).
 //!
 //! `Debug` of every key type redacts the secret. `Display` renders the text form *including
 //! the secret* (it is what `keys generate` / `keys derive` print): never log a key with `{}`.
@@ -32,6 +35,8 @@ pub const DERIVATION_LABEL: &str = "apollo-device-key/v1";
 pub const KEY_LEN: usize = 32;
 /// Longest key id.
 pub const MAX_KEY_ID_LEN: usize = 32;
+/// Highest device key epoch (six decimal digits).
+pub const MAX_EPOCH: u32 = 999_999;
 
 /// Errors parsing keys. They never contain key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,8 +45,12 @@ pub enum KeyError {
     MasterFormat,
     #[error("not a device key: expected `apollo-dk1:<key-id>:<device>:<base64url secret>`")]
     DeviceFormat,
-    #[error("invalid key id {0:?}: 1-32 characters of a-z, A-Z, 0-9, `-`, `_`")]
+    #[error(
+        "invalid key id {0:?}: 1-32 characters of a-z, A-Z, 0-9, `-`, `_`, optionally followed by `.<epoch>` (1-999999)"
+    )]
     KeyId(String),
+    #[error("invalid key epoch {0}: 0 (the original key) to 999999")]
+    Epoch(u64),
     #[error("invalid device name in key (must be a DNS-1123 subdomain)")]
     DeviceName,
     #[error("key secret is not 32 bytes of unpadded base64url")]
@@ -63,6 +72,36 @@ pub fn valid_key_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Split the key id a device key (and the `X-Apollo-Key-Id` header) carries into the master
+/// key id and the device key epoch: `k1` → (`k1`, 0), `k1.3` → (`k1`, 3). The epoch is decimal
+/// without leading zeros, 1 to [`MAX_EPOCH`]; epoch 0 is written without a suffix, so every
+/// credential has exactly one spelling. `None` when malformed.
+pub fn parse_credential_id(text: &str) -> Option<(&str, u32)> {
+    let (id, epoch) = match text.split_once('.') {
+        None => (text, 0),
+        Some((id, digits)) => {
+            if digits.is_empty()
+                || digits.len() > 6
+                || digits.starts_with('0')
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            (id, digits.parse().ok()?)
+        }
+    };
+    valid_key_id(id).then_some((id, epoch))
+}
+
+/// The key id of a device key of `epoch` under master key `id` (`id`, or `id.<epoch>`).
+pub fn credential_id(id: &str, epoch: u32) -> String {
+    if epoch == 0 {
+        id.to_string()
+    } else {
+        format!("{id}.{epoch}")
+    }
 }
 
 fn decode_secret(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
@@ -116,6 +155,11 @@ impl MasterKey {
     /// The device key of `device` derived from this master key.
     pub fn derive(&self, device: &str) -> DeviceKey {
         derive_device_key(self, device)
+    }
+
+    /// The device key of `device` at `epoch` (0: the original key, same as [`Self::derive`]).
+    pub fn derive_at(&self, device: &str, epoch: u32) -> DeviceKey {
+        derive_device_key_at(self, device, epoch)
     }
 }
 
@@ -231,9 +275,9 @@ pub struct DeviceKey {
 }
 
 impl DeviceKey {
-    /// A device key from its parts.
+    /// A device key from its parts; `key_id` may carry an epoch (`k1.3`).
     pub fn new(key_id: &str, device: &str, secret: [u8; KEY_LEN]) -> Result<Self, KeyError> {
-        if !valid_key_id(key_id) {
+        if parse_credential_id(key_id).is_none() {
             return Err(KeyError::KeyId(key_id.to_string()));
         }
         if !valid_device_name(device) {
@@ -251,9 +295,20 @@ impl DeviceKey {
         }
     }
 
-    /// The id of the master key this key was derived from.
+    /// The key id as sent in `X-Apollo-Key-Id`: the master key's id, with `.<epoch>` for a
+    /// re-issued key.
     pub fn key_id(&self) -> &str {
         &self.key_id
+    }
+
+    /// The id of the master key this key was derived from (without the epoch).
+    pub fn master_key_id(&self) -> &str {
+        parse_credential_id(&self.key_id).map_or(self.key_id.as_str(), |(id, _)| id)
+    }
+
+    /// The key's epoch: 0 for the original key of the device, `n` for its `n`-th re-issue.
+    pub fn epoch(&self) -> u32 {
+        parse_credential_id(&self.key_id).map_or(0, |(_, e)| e)
     }
 
     /// The device this key belongs to.
@@ -325,15 +380,49 @@ impl fmt::Debug for DeviceKey {
 /// The device name is not validated here (the key would simply never verify); use
 /// [`DeviceKey::new`] semantics via [`crate::wire::valid_device_name`] where input is external.
 pub fn derive_device_key(master: &MasterKey, device: &str) -> DeviceKey {
+    derive_device_key_at(master, device, 0)
+}
+
+/// Derive the device key of `device` at `epoch` from `master`. Epoch 0 is
+/// [`derive_device_key`]; epoch `n ≥ 1` appends `0x00 || decimal(n)` to the message (a device
+/// name never contains 0x00, so no two inputs collide) and carries the key id
+/// `<master-id>.<n>`. Epochs above [`MAX_EPOCH`] are clamped to it.
+pub fn derive_device_key_at(master: &MasterKey, device: &str, epoch: u32) -> DeviceKey {
+    let epoch = epoch.min(MAX_EPOCH);
     let key = hmac::Key::new(hmac::HMAC_SHA256, &master.secret);
     let mut ctx = hmac::Context::with_key(&key);
     ctx.update(DERIVATION_LABEL.as_bytes());
     ctx.update(&[0]);
     ctx.update(device.as_bytes());
+    if epoch > 0 {
+        ctx.update(&[0]);
+        ctx.update(epoch.to_string().as_bytes());
+    }
     let tag = ctx.sign();
     let mut secret = [0u8; KEY_LEN];
     secret.copy_from_slice(tag.as_ref());
-    DeviceKey::new_unchecked(&master.id, device, secret)
+    DeviceKey::new_unchecked(&credential_id(&master.id, epoch), device, secret)
+}
+
+/// Label of the replica key derivation (domain-separated from device keys).
+pub const REPLICA_DERIVATION_LABEL: &str = "apollo-replica-key/v1";
+/// The identity a replica key carries (never a device route: replica keys verify only on the
+/// replica route, device keys only on device routes).
+pub const REPLICA_IDENTITY: &str = "gateway-replicas";
+
+/// Derive the key gateway replicas sign their forwarded reports with:
+/// `HMAC-SHA256(key = master secret, message = "apollo-replica-key/v1" || 0x00)`, key id the
+/// master key's id. Every replica holding the master key ring derives the same key; no device
+/// key equals it (device keys use another label).
+pub fn derive_replica_key(master: &MasterKey) -> DeviceKey {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &master.secret);
+    let mut ctx = hmac::Context::with_key(&key);
+    ctx.update(REPLICA_DERIVATION_LABEL.as_bytes());
+    ctx.update(&[0]);
+    let tag = ctx.sign();
+    let mut secret = [0u8; KEY_LEN];
+    secret.copy_from_slice(tag.as_ref());
+    DeviceKey::new_unchecked(&master.id, REPLICA_IDENTITY, secret)
 }
 
 #[cfg(test)]
@@ -420,6 +509,43 @@ mod tests {
                 .parse::<DeviceKey>()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn epochs_give_new_keys_with_their_own_key_id() {
+        let m = master("k1", 7);
+        let e0 = m.derive_at("tor1-01", 0);
+        assert_eq!(e0, m.derive("tor1-01"));
+        assert_eq!((e0.key_id(), e0.epoch()), ("k1", 0));
+        let e1 = m.derive_at("tor1-01", 1);
+        let e2 = m.derive_at("tor1-01", 2);
+        assert_eq!(
+            (e1.key_id(), e1.master_key_id(), e1.epoch()),
+            ("k1.1", "k1", 1)
+        );
+        assert_ne!(e1.secret_hex(), e0.secret_hex());
+        assert_ne!(e1.secret_hex(), e2.secret_hex());
+        assert_ne!(e1.secret_hex(), m.derive_at("tor1-02", 1).secret_hex());
+        let text = e2.to_string();
+        assert!(text.starts_with("apollo-dk1:k1.2:tor1-01:"), "{text}");
+        assert_eq!(text.parse::<DeviceKey>().unwrap(), e2);
+        for (id, parsed) in [
+            ("k1", Some(("k1", 0))),
+            ("k1.1", Some(("k1", 1))),
+            ("k1.999999", Some(("k1", 999_999))),
+            ("k1.0", None),
+            ("k1.01", None),
+            ("k1.", None),
+            ("k1.1000000", None),
+            ("k1.-1", None),
+            ("k1.1.2", None),
+            (".1", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_credential_id(id), parsed, "{id}");
+        }
+        assert_eq!(credential_id("k1", 0), "k1");
+        assert_eq!(credential_id("k1", 4), "k1.4");
     }
 
     #[test]

@@ -9,12 +9,15 @@
 //!   derived with HMAC-SHA256 from a master key and the device name, and their text forms.
 //! - [`auth`]: request signing and verification (HMAC-SHA256 over a canonical string),
 //!   response signatures bound to the request nonce, and the bounded replay cache.
+//! - [`replica`]: how gateway replicas authenticate to each other (forwarded reports), with a
+//!   key derived from the same master key ring.
 //!
 //! The normative description, with test vectors, is `docs/PROTOCOL.md`; a test in this crate
 //! parses that document and checks every vector against this code.
 
 pub mod auth;
 pub mod keys;
+pub mod replica;
 pub mod wire;
 
 /// The protocol version: the first path segment and the last line of every canonical string.

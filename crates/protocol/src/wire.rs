@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Content type of every JSON request and response body.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
@@ -154,14 +154,14 @@ impl DesiredDocument {
     pub fn encode(device: &str, mut processes: Vec<DesiredProcess>) -> EncodedDocument {
         processes.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         for p in &mut processes {
-            p.spec = canonicalize(std::mem::take(&mut p.spec));
+            p.spec = apollo_content_hash::canonicalize(std::mem::take(&mut p.spec));
         }
         let input = serde_json::to_vec(&RevisionInput {
             device,
             processes: &processes,
         })
         .unwrap_or_default();
-        let revision = revision_of(&input);
+        let revision = apollo_content_hash::sha256_hex(&input, REVISION_LEN);
         let doc = DesiredDocument {
             device: device.to_string(),
             revision: revision.clone(),
@@ -174,14 +174,6 @@ impl DesiredDocument {
             body,
         }
     }
-}
-
-/// The first [`REVISION_LEN`] hex characters of SHA-256 over `bytes`.
-fn revision_of(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut hex = hex::encode(digest.as_ref());
-    hex.truncate(REVISION_LEN);
-    hex
 }
 
 /// The strong ETag of a revision: the revision in double quotes.
@@ -208,38 +200,11 @@ pub fn if_none_match_matches(header: &str, etag: &str) -> bool {
     })
 }
 
-/// Objects with keys sorted (by UTF-8 bytes) at every level; arrays keep their order.
-fn canonicalize(value: Value) -> Value {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut out = Map::new();
-            for (k, v) in entries {
-                out.insert(k, canonicalize(v));
-            }
-            Value::Object(out)
-        }
-        Value::Array(items) => Value::Array(items.into_iter().map(canonicalize).collect()),
-        other => other,
-    }
-}
-
 /// Whether `name` is a valid device name: a DNS-1123 subdomain (lowercase letters, digits,
 /// `-` and `.`, each dot-separated label starting and ending with a letter or digit), at most
 /// 253 characters.
 pub fn valid_device_name(name: &str) -> bool {
-    if name.is_empty() || name.len() > 253 {
-        return false;
-    }
-    name.split('.').all(|label| {
-        let b = label.as_bytes();
-        !b.is_empty()
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-            && b[0] != b'-'
-            && b[b.len() - 1] != b'-'
-    })
+    apollo_names::is_dns1123_subdomain(name)
 }
 
 /// `/v1/devices/{device}/desired`.
@@ -383,28 +348,6 @@ mod tests {
         assert!(!if_none_match_matches("\"abd\"", "\"abc\""));
         assert!(!if_none_match_matches("abc", "\"abc\""));
         assert!(!if_none_match_matches("", "\"abc\""));
-    }
-
-    #[test]
-    fn device_names() {
-        for ok in ["tor1-01", "a", "a.b-c.d", "0", &"a".repeat(253)] {
-            assert!(valid_device_name(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "A",
-            "a..b",
-            ".a",
-            "a.",
-            "a_b",
-            "a/b",
-            "a b",
-            &"a".repeat(254),
-        ] {
-            assert!(!valid_device_name(bad), "{bad}");
-        }
     }
 
     #[test]

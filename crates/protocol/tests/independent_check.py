@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An independent implementation of Apollo protocol v1 (Python standard library only),
+"""An independent implementation of Apollo protocol v1 with signature versions v1 and v2 (Python standard library only),
 written from docs/PROTOCOL.md, that recomputes every `apollo-vector` in that document.
 
 It shows that the specification is enough to implement an agent in another language; the
@@ -27,11 +27,14 @@ def sha256_hex(data):
     return hashlib.sha256(data).hexdigest()
 
 
-def derive(master_text, device):
+def derive(master_text, device, epoch=0):
     prefix, key_id, secret = master_text.split(":")
     assert prefix == "apollo-mk1"
-    key = hmac.new(unb64(secret), b"apollo-device-key/v1\x00" + device.encode(), hashlib.sha256)
-    return key_id, key.digest()
+    message = b"apollo-device-key/v1\x00" + device.encode()
+    if epoch:
+        message += b"\x00" + str(epoch).encode()
+        key_id = "%s.%d" % (key_id, epoch)
+    return key_id, hmac.new(unb64(secret), message, hashlib.sha256).digest()
 
 
 def parse_device_key(text):
@@ -40,14 +43,15 @@ def parse_device_key(text):
     return key_id, device, unb64(secret)
 
 
-def canonical_request(method, path_and_query, ts, nonce, body, device, key_id):
-    return "\n".join(["APOLLO-HMAC-SHA256-REQUEST", method, path_and_query, ts, nonce,
-                      sha256_hex(body), device, key_id, "v1"])
+def canonical_request(method, path_and_query, ts, nonce, body, device, key_id, version, inm):
+    lines = ["APOLLO-HMAC-SHA256-REQUEST", method, path_and_query, ts, nonce, sha256_hex(body),
+             device, key_id]
+    return "\n".join(lines + ([inm] if version == "v2" else []) + [version])
 
 
-def canonical_response(status, nonce, etag, body, device, key_id):
-    return "\n".join(["APOLLO-HMAC-SHA256-RESPONSE", status, nonce, etag, sha256_hex(body),
-                      device, key_id, "v1"])
+def canonical_response(status, nonce, etag, body, device, key_id, version, inm):
+    lines = ["APOLLO-HMAC-SHA256-RESPONSE", status, nonce, etag, sha256_hex(body), device, key_id]
+    return "\n".join(lines + ([inm] if version == "v2" else []) + [version])
 
 
 def sign(key, text):
@@ -89,16 +93,18 @@ def check(v):
     expected = {}
     kind = v["kind"]
     if kind == "device-key":
-        key_id, key = derive(v["master_key"], v["device"])
+        key_id, key = derive(v["master_key"], v["device"], int(v.get("epoch") or 0))
         expected["device_key_hex"] = key.hex()
         expected["device_key"] = "apollo-dk1:%s:%s:%s" % (key_id, v["device"], b64(key))
     elif kind == "request":
         key_id, device, key = parse_device_key(v["device_key"])
         if "master_key" in v:
-            assert derive(v["master_key"], device) == (key_id, key), "device key vs master key"
+            epoch = int(key_id.split(".")[1]) if "." in key_id else 0
+            assert derive(v["master_key"], device, epoch) == (key_id, key), "device key vs master"
         body = v["body"].encode()
         canonical = canonical_request(v["method"], v["path_and_query"], v["timestamp"],
-                                      v["nonce"], body, device, key_id)
+                                      v["nonce"], body, device, key_id,
+                                      v.get("auth_version") or "v1", v.get("if_none_match", ""))
         expected["body_sha256"] = sha256_hex(body)
         expected["canonical_request"] = canonical
         expected["signature"] = sign(key, canonical)
@@ -106,7 +112,8 @@ def check(v):
         key_id, device, key = parse_device_key(v["device_key"])
         body = v["body"].encode()
         canonical = canonical_response(v["status"], v["request_nonce"], v["etag"], body,
-                                       device, key_id)
+                                       device, key_id, v.get("auth_version") or "v1",
+                                       v.get("request_if_none_match", ""))
         expected["body_sha256"] = sha256_hex(body)
         expected["canonical_response"] = canonical
         expected["signature"] = sign(key, canonical)

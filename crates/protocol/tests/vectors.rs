@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use apollo_protocol::auth::{
-    self, HEADER_DEVICE, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    self, AuthVersion, HEADER_AUTH_VERSION, HEADER_DEVICE, HEADER_KEY_ID, HEADER_NONCE,
+    HEADER_SIGNATURE, HEADER_TIMESTAMP,
 };
 use apollo_protocol::keys::{DeviceKey, MasterKey, MasterKeyRing};
 use apollo_protocol::wire::{DesiredDocument, DesiredProcess};
@@ -81,12 +82,22 @@ impl Check<'_> {
     }
 }
 
+/// `auth_version: v2` (absent: v1).
+fn version(v: &Vector) -> AuthVersion {
+    match opt(v, "auth_version") {
+        None | Some("v1") => AuthVersion::V1,
+        Some("v2") => AuthVersion::V2,
+        Some(other) => panic!("unknown auth_version {other:?}"),
+    }
+}
+
 fn check_vector(v: &Vector, c: &mut Check<'_>) {
     let kind = field(v, "kind");
     match kind {
         "device-key" => {
             let master: MasterKey = field(v, "master_key").parse().expect("master key");
-            let key = master.derive(field(v, "device"));
+            let epoch: u32 = opt(v, "epoch").map_or(0, |e| e.parse().expect("epoch"));
+            let key = master.derive_at(field(v, "device"), epoch);
             c.eq(
                 "device_key_hex",
                 field(v, "device_key_hex"),
@@ -114,14 +125,39 @@ fn check_vector(v: &Vector, c: &mut Check<'_>) {
                 field(v, "body_sha256"),
                 &auth::body_sha256_hex(body),
             );
-            let canonical =
-                auth::canonical_request(method, pq, ts, nonce, body, key.device(), key.key_id());
+            let inm = opt(v, "if_none_match");
+            let (canonical, signed) = match version(v) {
+                AuthVersion::V1 => (
+                    auth::canonical_request(
+                        method,
+                        pq,
+                        ts,
+                        nonce,
+                        body,
+                        key.device(),
+                        key.key_id(),
+                    ),
+                    auth::sign_request(&key, method, pq, body, ts, nonce),
+                ),
+                AuthVersion::V2 => (
+                    auth::canonical_request_v2(
+                        method,
+                        pq,
+                        ts,
+                        nonce,
+                        body,
+                        key.device(),
+                        key.key_id(),
+                        inm,
+                    ),
+                    auth::sign_request_v2(&key, method, pq, inm, body, ts, nonce),
+                ),
+            };
             c.eq(
                 "canonical_request",
                 field(v, "canonical_request"),
                 &canonical,
             );
-            let signed = auth::sign_request(&key, method, pq, body, ts, nonce);
             c.eq("signature", field(v, "signature"), &signed.signature);
             // And the documented headers verify on the gateway side.
             if let Some(master) = v.get("master_key") {
@@ -135,6 +171,12 @@ fn check_vector(v: &Vector, c: &mut Check<'_>) {
                     (HEADER_SIGNATURE, field(v, "signature").to_string()),
                 ] {
                     headers.insert(name, HeaderValue::from_str(&value).expect("header"));
+                }
+                if version(v) == AuthVersion::V2 {
+                    headers.insert(HEADER_AUTH_VERSION, HeaderValue::from_static("v2"));
+                }
+                if let Some(inm) = inm {
+                    headers.insert("if-none-match", HeaderValue::from_str(inm).expect("header"));
                 }
                 let verified = auth::verify_request(
                     &ring,
@@ -168,24 +210,40 @@ fn check_vector(v: &Vector, c: &mut Check<'_>) {
                 field(v, "body_sha256"),
                 &auth::body_sha256_hex(body),
             );
-            let canonical =
-                auth::canonical_response(status, nonce, etag, body, key.device(), key.key_id());
+            let inm = opt(v, "request_if_none_match");
+            let canonical = match version(v) {
+                AuthVersion::V1 => {
+                    auth::canonical_response(status, nonce, etag, body, key.device(), key.key_id())
+                }
+                AuthVersion::V2 => auth::canonical_response_v2(
+                    status,
+                    nonce,
+                    etag,
+                    body,
+                    key.device(),
+                    key.key_id(),
+                    inm,
+                ),
+            };
             c.eq(
                 "canonical_response",
                 field(v, "canonical_response"),
                 &canonical,
             );
-            let sig = auth::sign_response(&key, status, nonce, etag, body);
+            let sig =
+                auth::sign_response_versioned(&key, version(v), status, nonce, etag, body, inm);
             c.eq("signature", field(v, "signature"), &sig);
             c.eq(
                 "verify_response",
                 "ok",
-                &auth::verify_response(
+                &auth::verify_response_versioned(
                     &key,
+                    version(v),
                     status,
                     nonce,
                     etag,
                     body,
+                    inm,
                     Some(field(v, "signature")),
                 )
                 .map(|_| "ok".to_string())
@@ -230,4 +288,14 @@ fn every_vector_in_protocol_md_matches_the_code() {
         );
     }
     assert!(vectors.len() >= 7, "only {} vectors", vectors.len());
+    assert!(
+        vectors.iter().any(|v| version(v) == AuthVersion::V2
+            && field(v, "kind") == "request"
+            && opt(v, "if_none_match").is_some()),
+        "docs/PROTOCOL.md has no v2 request vector with If-None-Match"
+    );
+    assert!(
+        vectors.iter().any(|v| opt(v, "epoch").is_some()),
+        "docs/PROTOCOL.md has no device-key vector with an epoch"
+    );
 }

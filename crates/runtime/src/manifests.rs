@@ -1,9 +1,10 @@
 //! Applying YAML manifests (`kubectl apply --server-side` for a file), for the demo, the
 //! benchmarks and tests: every document is server-side applied with a field manager, resolved
-//! through discovery, optionally moved into another namespace.
+//! through discovery, optionally moved into another namespace. [`crd_dir_for`] picks the CRD
+//! directory that fits the server's Kubernetes version.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -47,6 +48,80 @@ pub enum ManifestError {
     /// An applied CRD did not become Established in time ([`Applier::wait_established`]).
     #[error("crd {0} not Established in time")]
     NotEstablished(String),
+    /// The server's `/version` could not be read or has no numeric minor.
+    #[error("reading the server version: {0}")]
+    Version(String),
+}
+
+/// The CRD directory of the repository `repo` that fits a server of Kubernetes 1.`minor`:
+/// `k8s/crds`, or for an older server the variant `k8s-pre-1.<N>/crds` that
+/// `apollo-crdgen --variants` writes (the smallest `N` above `minor`). The same choice as
+/// `scripts/k8s-variant.sh` makes for `make install` and the kind demo.
+pub fn crd_dir_for(repo: &Path, minor: u32) -> PathBuf {
+    let mut best: Option<(u32, PathBuf)> = None;
+    if let Ok(entries) = std::fs::read_dir(repo) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(n) = name
+                .strip_prefix("k8s-pre-1.")
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let dir = entry.path().join("crds");
+            if minor < n && dir.is_dir() && best.as_ref().is_none_or(|(b, _)| n < *b) {
+                best = Some((n, dir));
+            }
+        }
+    }
+    best.map(|(_, d)| d)
+        .unwrap_or_else(|| repo.join("k8s").join("crds"))
+}
+
+/// The server's Kubernetes minor version (`/version`; a managed cluster's `"29+"` is 29).
+pub async fn server_minor(client: &kube::Client) -> Result<u32, ManifestError> {
+    let info = client
+        .apiserver_version()
+        .await
+        .map_err(|e| ManifestError::Version(e.to_string()))?;
+    let digits: String = info
+        .minor
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits
+        .parse()
+        .map_err(|_| ManifestError::Version(format!("minor {:?} is not a number", info.minor)))
+}
+
+#[cfg(test)]
+mod variant_tests {
+    use super::{crd_dir_for, moved_name};
+
+    #[test]
+    fn moved_names_stay_valid() {
+        assert_eq!(moved_name("apollo", "t-1"), "apollo-t-1");
+        let long = moved_name(&"a".repeat(250), "t-abcdefgh");
+        assert!(long.len() <= 253, "{}", long.len());
+        assert_eq!(long, moved_name(&"a".repeat(250), "t-abcdefgh"));
+        assert_ne!(long, moved_name(&"a".repeat(250), "t-abcdefgi"));
+    }
+
+    #[test]
+    fn older_servers_get_the_variant() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path();
+        std::fs::create_dir_all(repo.join("k8s/crds")).unwrap();
+        assert_eq!(crd_dir_for(repo, 29), repo.join("k8s/crds"));
+        std::fs::create_dir_all(repo.join("k8s-pre-1.31/crds")).unwrap();
+        std::fs::create_dir_all(repo.join("k8s-pre-1.33/crds")).unwrap();
+        std::fs::create_dir_all(repo.join("k8s-pre-1.x/crds")).unwrap();
+        assert_eq!(crd_dir_for(repo, 29), repo.join("k8s-pre-1.31/crds"));
+        assert_eq!(crd_dir_for(repo, 30), repo.join("k8s-pre-1.31/crds"));
+        assert_eq!(crd_dir_for(repo, 31), repo.join("k8s-pre-1.33/crds"));
+        assert_eq!(crd_dir_for(repo, 33), repo.join("k8s/crds"));
+        assert_eq!(crd_dir_for(repo, 36), repo.join("k8s/crds"));
+    }
 }
 
 /// Applies manifests with one field manager, caching discovery per kind.
@@ -200,9 +275,20 @@ impl Applier {
                 Api::namespaced_with(self.client.clone(), &ns, &resource)
             }
         };
+        let mut name = name;
         if self.namespace.is_some() && caps.scope == Scope::Cluster {
             let ns = self.namespace.clone().unwrap_or_default();
-            rewrite_subject_namespaces(&mut obj, &ns, true);
+            // A cluster-wide binding whose subjects move to another namespace becomes a binding
+            // of its own for that namespace: rewriting the shared one would take the grant away
+            // from whoever else uses it (parallel tests, each in its own namespace).
+            if rewrite_subject_namespaces(&mut obj, &ns, true) {
+                name = moved_name(&name, &ns);
+                obj.metadata.name = Some(name.clone());
+                obj.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(MOVED_TO_LABEL.to_owned(), ns.clone());
+            }
         }
         let params = PatchParams::apply(&self.manager).force();
         api.patch(&name, &params, &Patch::Apply(&obj))
@@ -253,19 +339,46 @@ async fn wait_established(
     }
 }
 
-/// When manifests move to another namespace, ServiceAccount subjects of (Cluster)RoleBindings
-/// move with them, so the bindings keep naming the accounts that were applied.
-fn rewrite_subject_namespaces(obj: &mut DynamicObject, ns: &str, moved: bool) {
-    if !moved {
-        return;
+/// The label on a cluster-scoped binding that [`Applier`] made for one namespace (its
+/// ServiceAccount subjects moved there); its value is that namespace. Test environments delete
+/// these bindings with their namespace.
+pub const MOVED_TO_LABEL: &str = "apollo.azure.com/moved-to-namespace";
+
+/// The name of a cluster-scoped object made for namespace `ns`: `<name>-<ns>`, shortened with a
+/// hash to the 253 characters a name may have.
+pub fn moved_name(name: &str, ns: &str) -> String {
+    let full = format!("{name}-{ns}");
+    if full.len() <= 253 {
+        return full;
     }
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    full.hash(&mut hasher);
+    let hash = format!("{:010x}", hasher.finish() & 0xff_ffff_ffff);
+    let mut cut = 242;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{hash}", full[..cut].trim_end_matches(['-', '.']))
+}
+
+/// When manifests move to another namespace, ServiceAccount subjects of (Cluster)RoleBindings
+/// move with them, so the bindings keep naming the accounts that were applied. Returns whether
+/// a subject changed namespace.
+fn rewrite_subject_namespaces(obj: &mut DynamicObject, ns: &str, moved: bool) -> bool {
+    if !moved {
+        return false;
+    }
+    let mut changed = false;
     if let Some(subjects) = obj.data.get_mut("subjects").and_then(|s| s.as_array_mut()) {
         for subject in subjects {
-            if subject["kind"] == "ServiceAccount" {
+            if subject["kind"] == "ServiceAccount" && subject["namespace"] != ns {
                 subject["namespace"] = serde_json::Value::String(ns.to_owned());
+                changed = true;
             }
         }
     }
+    changed
 }
 
 /// Splits a multi-document YAML text into objects, skipping empty documents.

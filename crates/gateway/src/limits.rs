@@ -1,0 +1,338 @@
+//! Bounds on what clients can make the gateway hold *before* they have authenticated, so that
+//! memory under any flood of unauthenticated traffic is bounded by design (see the security
+//! section of `docs/GATEWAY.md` for the arithmetic).
+//!
+//! - [`HEAD_BUFFER`]: hyper's read buffer per connection (a request head larger than this is
+//!   answered `431` and the connection closed).
+//! - [`AddressLimiter`]: at most N open connections per source address (IPv6: per /64).
+//! - [`BodyBudget`]: a global budget of request-body bytes buffered before the signature is
+//!   checked; a request that does not fit gets `503` + `Retry-After` without being read.
+//! - [`default_max_connections`]: `--max-connections` derived from the memory the gateway is
+//!   given (`--memory-limit`, else the cgroup limit).
+//! - [`AcceptErrors`]: accept failures (e.g. `EMFILE` past the descriptor limit) back off
+//!   exponentially and are logged once per interval with a count.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apollo_backoff::Exponential;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+/// hyper's per-connection read buffer (`http1::Builder::max_buf_size`; hyper's minimum).
+/// Agents' request heads are well under 2 KiB.
+pub const HEAD_BUFFER: usize = 8 * 1024;
+/// Most header fields in a request head (agents send about ten).
+pub const MAX_HEADERS: usize = 32;
+/// Memory budgeted per open connection: hyper's read and write buffers and connection state,
+/// the task and the answer being written. `tests/flood.rs` measures about 18 KB for a held
+/// unauthenticated connection; the fleet benchmark about 34 KB per device for a held long
+/// poll including the device's state (README), so 32 KiB per connection.
+pub const CONNECTION_COST: u64 = 32 * 1024;
+/// Share of the memory limit given to connections (the rest holds the per-device caches,
+/// the replay cache and the unauthenticated body budget).
+pub const CONNECTION_SHARE_PERCENT: u64 = 50;
+/// `--max-connections` when no memory limit is known.
+pub const UNLIMITED_MAX_CONNECTIONS: usize = 150_000;
+/// Default `--max-connections-per-address`.
+pub const DEFAULT_PER_ADDRESS: usize = 1024;
+/// Default `--unauthenticated-body-budget` (bytes).
+pub const DEFAULT_BODY_BUDGET: usize = 16 * 1024 * 1024;
+/// Open connections of the metrics listener (probes and scrapers are few).
+pub const METRICS_MAX_CONNECTIONS: usize = 256;
+/// Open connections of the metrics listener per source address.
+pub const METRICS_PER_ADDRESS: usize = 64;
+/// How often repeated accept errors are logged (with a count).
+pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `--max-connections` for a memory limit in bytes: connections get
+/// [`CONNECTION_SHARE_PERCENT`] of it at [`CONNECTION_COST`] each; without a limit,
+/// [`UNLIMITED_MAX_CONNECTIONS`].
+pub fn default_max_connections(memory_limit: Option<u64>) -> usize {
+    match memory_limit {
+        Some(limit) => {
+            let n = limit / 100 * CONNECTION_SHARE_PERCENT / CONNECTION_COST;
+            usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .clamp(64, UNLIMITED_MAX_CONNECTIONS)
+        }
+        None => UNLIMITED_MAX_CONNECTIONS,
+    }
+}
+
+/// The memory limit of the process's cgroup (v2 `memory.max`, else v1
+/// `memory.limit_in_bytes`); `None` when unlimited or unknown.
+pub fn cgroup_memory_limit() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let v2 = read("/sys/fs/cgroup/memory.max");
+    let text = v2.or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))?;
+    let n: u64 = text.trim().parse().ok()?;
+    // cgroup v1 says "unlimited" with a huge number.
+    (n < (1 << 60)).then_some(n)
+}
+
+/// Parses a memory quantity: plain bytes or a Kubernetes binary/decimal suffix
+/// (`Ki Mi Gi Ti`, `k M G T`).
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mul: u64 = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mul).filter(|n| *n > 0)
+}
+
+/// The key an address is counted under: IPv4 as is, IPv6 by its /64 (one host usually
+/// holds a whole /64), IPv4-mapped IPv6 as IPv4.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Open connections per source address.
+#[derive(Debug)]
+pub struct AddressLimiter {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted against its address; released on drop.
+#[derive(Debug)]
+pub struct AddressPermit {
+    limiter: Arc<AddressLimiter>,
+    key: IpAddr,
+}
+
+impl AddressLimiter {
+    /// At most `limit` connections per address.
+    pub fn new(limit: usize) -> Arc<AddressLimiter> {
+        Arc::new(AddressLimiter {
+            limit,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a connection from `ip`, or `None` when the address has its limit open.
+    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<AddressPermit> {
+        let key = address_key(ip);
+        let mut open = self.lock();
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(AddressPermit {
+            limiter: self.clone(),
+            key,
+        })
+    }
+
+    /// Open connections from `ip`'s address key.
+    pub fn open(&self, ip: IpAddr) -> usize {
+        self.lock().get(&address_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for AddressPermit {
+    fn drop(&mut self) {
+        let mut open = self.limiter.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The global budget of body bytes held by requests not yet authenticated.
+#[derive(Debug)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+}
+
+impl BodyBudget {
+    /// A budget of `bytes` (at least one largest request body).
+    pub fn new(bytes: usize) -> BodyBudget {
+        BodyBudget {
+            bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Reserves `n` bytes, or `None` when the budget is spent (never waits).
+    pub fn try_take(&self, n: usize) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(n).ok()?;
+        self.bytes.clone().try_acquire_many_owned(n).ok()
+    }
+
+    /// Bytes currently free.
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+}
+
+/// The wait after a failed accept: 10 ms doubling to 1 s per consecutive failure.
+const ACCEPT_BACKOFF: Exponential =
+    Exponential::new(Duration::from_millis(10), Duration::from_secs(1));
+
+/// Backoff and rate-limited logging of accept errors.
+#[derive(Debug)]
+pub struct AcceptErrors {
+    interval: Duration,
+    failures: u32,
+    suppressed: u64,
+    last_log: Option<Instant>,
+}
+
+impl AcceptErrors {
+    /// Logs at most once per `interval`.
+    pub fn new(interval: Duration) -> AcceptErrors {
+        AcceptErrors {
+            interval,
+            failures: 0,
+            suppressed: 0,
+            last_log: None,
+        }
+    }
+
+    /// Records a failure; returns how long to wait before accepting again (10 ms doubling
+    /// to 1 s). Logs the first failure of an interval with the count of those since the
+    /// last line.
+    pub fn failed(&mut self, error: &std::io::Error, now: Instant) -> Duration {
+        let delay = ACCEPT_BACKOFF.delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        self.suppressed += 1;
+        if self
+            .last_log
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.interval)
+        {
+            tracing::warn!(
+                error = %error,
+                count = self.suppressed,
+                "accept failed ({} time(s) since the last such line); backing off",
+                self.suppressed
+            );
+            self.suppressed = 0;
+            self.last_log = Some(now);
+        }
+        delay
+    }
+
+    /// An accept succeeded: the backoff starts over.
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures not yet logged.
+    pub fn suppressed(&self) -> u64 {
+        self.suppressed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_connections_from_memory() {
+        // 1 GiB: half for connections at 32 KiB each.
+        assert_eq!(default_max_connections(Some(1 << 30)), 16_383);
+        assert_eq!(default_max_connections(None), UNLIMITED_MAX_CONNECTIONS);
+        assert_eq!(default_max_connections(Some(1)), 64);
+        assert_eq!(
+            default_max_connections(Some(u64::MAX)),
+            UNLIMITED_MAX_CONNECTIONS
+        );
+    }
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!(parse_memory("1Gi"), Some(1 << 30));
+        assert_eq!(parse_memory("512Mi"), Some(512 << 20));
+        assert_eq!(parse_memory("1073741824"), Some(1 << 30));
+        assert_eq!(parse_memory("2G"), Some(2_000_000_000));
+        for bad in ["", "Gi", "1Xi", "-1", "0", "99999999999999999999Ti"] {
+            assert_eq!(parse_memory(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn per_address() {
+        let l = AddressLimiter::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let p1 = l.try_acquire(a).unwrap();
+        let _p2 = l.try_acquire(a).unwrap();
+        assert!(l.try_acquire(a).is_none());
+        assert!(l.try_acquire(b).is_some());
+        drop(p1);
+        assert!(l.try_acquire(a).is_some());
+        // One /64 is one address; the IPv4-mapped form is the IPv4 address.
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        let _q1 = l.try_acquire(v6a).unwrap();
+        let _q2 = l.try_acquire(v6b).unwrap();
+        assert!(l.try_acquire(v6a).is_none());
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(l.open(mapped), 0);
+        let _m = l.try_acquire(mapped).unwrap();
+        assert_eq!(l.open(b), 1);
+    }
+
+    #[test]
+    fn body_budget() {
+        let b = BodyBudget::new(100);
+        let p = b.try_take(60).unwrap();
+        assert!(b.try_take(60).is_none());
+        drop(p);
+        assert!(b.try_take(100).is_some());
+        assert!(b.try_take(usize::MAX).is_none());
+    }
+
+    #[tokio::test]
+    async fn accept_errors_back_off_and_log_once_per_interval() {
+        let mut a = AcceptErrors::new(Duration::from_secs(10));
+        let e = std::io::Error::other("too many open files");
+        let t0 = Instant::now();
+        assert_eq!(a.failed(&e, t0), Duration::from_millis(10));
+        assert_eq!(a.suppressed(), 0, "the first failure is logged");
+        let mut last = Duration::ZERO;
+        for i in 1..50 {
+            last = a.failed(&e, t0 + Duration::from_millis(i));
+        }
+        assert_eq!(last, Duration::from_secs(1));
+        assert_eq!(a.suppressed(), 49, "counted, not logged");
+        a.failed(&e, t0 + Duration::from_secs(11));
+        assert_eq!(a.suppressed(), 0, "logged with the count");
+        a.succeeded();
+        assert_eq!(
+            a.failed(&e, t0 + Duration::from_secs(12)),
+            Duration::from_millis(10)
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! The replica route (`POST /v1/replicas/reports`, forwarded reports) is attack surface on
+//! the device listener: authentication from the headers before any body byte is read,
+//! bounded bodies, replay protection, a device key is not a replica key, and a valid batch
+//! reaches the owner's liveness and status.
+
+use crate::common;
+
+use std::time::{Duration, Instant};
+
+use apollo_gateway::forward::{Batch, FORWARD_PATH, Forwarded, MAX_BATCH};
+use apollo_protocol::auth::{generate_nonce, unix_now};
+use apollo_protocol::keys::MasterKeyRing;
+use apollo_protocol::replica::sign_replica_request;
+use apollo_protocol::wire::{ObservedProcess, Report};
+use common::*;
+
+fn signed(ring: &MasterKeyRing, body: &[u8], nonce: &str) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = sign_replica_request(
+        ring,
+        "gw-peer",
+        "POST",
+        FORWARD_PATH,
+        body,
+        unix_now(),
+        nonce,
+    )
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    h.push(("Content-Type".into(), "application/json".into()));
+    h
+}
+
+fn report(instance: &str, observed: Vec<ObservedProcess>) -> Report {
+    Report {
+        agent_version: "0.1.0".into(),
+        instance_id: instance.into(),
+        revision: None,
+        observed,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
+    let h = Harness::start().await;
+    let ring = MasterKeyRing::from(h.master.clone());
+    let dp = h.create_dp("dp-fw", "dev-fw", "x").await;
+    let hash = apollo_api::spec_hash(&dp.spec);
+
+    // No credentials, a large declared body never sent: 401 at once, nothing read.
+    let started = Instant::now();
+    let mut req = format!(
+        "POST {FORWARD_PATH} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 900000\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend_from_slice(b"{");
+    let r = raw_request(h.addr, &req).await.unwrap();
+    assert_eq!(r.status, 401);
+    assert!(
+        started.elapsed() < Duration::from_millis(700),
+        "answered before the body"
+    );
+
+    // A device's credentials are not a replica's.
+    let body = br#"{"reports":[]}"#;
+    let dev = auth_headers(
+        &h.master.derive("dev-fw"),
+        "POST",
+        FORWARD_PATH,
+        body,
+        unix_now(),
+        &generate_nonce(),
+    );
+    let r = raw_request(h.addr, &build_request("POST", FORWARD_PATH, &dev, body))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 401);
+
+    // Wrong method.
+    let r = raw_request(h.addr, &build_request("GET", FORWARD_PATH, &[], b""))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 405);
+
+    // Signed, but over the size limit (by Content-Length): 413 unread.
+    let big = vec![b' '; apollo_gateway::forward::MAX_FORWARD_BODY + 1];
+    let r = raw_request(
+        h.addr,
+        &build_request(
+            "POST",
+            FORWARD_PATH,
+            &signed(&ring, &big, &generate_nonce()),
+            &big,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 413);
+
+    // Signed for another body: 401.
+    let r = raw_request(
+        h.addr,
+        &build_request(
+            "POST",
+            FORWARD_PATH,
+            &signed(&ring, b"{\"reports\":[]} ", &generate_nonce()),
+            body,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401);
+
+    // Too many reports in one batch: 400.
+    let many = Batch {
+        reports: (0..=MAX_BATCH)
+            .map(|i| Forwarded {
+                device: format!("d{i}"),
+                age_ms: 0,
+                report: report("i", vec![]),
+            })
+            .collect(),
+    };
+    let many = serde_json::to_vec(&many).unwrap();
+    let r = raw_request(
+        h.addr,
+        &build_request(
+            "POST",
+            FORWARD_PATH,
+            &signed(&ring, &many, &generate_nonce()),
+            &many,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 400);
+
+    // A valid batch: the bad entry is skipped, the good one reaches liveness and status.
+    let batch = Batch {
+        reports: vec![
+            Forwarded {
+                device: "Not A Device".into(),
+                age_ms: 0,
+                report: report("x", vec![]),
+            },
+            Forwarded {
+                device: "dev-fw".into(),
+                age_ms: 20,
+                report: report(
+                    "fw-instance",
+                    vec![ObservedProcess {
+                        name: "dp-fw".into(),
+                        spec_hash: hash.clone(),
+                        generation: Some(1),
+                    }],
+                ),
+            },
+        ],
+    };
+    let body = serde_json::to_vec(&batch).unwrap();
+    let nonce = generate_nonce();
+    let headers = signed(&ring, &body, &nonce);
+    let r = raw_request(
+        h.addr,
+        &build_request("POST", FORWARD_PATH, &headers, &body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["accepted"], 1);
+    h.wait_status(
+        "dp-fw",
+        "connected by a forwarded report",
+        Duration::from_secs(10),
+        |dp| {
+            cond_status(dp, "AgentConnected").as_deref() == Some("True")
+                && dp
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.agent.as_ref())
+                    .map(|a| a.instance_id.as_str())
+                    == Some("fw-instance")
+        },
+    )
+    .await;
+    // The same request again: a replay.
+    let r = raw_request(
+        h.addr,
+        &build_request("POST", FORWARD_PATH, &headers, &body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 401);
+    let metrics = h.gw().metrics().encode();
+    assert!(
+        metrics.contains("apollo_gateway_forwarded_reports_total{result=\"received\"} 1"),
+        "{metrics}"
+    );
+    h.env.cleanup().await;
+}

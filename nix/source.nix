@@ -1,6 +1,7 @@
 # The source handed to cargo.
 #
-# Release builds (`forTests = false`) get only what compiles: the manifests, the crates and
+# Release builds (`forTests = false`) get only what compiles: the manifests, the crates (`crates/`
+# and the development tooling in `dev/`, which the workspace builds together) and
 # cargo/nextest configuration. No crate embeds k8s/ or reads it at build time, so editing a
 # manifest, the docs, nix/ or the Makefile rebuilds no binary and no image.
 #
@@ -24,6 +25,7 @@ fs.toSource {
       (root + "/Cargo.toml")
       (root + "/Cargo.lock")
       (root + "/crates")
+      (root + "/dev")
       (fs.maybeMissing (root + "/.cargo"))
       (fs.maybeMissing (root + "/.config"))
       (fs.maybeMissing (root + "/rustfmt.toml"))

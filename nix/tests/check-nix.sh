@@ -203,7 +203,7 @@ import glob, json, os, sys, tomllib
 out = json.load(open(sys.argv[1]))
 # Binary crates, found independently of nix/meta.nix: [[bin]] or src/main.rs.
 bins = []
-for manifest in sorted(glob.glob("crates/*/Cargo.toml")):
+for manifest in sorted(glob.glob("crates/*/Cargo.toml") + glob.glob("dev/*/Cargo.toml")):
     with open(manifest, "rb") as f:
         toml = tomllib.load(f)
     if toml.get("bin") or os.path.exists(os.path.join(os.path.dirname(manifest), "src/main.rs")):
@@ -390,7 +390,7 @@ patterns = [
     (re.compile(r":/usr/bin:/bin|\"/usr/bin:/bin"), "a PATH of fixed system directories"),
 ]
 bad = []
-for path in sorted(glob.glob("crates/**/*.rs", recursive=True)):
+for path in sorted(glob.glob("crates/**/*.rs", recursive=True) + glob.glob("dev/**/*.rs", recursive=True)):
     text = open(path, encoding="utf-8").read()
     if "/tests/" not in path:  # src files: their #[cfg(test)] part
         i = text.find("#[cfg(test)]")
@@ -404,9 +404,9 @@ sys.exit(1 if bad else 0)
 PY
 check "every top-level directory tests read is in the checks' source and not in the release source" python3 - <<'PY'
 import glob, json, os, re, subprocess, sys
-top = {d for d in os.listdir(".") if os.path.isdir(d) and not d.startswith(".") and d not in ("target", "crates")}
+top = {d for d in os.listdir(".") if os.path.isdir(d) and not d.startswith(".") and d not in ("target", "crates", "dev")}
 read = set()
-for path in glob.glob("crates/**/*.rs", recursive=True):
+for path in glob.glob("crates/**/*.rs", recursive=True) + glob.glob("dev/**/*.rs", recursive=True):
     text = open(path, encoding="utf-8").read()
     for m in re.finditer(r'(?:join\("|"\.\./\.\./|/\.\./\.\./)([A-Za-z0-9_.-]+)/', text):
         if m.group(1) in top:

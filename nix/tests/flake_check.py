@@ -51,7 +51,7 @@ class Checker:
 
 def binaries():
     found = []
-    for manifest in sorted(glob.glob("crates/*/Cargo.toml")):
+    for manifest in sorted(glob.glob("crates/*/Cargo.toml") + glob.glob("dev/*/Cargo.toml")):
         with open(manifest, "rb") as f:
             toml = tomllib.load(f)
         if toml.get("bin") or os.path.exists(os.path.join(os.path.dirname(manifest), "src/main.rs")):
@@ -90,8 +90,8 @@ def check_static(c, pkgs, name, arch, system, suffix=""):
     c.check(p.get("meta", {}).get("mainProgram") == name, f"{where}: mainProgram")
     c.check(p.get("_toolchain") == "/stub/rust-toolchain/1.95.0", f"{where}: pinned toolchain")
     src = p.get("src", "")
-    c.check('"crates"' in src and all(d not in src for d in ("k8s", "docs", "scripts")),
-            f"{where}: source is the crates, not k8s/, docs/ or scripts/")
+    c.check('"crates"' in src and '"dev"' in src and all(d not in src for d in ("k8s", "docs", "scripts")),
+            f"{where}: source is crates/ and dev/, not k8s/, docs/ or scripts/")
     deps = f"apollo-{target}" + ("" if profile == "release" else f"-{profile}")
     c.check(p.get("cargoArtifacts", "") == f"/stub/crane-buildDepsOnly/{deps}@{pkgs_name(system, arch)}",
             f"{where}: uses the shared {deps} dependency build")

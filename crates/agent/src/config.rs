@@ -5,10 +5,11 @@
 //! `--device-key-file`, else `APOLLO_DEVICE_KEY` (the key itself), else
 //! `APOLLO_DEVICE_KEY_FILE`; setting both environment variables is an error.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use apollo_process::env::{Env, ProcessEnv};
+pub use apollo_process::telemetry::LogFormat;
 use apollo_protocol::keys::{DeviceKey, KeyError};
 use apollo_protocol::wire::{MAX_WAIT, valid_device_name};
 use argh::FromArgs;
@@ -55,41 +56,6 @@ pub struct Args {
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
-}
-
-/// Where environment variables come from.
-pub trait Env {
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Env for HashMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
-
-impl Env for HashMap<&str, &str> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).map(|v| v.to_string())
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
 }
 
 /// Configuration errors: each names the flag and variable to fix. Never contains key material.
@@ -268,11 +234,10 @@ impl Config {
         if let Some(f) =
             nonempty(args.log_format.clone()).or_else(|| nonempty(env.var(ENV_LOG_FORMAT)))
         {
-            config.log_format = match f.trim() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => return Err(ConfigError::InvalidLogFormat(other.to_string())),
-            };
+            config.log_format = f
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::InvalidLogFormat(f.trim().to_string()))?;
         }
         Ok(config)
     }
@@ -354,6 +319,7 @@ fn parse_gateway_url(url: &str) -> Result<String, ConfigError> {
 mod tests {
     use super::*;
     use apollo_protocol::keys::MasterKey;
+    use std::collections::HashMap;
 
     fn key(device: &str) -> DeviceKey {
         MasterKey::new("k1", [3; 32]).unwrap().derive(device)

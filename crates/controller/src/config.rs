@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use apollo_runtime::ConfigError;
-use apollo_runtime::duration::HumanDuration;
-use apollo_runtime::env::{Env, flag_or_env, switch_or_env};
-use apollo_runtime::telemetry::LogFormat;
+use apollo_process::ConfigError;
+use apollo_process::duration::HumanDuration;
+use apollo_process::env::{Env, flag_or_env, switch_or_env};
+use apollo_process::telemetry::LogFormat;
 use argh::FromArgs;
 
 use crate::inventory::InventoryKind;
@@ -124,7 +124,7 @@ pub fn parse_args(argv: &[String]) -> Result<Args, argh::EarlyExit> {
         return Args::from_args(&["apollo-controller"], &[]);
     };
     let args =
-        apollo_runtime::args::split_equals(rest.iter().cloned(), &SWITCHES).map_err(|output| {
+        apollo_process::args::split_equals(rest.iter().cloned(), &SWITCHES).map_err(|output| {
             argh::EarlyExit {
                 output,
                 status: Err(()),
@@ -391,7 +391,7 @@ fn default_identity(env: &dyn Env) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use apollo_runtime::env::MapEnv;
+    use apollo_process::env::MapEnv;
 
     fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
         let argv: Vec<String> = std::iter::once("apollo-controller")

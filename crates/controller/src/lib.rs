@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apollo_runtime::http::Readiness;
+use apollo_process::http::Readiness;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
@@ -172,7 +172,7 @@ impl App {
             let stop = stopped();
             tokio::spawn(async move {
                 if let Err(error) =
-                    apollo_runtime::http::serve_health_on(listener, registry, readiness, stop).await
+                    apollo_process::http::serve_health_on(listener, registry, readiness, stop).await
                 {
                     tracing::error!(%error, "health listener failed");
                 }

@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use apollo_controller::{App, Config};
-use apollo_runtime::env::ProcessEnv;
+use apollo_process::env::ProcessEnv;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -21,12 +21,12 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let config = Config::from_args(args, &ProcessEnv)?;
-    apollo_runtime::telemetry::init(config.log_format, &config.log_filter);
-    let client = apollo_runtime::kubeclient::client(config.kubeconfig.as_deref())
+    apollo_process::telemetry::init(config.log_format, &config.log_filter);
+    let client = apollo_kube::client::client(config.kubeconfig.as_deref())
         .await
         .context("building the Kubernetes client")?;
     App::new(config, client)
-        .run(apollo_runtime::shutdown::signal())
+        .run(apollo_process::shutdown::signal())
         .await?;
     Ok(())
 }

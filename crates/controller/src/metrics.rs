@@ -305,7 +305,7 @@ mod tests {
         m.wrote("apply", "deviceprocesses");
         m.managed_objects.set(2);
         m.leader.set(1);
-        let text = apollo_runtime::http::encode_metrics(&registry);
+        let text = apollo_process::http::encode_metrics(&registry);
         for needle in [
             "apollo_controller_reconciles_total{result=\"ok\"} 1",
             "apollo_controller_reconciles_total{result=\"error\"} 1",
@@ -365,7 +365,7 @@ mod tests {
         let m = Metrics::register(&mut registry);
         let (a, b) = (deployment("logger", true), deployment("exporter", false));
         m.observe_deployments([&a, &b]);
-        let text = apollo_runtime::http::encode_metrics(&registry);
+        let text = apollo_process::http::encode_metrics(&registry);
         for needle in [
             "apollo_controller_deployment_devices{namespace=\"ops\",deployment=\"logger\",state=\"desired\"} 10",
             "apollo_controller_deployment_devices{namespace=\"ops\",deployment=\"logger\",state=\"connected\"} 6",
@@ -379,7 +379,7 @@ mod tests {
         }
         // The deleted deployment's series disappear; the other's stay.
         m.observe_deployments([&b]);
-        let text = apollo_runtime::http::encode_metrics(&registry);
+        let text = apollo_process::http::encode_metrics(&registry);
         assert!(!text.contains("deployment=\"logger\""), "{text}");
         assert!(
             text.contains(

@@ -1,14 +1,14 @@
 //! Command line and environment: argh flags, each with an `APOLLO_` environment twin (the flag
-//! wins), resolved through [`apollo_runtime::env`] so parsing is testable with `MapEnv`.
+//! wins), resolved through [`apollo_process::env`] so parsing is testable with `MapEnv`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use apollo_process::duration::{HumanDuration, format_duration};
+use apollo_process::env::{Env, flag_or_env, switch_or_env};
+use apollo_process::telemetry::LogFormat;
 use apollo_protocol::keys::MasterKeyRing;
-use apollo_runtime::duration::{HumanDuration, format_duration};
-use apollo_runtime::env::{Env, flag_or_env, switch_or_env};
-use apollo_runtime::telemetry::LogFormat;
 use argh::FromArgs;
 
 use crate::{Settings, limits};
@@ -230,7 +230,7 @@ pub struct DeriveCommand {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error(transparent)]
-    Runtime(#[from] apollo_runtime::ConfigError),
+    Runtime(#[from] apollo_process::ConfigError),
     #[error("invalid --addr {0:?}: expected HOST:PORT or :PORT")]
     Addr(String),
     #[error("a master key ring is required: --master-key-file or APOLLO_MASTER_KEY_FILE")]
@@ -258,14 +258,14 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
 }
 
-/// Boolean flags, for [`apollo_runtime::args::split_equals`] (`--access-log=true`).
+/// Boolean flags, for [`apollo_process::args::split_equals`] (`--access-log=true`).
 pub const SWITCHES: &[&str] = &["--access-log"];
 
-/// [`apollo_runtime::args::split_equals`] with this binary's switches (`--flag=value` as
+/// [`apollo_process::args::split_equals`] with this binary's switches (`--flag=value` as
 /// manifests write it); an invalid switch value is left for argh to refuse.
 pub fn split_equals(args: impl IntoIterator<Item = String>) -> Vec<String> {
     let args: Vec<String> = args.into_iter().collect();
-    apollo_runtime::args::split_equals(args.clone(), SWITCHES).unwrap_or(args)
+    apollo_process::args::split_equals(args.clone(), SWITCHES).unwrap_or(args)
 }
 
 /// Parses a listen address: `:8080` (all interfaces), `HOST:PORT`, `localhost:PORT`.
@@ -570,8 +570,8 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apollo_process::env::MapEnv;
     use apollo_protocol::keys::MasterKey;
-    use apollo_runtime::env::MapEnv;
 
     fn key_file() -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use apollo_process::http::{METRICS_CONTENT_TYPE, Readiness};
 use apollo_protocol::auth::{
     AuthError, AuthVersion, HEADER_SIGNATURE, ReplayCache, ReplayVerdict, sign_response_versioned,
     unix_now, verify_request,
@@ -35,7 +36,6 @@ use apollo_protocol::wire::{
     self, DeviceRoute, ErrorBody, MAX_REQUEST_BODY, Report, ReportAck, if_none_match_matches,
     parse_device_route, parse_wait, valid_device_name,
 };
-use apollo_runtime::http::{METRICS_CONTENT_TYPE, Readiness};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};

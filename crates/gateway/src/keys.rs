@@ -2,9 +2,9 @@
 //! key and of device keys (`--epoch N` re-issues one device's key, see docs/PROTOCOL.md §2.3). Keys go to stdout only; nothing here logs, and errors never contain
 //! key material.
 
+use apollo_process::env::{Env, flag_or_env};
 use apollo_protocol::keys::{KeyError, MAX_EPOCH, MasterKey};
 use apollo_protocol::wire::valid_device_name;
-use apollo_runtime::env::{Env, flag_or_env};
 
 use crate::config::{ConfigError, DeriveCommand, GenerateCommand, read_key_ring};
 
@@ -68,8 +68,8 @@ pub fn derive(cmd: &DeriveCommand, env: &dyn Env) -> Result<String, KeysError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apollo_process::env::MapEnv;
     use apollo_protocol::keys::{DeviceKey, MasterKeyRing};
-    use apollo_runtime::env::MapEnv;
 
     #[test]
     fn generate_then_derive() {

@@ -2,7 +2,7 @@
 //! counted by verb (`apollo_gateway_api_requests_total{verb}`): the proof that the gateway
 //! lists once per (re)sync and writes only on transitions, whatever the device traffic.
 //!
-//! [`client`] builds it like `apollo_runtime::kubeclient::client` but without kube's built-in
+//! [`client`] builds it like `apollo_kube::client::client` but without kube's built-in
 //! retry of 429/503/504 answers: that retry backs off exponentially up to minutes per request,
 //! which would hold a status writer long after an outage ends. The gateway's own writers and
 //! event worker retry with a 5 s cap instead, and the watcher has its own backoff.

@@ -53,10 +53,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apollo_api::DeviceProcess;
+use apollo_process::duration::format_duration;
+use apollo_process::http::Readiness;
 use apollo_protocol::auth::{AuthVersion, ReplayCache};
 use apollo_protocol::keys::MasterKeyRing;
-use apollo_runtime::duration::format_duration;
-use apollo_runtime::http::Readiness;
 use kube::Api;
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use apollo_gateway::config::{Cli, Command, KeysAction, SWITCHES};
 use apollo_gateway::{Gateway, keys};
-use apollo_runtime::env::ProcessEnv;
+use apollo_process::env::ProcessEnv;
 use argh::FromArgs;
 
 fn main() -> ExitCode {
     let mut args = std::env::args();
     let program = args.next().unwrap_or_else(|| "apollo-gateway".to_string());
-    let args = match apollo_runtime::args::split_equals(args, SWITCHES) {
+    let args = match apollo_process::args::split_equals(args, SWITCHES) {
         Ok(args) => args,
         Err(message) => {
             eprintln!("apollo-gateway: {message}");
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 
 fn serve(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.serve_config(&ProcessEnv)?;
-    apollo_runtime::telemetry::init(config.log_format, "info");
+    apollo_process::telemetry::init(config.log_format, "info");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,7 +59,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let client = apollo_gateway::kubeapi::client(config.kubeconfig.as_deref()).await?;
         let gateway = Gateway::start(config.settings, client).await?;
-        gateway.run_until(apollo_runtime::shutdown::signal()).await;
+        gateway.run_until(apollo_process::shutdown::signal()).await;
         Ok(())
     })
 }

@@ -259,11 +259,11 @@ struct Peer {
 pub struct ReadyParts {
     cache: std::sync::atomic::AtomicBool,
     members: std::sync::atomic::AtomicBool,
-    readiness: apollo_runtime::http::Readiness,
+    readiness: apollo_process::http::Readiness,
 }
 
 impl ReadyParts {
-    pub fn new(readiness: apollo_runtime::http::Readiness) -> Arc<ReadyParts> {
+    pub fn new(readiness: apollo_process::http::Readiness) -> Arc<ReadyParts> {
         Arc::new(ReadyParts {
             cache: false.into(),
             members: false.into(),

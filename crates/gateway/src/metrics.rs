@@ -230,7 +230,7 @@ impl Metrics {
 
     /// The OpenMetrics text of every family.
     pub fn encode(&self) -> String {
-        apollo_runtime::http::encode_metrics(&self.registry)
+        apollo_process::http::encode_metrics(&self.registry)
     }
 
     /// Counts an HTTP answer.

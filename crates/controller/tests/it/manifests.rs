@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use apollo_controller::config::{Config, parse_args};
-use apollo_runtime::env::MapEnv;
+use apollo_process::env::MapEnv;
 use serde_json::Value;
 
 fn load(path: &str) -> Vec<Value> {

@@ -6,12 +6,12 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use apollo_api::{DeviceProcess, DeviceProcessDeployment, NetworkSwitch};
 use apollo_controller::{App, Config, Error, LeaderElectionConfig, Metrics};
 use apollo_devcluster::User;
-use apollo_devcluster::testing::TestEnv;
+use apollo_devcluster::testing::{TestEnv, poll_until};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -103,7 +103,7 @@ pub fn leader_config(env: &TestEnv, identity: &str) -> LeaderElectionConfig {
 /// A controller running in-process.
 pub struct Running {
     pub metrics: Arc<Metrics>,
-    pub readiness: apollo_runtime::http::Readiness,
+    pub readiness: apollo_process::http::Readiness,
     pub leading: watch::Receiver<bool>,
     stop: Option<oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<Result<(), Error>>,
@@ -174,21 +174,14 @@ pub async fn start(env: &TestEnv, config: Config) -> Running {
 }
 
 /// Polls `check` until it returns `Ok`, panicking with the last `Err` after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(state) if Instant::now() > deadline => {
-                panic!("timed out waiting for {what}; last state: {state}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    poll_until(DEADLINE, check)
+        .await
+        .unwrap_or_else(|state| panic!("timed out waiting for {what}; last state: {state}"))
 }
 
 pub fn dps(env: &TestEnv, client: &kube::Client) -> Api<DeviceProcess> {

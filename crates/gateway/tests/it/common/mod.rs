@@ -15,7 +15,7 @@ use apollo_api::{
     ExecutionBackend,
 };
 use apollo_devcluster::User;
-use apollo_devcluster::testing::TestEnv;
+use apollo_devcluster::testing::{TestEnv, poll_until};
 use apollo_gateway::{Gateway, Settings};
 use apollo_protocol::auth::{
     HEADER_SIGNATURE, generate_nonce, sign_request, unix_now, verify_response,
@@ -35,21 +35,18 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Polls `check` every 50 ms until it returns true; panics after `timeout` with `what`.
+/// Polls `check` until it returns true; panics after `timeout` with `what`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let done = poll_until(timeout, || {
+        let check = check();
+        async move { if check.await { Ok(()) } else { Err(()) } }
+    });
+    if done.await.is_err() {
+        panic!("timed out after {timeout:?} waiting for: {what}");
     }
 }
 

@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::metrics::Metrics;
 
@@ -70,29 +69,12 @@ impl tower::Service<Request<Body>> for Counting {
     }
 }
 
-/// Errors building the client.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot configure the Kubernetes client: {0}")]
-pub struct ClientError(String);
-
-/// A client for `kubeconfig`: `Some("")` means in-cluster configuration, `Some(path)` that
-/// kubeconfig file, `None` kube's inference (`KUBECONFIG`, `~/.kube/config`, then in-cluster).
-pub async fn client(kubeconfig: Option<&str>) -> Result<kube::Client, ClientError> {
-    let mut config = match kubeconfig {
-        Some("") => kube::Config::incluster().map_err(|e| ClientError(e.to_string()))?,
-        Some(path) => {
-            let file =
-                Kubeconfig::read_from(path).map_err(|e| ClientError(format!("{path}: {e}")))?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| ClientError(format!("{path}: {e}")))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| ClientError(e.to_string()))?,
-    };
+/// A client for `kubeconfig` ([`apollo_kube::client::config`]: `Some("")` in-cluster,
+/// `Some(path)` that file, `None` kube's inference) without kube's built-in retry.
+pub async fn client(kubeconfig: Option<&str>) -> Result<kube::Client, apollo_kube::KubeError> {
+    let mut config = apollo_kube::client::config(kubeconfig).await?;
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| ClientError(e.to_string()))
+    apollo_kube::client::client_from(config)
 }
 
 /// `client` with every request counted in `metrics`.

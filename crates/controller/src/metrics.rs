@@ -186,8 +186,10 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = m.reconciles.get_or_create(&ResultLabel { result });
         }
-        for reason in crate::reconcile::ERROR_REASONS {
-            let _ = m.errors.get_or_create(&ReasonLabel { reason });
+        for kind in crate::reconcile::ErrorKind::ALL {
+            let _ = m.errors.get_or_create(&ReasonLabel {
+                reason: kind.metric_label(),
+            });
         }
         m
     }
@@ -242,7 +244,7 @@ impl Metrics {
     }
 
     /// Records one reconcile.
-    pub fn reconciled(&self, took: Duration, error: Option<&'static str>) {
+    pub fn reconciled(&self, took: Duration, error: Option<crate::reconcile::ErrorKind>) {
         self.duration.observe(took.as_secs_f64());
         match error {
             None => {
@@ -250,11 +252,15 @@ impl Metrics {
                     .get_or_create(&ResultLabel { result: "ok" })
                     .inc();
             }
-            Some(reason) => {
+            Some(kind) => {
                 self.reconciles
                     .get_or_create(&ResultLabel { result: "error" })
                     .inc();
-                self.errors.get_or_create(&ReasonLabel { reason }).inc();
+                self.errors
+                    .get_or_create(&ReasonLabel {
+                        reason: kind.metric_label(),
+                    })
+                    .inc();
             }
         }
     }
@@ -301,7 +307,10 @@ mod tests {
         let mut registry = Registry::default();
         let m = Metrics::register(&mut registry);
         m.reconciled(Duration::from_millis(3), None);
-        m.reconciled(Duration::from_millis(3), Some("conflict"));
+        m.reconciled(
+            Duration::from_millis(3),
+            Some(crate::reconcile::ErrorKind::Conflict),
+        );
         m.wrote("apply", "deviceprocesses");
         m.managed_objects.set(2);
         m.leader.set(1);

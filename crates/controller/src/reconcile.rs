@@ -34,53 +34,97 @@ const WRITE_CONCURRENCY: usize = 16;
 /// Requeue delay while waiting for its own writes to show up in the caches.
 const EXPECTATION_REQUEUE: Duration = Duration::from_millis(200);
 
-/// A failed reconcile: a short reason (metrics label) and what happened.
+/// What kind of failure a reconcile met; its [`ErrorKind::metric_label`] is the `reason` label
+/// of `apollo_controller_reconcile_errors_total`, and the retry policy branches on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The API server answered 409 (a write raced another).
+    Conflict,
+    /// 403: the controller's RBAC does not allow the request.
+    Forbidden,
+    /// 400 or 422: the object was refused as invalid.
+    Invalid,
+    /// 404.
+    NotFound,
+    /// 401: the controller's credentials were refused.
+    Unauthorized,
+    /// Any other API or transport failure.
+    Unavailable,
+    /// A DeviceProcess name is taken by an object this deployment does not own.
+    NameConflict,
+    /// The caches had not synced in time.
+    CacheNotReady,
+    /// The deployment has no namespace or uid.
+    MissingMetadata,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order the metric's series are created (all start at zero so that
+    /// rates and alerts work before the first error).
+    pub const ALL: [ErrorKind; 9] = [
+        Self::Conflict,
+        Self::Forbidden,
+        Self::Invalid,
+        Self::NotFound,
+        Self::Unauthorized,
+        Self::Unavailable,
+        Self::NameConflict,
+        Self::CacheNotReady,
+        Self::MissingMetadata,
+    ];
+
+    /// The `reason` label of `apollo_controller_reconcile_errors_total`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Self::Conflict => "conflict",
+            Self::Forbidden => "forbidden",
+            Self::Invalid => "invalid",
+            Self::NotFound => "not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::Unavailable => "unavailable",
+            Self::NameConflict => "name_conflict",
+            Self::CacheNotReady => "cache_not_ready",
+            Self::MissingMetadata => "missing_metadata",
+        }
+    }
+
+    /// The kind of a kube error.
+    pub fn of(error: &kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => match status.code {
+                409 => Self::Conflict,
+                403 => Self::Forbidden,
+                404 => Self::NotFound,
+                400 | 422 => Self::Invalid,
+                401 => Self::Unauthorized,
+                _ => Self::Unavailable,
+            },
+            _ => Self::Unavailable,
+        }
+    }
+}
+
+/// A failed reconcile: its kind and what happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ReconcileError {
-    /// `conflict`, `forbidden`, `invalid`, `not_found`, `unavailable`, `name_conflict`,
-    /// `cache_not_ready` or `missing_metadata`.
-    pub reason: &'static str,
+    /// What kind of failure.
+    pub kind: ErrorKind,
     /// Human-readable description.
     pub message: String,
 }
 
 impl ReconcileError {
-    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
-            reason,
+            kind,
             message: message.into(),
         }
     }
-}
 
-/// Every `reason` of a failed reconcile (the `reason` label of
-/// `apollo_controller_reconcile_errors_total`, whose series start at zero so that rates and
-/// alerts work before the first error).
-pub const ERROR_REASONS: [&str; 9] = [
-    "conflict",
-    "forbidden",
-    "invalid",
-    "not_found",
-    "unauthorized",
-    "unavailable",
-    "name_conflict",
-    "cache_not_ready",
-    "missing_metadata",
-];
-
-/// The metrics reason of a kube error.
-pub fn classify(error: &kube::Error) -> &'static str {
-    match error {
-        kube::Error::Api(status) => match status.code {
-            409 => "conflict",
-            403 => "forbidden",
-            404 => "not_found",
-            400 | 422 => "invalid",
-            401 => "unauthorized",
-            _ => "unavailable",
-        },
-        _ => "unavailable",
+    /// The `reason` label of `apollo_controller_reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        self.kind.metric_label()
     }
 }
 
@@ -184,7 +228,7 @@ impl Context {
         match tokio::time::timeout(CACHE_SYNC_TIMEOUT, ready).await {
             Ok(true) => Ok(()),
             _ => Err(ReconcileError::new(
-                "cache_not_ready",
+                ErrorKind::CacheNotReady,
                 "the DeviceProcess and inventory caches have not synced yet",
             )),
         }
@@ -316,7 +360,7 @@ impl Context {
             self.retry_base,
             self.retry_max,
             n,
-            error.reason == "conflict",
+            error.kind == ErrorKind::Conflict,
         )
     }
 
@@ -397,7 +441,7 @@ pub async fn reconcile(
     let started = Instant::now();
     let result = reconcile_deployment(&dpd, &ctx).await;
     ctx.metrics
-        .reconciled(started.elapsed(), result.as_ref().err().map(|e| e.reason));
+        .reconciled(started.elapsed(), result.as_ref().err().map(|e| e.kind));
     ctx.update_gauges();
     ctx.prune();
     if result.is_ok() {
@@ -416,7 +460,7 @@ pub fn error_policy(
     let delay = ctx.retry_delay(&key, error);
     tracing::warn!(
         deployment = %key,
-        reason = error.reason,
+        reason = error.metric_label(),
         error = %error.message,
         retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         "reconcile failed"
@@ -425,7 +469,7 @@ pub fn error_policy(
 }
 
 struct Failure {
-    class: &'static str,
+    class: ErrorKind,
     event_reason: &'static str,
     message: String,
 }
@@ -436,7 +480,7 @@ async fn reconcile_deployment(
 ) -> Result<Action, ReconcileError> {
     let (Some(namespace), Some(uid)) = (dpd.namespace(), dpd.uid()) else {
         return Err(ReconcileError::new(
-            "missing_metadata",
+            ErrorKind::MissingMetadata,
             "deployment without namespace or uid",
         ));
     };
@@ -456,7 +500,7 @@ async fn reconcile_deployment(
     }
     let Some(owner) = plan::owner_reference(dpd) else {
         return Err(ReconcileError::new(
-            "missing_metadata",
+            ErrorKind::MissingMetadata,
             "deployment without uid",
         ));
     };
@@ -493,7 +537,7 @@ async fn reconcile_deployment(
             let p = plan::plan(dpd, &owner, &devices, &in_namespace, &claimed);
             // Valid spec: validate() checked the strategy already.
             let settings = rollout::Settings::of(dpd, devices.len())
-                .map_err(|e| ReconcileError::new("invalid", e.message().to_owned()))?;
+                .map_err(|e| ReconcileError::new(ErrorKind::Invalid, e.message().to_owned()))?;
             let current_rev = if settings.paused {
                 let owned: Vec<&DeviceProcess> = in_namespace
                     .iter()
@@ -525,7 +569,7 @@ async fn reconcile_deployment(
                 let dp_name = item.object.name_any();
                 if !item.exists() && !ctx.claim(&namespace, &dp_name, &uid) {
                     failures.push(Failure {
-                        class: "name_conflict",
+                        class: ErrorKind::NameConflict,
                         event_reason: "NameConflict",
                         message: format!(
                             "DeviceProcess {dp_name} for device {} is being created by another deployment",
@@ -564,7 +608,7 @@ async fn reconcile_deployment(
             }
             for (_device, message) in p.conflicts {
                 failures.push(Failure {
-                    class: "name_conflict",
+                    class: ErrorKind::NameConflict,
                     event_reason: "NameConflict",
                     message,
                 });
@@ -625,7 +669,7 @@ async fn reconcile_deployment(
                 }
             }
             Err(error) => failures.push(Failure {
-                class: classify(&error),
+                class: ErrorKind::of(&error),
                 event_reason: "FailedStatusUpdate",
                 message: format!("cannot update the status of {key}: {error}"),
             }),
@@ -656,7 +700,7 @@ async fn reconcile_deployment(
     }
     for failure in &failures {
         // Conflicts are retried quietly; everything else is reported once per message.
-        if failure.class != "conflict" && ctx.first_warning(&uid, &failure.message) {
+        if failure.class != ErrorKind::Conflict && ctx.first_warning(&uid, &failure.message) {
             ctx.recorder
                 .publish(
                     &regarding,
@@ -751,7 +795,7 @@ async fn apply_one(
             }
         }
         Err(error) => Outcome::Failed(Failure {
-            class: classify(&error),
+            class: ErrorKind::of(&error),
             event_reason: if item.exists() {
                 "FailedUpdate"
             } else {
@@ -824,7 +868,7 @@ async fn delete_one(
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Outcome::AlreadyGone,
         Err(error) => Outcome::Failed(Failure {
-            class: classify(&error),
+            class: ErrorKind::of(&error),
             event_reason: "FailedDelete",
             message: format!("cannot delete DeviceProcess {dp_name}: {error}"),
         }),
@@ -859,12 +903,16 @@ mod tests {
                 ..kube::core::Status::default()
             }))
         };
-        assert_eq!(classify(&api(409)), "conflict");
-        assert_eq!(classify(&api(403)), "forbidden");
-        assert_eq!(classify(&api(422)), "invalid");
-        assert_eq!(classify(&api(503)), "unavailable");
+        assert_eq!(ErrorKind::of(&api(409)), ErrorKind::Conflict);
+        assert_eq!(ErrorKind::of(&api(403)), ErrorKind::Forbidden);
+        assert_eq!(ErrorKind::of(&api(422)), ErrorKind::Invalid);
+        assert_eq!(ErrorKind::of(&api(503)), ErrorKind::Unavailable);
+        assert_eq!(ErrorKind::of(&api(503)).metric_label(), "unavailable");
         for code in [400, 401, 403, 404, 409, 422, 429, 500, 503] {
-            assert!(ERROR_REASONS.contains(&classify(&api(code))), "{code}");
+            assert!(
+                ErrorKind::ALL.contains(&ErrorKind::of(&api(code))),
+                "{code}"
+            );
         }
     }
 

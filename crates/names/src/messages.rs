@@ -27,6 +27,51 @@ const QUALIFIED_NAME_ERR: &str = "must consist of alphanumeric characters, '-', 
 const QUALIFIED_NAME_EXAMPLES: &[&str] = &["MyName", "my.name", "123-abc"];
 const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 
+/// Go's `strconv.Quote` (`%q`): double-quoted, with Go escape sequences, as the apiserver
+/// quotes values in its messages (the development API server and its semantics crates use it).
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if is_go_printable(c) => out.push(c),
+            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn is_go_printable(c: char) -> bool {
+    // Approximation of unicode.IsPrint: control and format characters, unassigned
+    // surrogates and private use are not printable; everything else is.
+    let u = c as u32;
+    if u < 0x20 || (0x7f..0xa0).contains(&u) || u == 0xad {
+        return false;
+    }
+    // Private use: the BMP area and the supplementary planes 15 and 16.
+    if (0xe000..=0xf8ff).contains(&u) || u >= 0xf0000 || (0x2028..=0x2029).contains(&u) {
+        return false;
+    }
+    if (0x200b..=0x200f).contains(&u) || (0x202a..=0x202e).contains(&u) || u == 0xfeff {
+        return false;
+    }
+    !matches!(u, 0xfff9..=0xfffb | 0x2060..=0x2064 | 0x2066..=0x206f)
+}
+
 /// The unit a length-limit message names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LenUnit {
@@ -180,6 +225,15 @@ fn key_errors(value: &str, what: &str, unit: LenUnit) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_quote_is_strconv_quote() {
+        assert_eq!(go_quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+        assert_eq!(go_quote("héllo"), "\"héllo\"");
+        assert_eq!(go_quote("\u{1}\u{7f}"), "\"\\x01\\x7f\"");
+        assert_eq!(go_quote("\u{200b}"), "\"\\u200b\"");
+        assert_eq!(go_quote("\u{f0000}"), "\"\\U000f0000\"");
+    }
 
     const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
     const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";

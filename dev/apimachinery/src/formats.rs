@@ -116,14 +116,9 @@ pub(crate) fn validate(format: &str, s: &str) -> bool {
         "date" => is_date(s),
         "datetime" => is_date_time(s),
         "duration" => is_duration(s),
-        "k8sshortname" => s.len() <= 63 && re("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", s),
-        "k8slongname" => {
-            s.len() <= 253
-                && re(
-                    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-                    s,
-                )
-        }
+        // The apiserver's own name rules (apollo-names), not another copy of their regexes.
+        "k8sshortname" => apollo_names::is_dns1123_label(s),
+        "k8slongname" => apollo_names::is_dns1123_subdomain(s),
         _ => true,
     }
 }

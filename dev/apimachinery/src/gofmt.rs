@@ -5,48 +5,8 @@
 
 use serde_json::Value;
 
-/// Go's `strconv.Quote` (`%q`): double-quoted, with Go escape sequences.
-pub(crate) fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn is_go_printable(c: char) -> bool {
-    // Approximation of unicode.IsPrint: control and format characters, unassigned
-    // surrogates and private use are not printable; everything else is.
-    let u = c as u32;
-    if u < 0x20 || (0x7f..0xa0).contains(&u) || u == 0xad {
-        return false;
-    }
-    if (0xe000..=0xf8ff).contains(&u) || (0x2028..=0x2029).contains(&u) {
-        return false;
-    }
-    if (0x200b..=0x200f).contains(&u) || (0x202a..=0x202e).contains(&u) || u == 0xfeff {
-        return false;
-    }
-    !matches!(u, 0xfff9..=0xfffb | 0x2060..=0x2064 | 0x2066..=0x206f)
-}
+/// Go's `strconv.Quote` (`%q`), shared with the other API-server crates.
+pub(crate) use apollo_names::messages::go_quote as quote;
 
 /// Go's `%v` of a float64 (strconv 'g' with the shortest representation).
 pub(crate) fn float(f: f64) -> String {
@@ -222,13 +182,6 @@ mod tests {
         assert_eq!(float(0.0001), "0.0001");
         assert_eq!(float(0.00001), "1e-05");
         assert_eq!(float(-2.5), "-2.5");
-    }
-
-    #[test]
-    fn quotes_like_strconv_quote() {
-        assert_eq!(quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
-        assert_eq!(quote("héllo"), "\"héllo\"");
-        assert_eq!(quote("\u{1}"), "\"\\x01\"");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 pub use crate::SelectorError;
-use apollo_names::messages::{label_key_errors, label_value_errors};
+use apollo_names::messages::{go_quote, label_key_errors, label_value_errors};
 
 /// A selector operator (`selection.Operator`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -523,27 +523,6 @@ fn new_requirement(key: String, op: Operator, values: Vec<String>) -> Result<Req
 fn go_string_slice(v: &[String]) -> String {
     let inner: Vec<String> = v.iter().map(|s| go_quote(s)).collect();
     format!("[]string{{{}}}", inner.join(", "))
-}
-
-/// Go's `%q` for a string, close enough for error messages (escapes `"`, `\` and control bytes).
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

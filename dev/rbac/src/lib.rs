@@ -34,6 +34,7 @@
 //! the default `admin`/`edit`/`view` roles are not built in), the escalation and bind checks
 //! made when Roles and bindings are written, the Node and Webhook authorizers, impersonation.
 
+use apollo_names::messages::go_quote;
 use serde_json::{Value, json};
 
 /// The requesting user.
@@ -590,23 +591,6 @@ fn sanitize(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The authorizer part of the message (`User "u" cannot get resource ...`).

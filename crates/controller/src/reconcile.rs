@@ -141,9 +141,9 @@ pub struct Context {
     pub(crate) resync: Option<Duration>,
     pub(crate) retry_base: Duration,
     pub(crate) retry_max: Duration,
-    failures: Mutex<HashMap<String, u32>>,
-    warned: Mutex<HashMap<String, HashSet<String>>>,
-    expectations: Mutex<HashMap<String, Expectations>>,
+    /// What the controller remembers per deployment, by uid (a deployment deleted and
+    /// recreated under the same name starts afresh).
+    memory: Mutex<HashMap<String, DeploymentMemory>>,
     /// (namespace, DeviceProcess name) → uid of the deployment that created it, so two
     /// deployments reconciled at the same time never pick the same name before the cache
     /// shows either object.
@@ -154,6 +154,17 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context").finish_non_exhaustive()
     }
+}
+
+/// What the controller remembers of one deployment between reconciles.
+#[derive(Debug, Default)]
+struct DeploymentMemory {
+    /// Consecutive failed reconciles (the retry backoff's exponent).
+    failures: u32,
+    /// Warning messages already published since the last clean reconcile.
+    warned: HashSet<String>,
+    /// Writes of the last reconcile that the caches have not shown yet.
+    expectations: Option<Expectations>,
 }
 
 /// Writes of the last reconcile that the caches have not shown yet.
@@ -205,9 +216,7 @@ impl Context {
             resync,
             retry_base,
             retry_max,
-            failures: Mutex::default(),
-            warned: Mutex::default(),
-            expectations: Mutex::default(),
+            memory: Mutex::default(),
             claims: Mutex::default(),
         }
     }
@@ -242,14 +251,17 @@ impl Context {
         dpd: &DeviceProcessDeployment,
         in_namespace: &[Arc<DeviceProcess>],
     ) -> bool {
-        let Ok(mut all) = self.expectations.lock() else {
+        let Ok(mut all) = self.memory.lock() else {
             return true;
         };
-        let Some(exp) = all.get(uid) else {
+        let Some(memory) = all.get_mut(uid) else {
+            return true;
+        };
+        let Some(exp) = &memory.expectations else {
             return true;
         };
         if exp.since.elapsed() > EXPECTATION_TIMEOUT {
-            all.remove(uid);
+            memory.expectations = None;
             return true;
         }
         let deployment_seen = match (exp.deployment, rv_of(&dpd.metadata)) {
@@ -272,7 +284,7 @@ impl Context {
             }
         });
         if deployment_seen && processes_seen {
-            all.remove(uid);
+            memory.expectations = None;
             true
         } else {
             false
@@ -280,50 +292,49 @@ impl Context {
     }
 
     fn expect(&self, uid: &str, processes: HashMap<String, Expect>, deployment: Option<u64>) {
-        if let Ok(mut all) = self.expectations.lock() {
-            if processes.is_empty() && deployment.is_none() {
-                all.remove(uid);
-            } else {
-                all.insert(
-                    uid.to_owned(),
-                    Expectations {
-                        since: Instant::now(),
-                        processes,
-                        deployment,
-                    },
-                );
-            }
+        if let Ok(mut all) = self.memory.lock() {
+            let memory = all.entry(uid.to_owned()).or_default();
+            memory.expectations =
+                (!processes.is_empty() || deployment.is_some()).then(|| Expectations {
+                    since: Instant::now(),
+                    processes,
+                    deployment,
+                });
         }
     }
 
     /// True the first time `message` is seen for `uid` since the last clean reconcile.
     fn first_warning(&self, uid: &str, message: &str) -> bool {
-        self.warned.lock().is_ok_and(|mut w| {
-            w.entry(uid.to_owned())
+        self.memory.lock().is_ok_and(|mut all| {
+            all.entry(uid.to_owned())
                 .or_default()
+                .warned
                 .insert(message.to_owned())
         })
     }
 
     fn clear_warnings(&self, uid: &str) {
-        if let Ok(mut w) = self.warned.lock() {
-            w.remove(uid);
+        if let Ok(mut all) = self.memory.lock()
+            && let Some(memory) = all.get_mut(uid)
+        {
+            memory.warned.clear();
         }
     }
 
-    fn failure_count(&self, key: &str, bump: bool) -> u32 {
-        self.failures.lock().map_or(1, |mut f| {
-            let n = f.entry(key.to_owned()).or_insert(0);
-            if bump {
-                *n = n.saturating_add(1);
-            }
-            *n
+    /// One more consecutive failure of `uid`; returns the count.
+    fn count_failure(&self, uid: &str) -> u32 {
+        self.memory.lock().map_or(1, |mut all| {
+            let memory = all.entry(uid.to_owned()).or_default();
+            memory.failures = memory.failures.saturating_add(1);
+            memory.failures
         })
     }
 
-    fn reset_failures(&self, key: &str) {
-        if let Ok(mut f) = self.failures.lock() {
-            f.remove(key);
+    fn reset_failures(&self, uid: &str) {
+        if let Ok(mut all) = self.memory.lock()
+            && let Some(memory) = all.get_mut(uid)
+        {
+            memory.failures = 0;
         }
     }
 
@@ -354,8 +365,8 @@ impl Context {
 
     /// Delay before retrying a failed reconcile: `retry_base` doubled per consecutive failure,
     /// capped at `retry_max`; conflicts retry at `retry_base`.
-    pub(crate) fn retry_delay(&self, key: &str, error: &ReconcileError) -> Duration {
-        let n = self.failure_count(key, true);
+    pub(crate) fn retry_delay(&self, uid: &str, error: &ReconcileError) -> Duration {
+        let n = self.count_failure(uid);
         backoff(
             self.retry_base,
             self.retry_max,
@@ -401,15 +412,8 @@ impl Context {
     pub(crate) fn prune(&self) {
         let live = self.deployments.state();
         let uids: HashSet<String> = live.iter().filter_map(|d| d.uid()).collect();
-        let keys: HashSet<String> = live.iter().map(|d| key_of(d)).collect();
-        if let Ok(mut f) = self.failures.lock() {
-            f.retain(|k, _| keys.contains(k));
-        }
-        if let Ok(mut w) = self.warned.lock() {
-            w.retain(|k, _| uids.contains(k));
-        }
-        if let Ok(mut e) = self.expectations.lock() {
-            e.retain(|k, _| uids.contains(k));
+        if let Ok(mut all) = self.memory.lock() {
+            all.retain(|uid, _| uids.contains(uid));
         }
         if let Ok(mut c) = self.claims.lock() {
             c.retain(|_, owner| uids.contains(owner));
@@ -445,7 +449,7 @@ pub async fn reconcile(
     ctx.update_gauges();
     ctx.prune();
     if result.is_ok() {
-        ctx.reset_failures(&key_of(&dpd));
+        ctx.reset_failures(&dpd.uid().unwrap_or_default());
     }
     result
 }
@@ -457,7 +461,7 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> Action {
     let key = key_of(&dpd);
-    let delay = ctx.retry_delay(&key, error);
+    let delay = ctx.retry_delay(&dpd.uid().unwrap_or_default(), error);
     tracing::warn!(
         deployment = %key,
         reason = error.metric_label(),

@@ -11,6 +11,7 @@ use apollo_backoff::Exponential;
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::{PartialObjectMeta, SelectorExt};
 use kube::runtime::controller::Action;
@@ -478,10 +479,78 @@ struct Failure {
     message: String,
 }
 
+/// One reconcile in four phases: observe (identity, caches, expectations), fan out (plan and
+/// apply the DeviceProcess writes the rollout allows), write status (with its rollout Events),
+/// report (warnings, the error the retry policy sees).
 async fn reconcile_deployment(
     dpd: &DeviceProcessDeployment,
     ctx: &Context,
 ) -> Result<Action, ReconcileError> {
+    let obs = match observe(dpd, ctx).await? {
+        Observation::Ready(obs) => obs,
+        Observation::Wait(action) => return Ok(action),
+    };
+    let mut writes = Writes::default();
+    let (fanned, invalid) = match plan::validate(dpd) {
+        Err(err) => (FannedOut::invalid(dpd, &obs), Some(err)),
+        Ok(selector) => (fan_out(dpd, ctx, &obs, &selector, &mut writes).await?, None),
+    };
+    let now = plan::now();
+    let progress = rollout::progress(
+        dpd,
+        fanned.settings.as_ref(),
+        fanned.counts,
+        &fanned.unavailable,
+        invalid.as_ref(),
+        &now,
+    );
+    let status = plan::status(dpd, fanned.counts, invalid.as_ref(), &progress, &now);
+    let status_rv = write_status(
+        dpd,
+        ctx,
+        &obs,
+        &status,
+        &progress,
+        fanned.settings.as_ref(),
+        &mut writes.failures,
+    )
+    .await;
+    ctx.expect(&obs.uid, writes.expect, status_rv);
+    report(
+        dpd,
+        ctx,
+        &obs,
+        invalid.as_ref(),
+        writes.failures,
+        progress.stalls_in,
+    )
+    .await
+}
+
+/// What a reconcile works from once its caches can be trusted.
+struct Observed {
+    namespace: String,
+    uid: String,
+    name: String,
+    /// `namespace/name`, for logs and messages.
+    key: String,
+    owner: OwnerReference,
+    regarding: ObjectReference,
+    /// The cached DeviceProcesses of the deployment's namespace.
+    in_namespace: Vec<Arc<DeviceProcess>>,
+}
+
+enum Observation {
+    Ready(Box<Observed>),
+    /// Nothing to do now: deleted, or the caches do not show the last writes yet.
+    Wait(Action),
+}
+
+/// Phase 1: the deployment's identity, synced caches, and its last writes visible in them.
+async fn observe(
+    dpd: &DeviceProcessDeployment,
+    ctx: &Context,
+) -> Result<Observation, ReconcileError> {
     let (Some(namespace), Some(uid)) = (dpd.namespace(), dpd.uid()) else {
         return Err(ReconcileError::new(
             ErrorKind::MissingMetadata,
@@ -490,7 +559,7 @@ async fn reconcile_deployment(
     };
     if dpd.metadata.deletion_timestamp.is_some() {
         // Its DeviceProcesses go with it through their ownerReferences.
-        return Ok(Action::await_change());
+        return Ok(Observation::Wait(Action::await_change()));
     }
     let name = dpd.name_any();
     let key = format!("{namespace}/{name}");
@@ -500,7 +569,7 @@ async fn reconcile_deployment(
         .state_filter(|dp| dp.metadata.namespace.as_deref() == Some(namespace.as_str()));
     if !ctx.expectations_met(&uid, dpd, &in_namespace) {
         tracing::debug!(deployment = %key, "waiting for the caches to show the last writes");
-        return Ok(Action::requeue(EXPECTATION_REQUEUE));
+        return Ok(Observation::Wait(Action::requeue(EXPECTATION_REQUEUE)));
     }
     let Some(owner) = plan::owner_reference(dpd) else {
         return Err(ReconcileError::new(
@@ -508,180 +577,249 @@ async fn reconcile_deployment(
             "deployment without uid",
         ));
     };
-    let regarding = dpd.object_ref(&());
-    let processes: Api<DeviceProcess> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut expect = HashMap::new();
-    let mut failures: Vec<Failure> = Vec::new();
+    Ok(Observation::Ready(Box::new(Observed {
+        regarding: dpd.object_ref(&()),
+        namespace,
+        uid,
+        name,
+        key,
+        owner,
+        in_namespace,
+    })))
+}
 
-    let validity = plan::validate(dpd);
-    let (counts, invalid, settings, unavailable) = match validity {
-        Err(err) => {
-            let owned: Vec<(String, &DeviceProcess)> = in_namespace
-                .iter()
-                .filter(|dp| plan::is_controlled_by(dp, &uid))
-                .map(|dp| (dp.spec.device_ref.name.clone(), dp.as_ref()))
-                .collect();
-            (plan::count(dpd, 0, &owned), Some(err), None, Vec::new())
+/// What the writes of one reconcile leave behind.
+#[derive(Default)]
+struct Writes {
+    /// What the caches must show before the next reconcile acts.
+    expect: HashMap<String, Expect>,
+    failures: Vec<Failure>,
+}
+
+/// The fan-out's result: counts and availability after the writes.
+struct FannedOut {
+    counts: plan::Counts,
+    /// `None` for an invalid spec.
+    settings: Option<rollout::Settings>,
+    unavailable: Vec<(String, &'static str)>,
+}
+
+impl FannedOut {
+    /// An invalid spec writes nothing: count what the deployment owns.
+    fn invalid(dpd: &DeviceProcessDeployment, obs: &Observed) -> Self {
+        let owned: Vec<(String, &DeviceProcess)> = obs
+            .in_namespace
+            .iter()
+            .filter(|dp| plan::is_controlled_by(dp, &obs.uid))
+            .map(|dp| (dp.spec.device_ref.name.clone(), dp.as_ref()))
+            .collect();
+        Self {
+            counts: plan::count(dpd, 0, &owned),
+            settings: None,
+            unavailable: Vec::new(),
         }
-        Ok(selector) => {
-            let no_labels = std::collections::BTreeMap::new();
-            let mut devices: Vec<String> = ctx
-                .inventory
-                .state_filter(|obj| {
-                    obj.metadata.namespace.as_deref() == Some(namespace.as_str())
-                        && obj.metadata.deletion_timestamp.is_none()
-                        && selector.matches(obj.metadata.labels.as_ref().unwrap_or(&no_labels))
-                })
-                .iter()
-                .filter_map(|obj| obj.metadata.name.clone())
-                .collect();
-            devices.sort();
-            devices.dedup();
-            let claimed = ctx.claimed_by_others(&namespace, &uid);
-            let p = plan::plan(dpd, &owner, &devices, &in_namespace, &claimed);
-            // Valid spec: validate() checked the strategy already.
-            let settings = rollout::Settings::of(dpd, devices.len())
-                .map_err(|e| ReconcileError::new(ErrorKind::Invalid, e.message().to_owned()))?;
-            let current_rev = if settings.paused {
-                let owned: Vec<&DeviceProcess> = in_namespace
-                    .iter()
-                    .filter(|dp| plan::is_controlled_by(dp, &uid))
-                    .map(AsRef::as_ref)
-                    .collect();
-                dpd.status
-                    .as_ref()
-                    .and_then(|s| s.current_revision.as_deref())
-                    .and_then(|rev| rollout::revision_template(&owned, rev))
-            } else {
-                None
-            };
-            let gated = rollout::gate(
-                &settings,
-                devices.len(),
-                p.apply,
-                &p.unchanged,
-                current_rev.as_ref(),
-            );
-            let mut current: Vec<(String, DeviceProcess)> = p
-                .unchanged
-                .iter()
-                .chain(gated.held.iter())
-                .map(|(device, dp)| (device.clone(), (**dp).clone()))
-                .collect();
-            let mut writes: Vec<BoxFuture<'_, Outcome>> = Vec::new();
-            for item in gated.apply {
-                let dp_name = item.object.name_any();
-                if !item.exists() && !ctx.claim(&namespace, &dp_name, &uid) {
-                    failures.push(Failure {
-                        class: ErrorKind::NameConflict,
-                        event_reason: "NameConflict",
-                        message: format!(
-                            "DeviceProcess {dp_name} for device {} is being created by another deployment",
-                            item.device
-                        ),
-                    });
-                    continue;
-                }
-                writes.push(Box::pin(apply_one(ctx, &processes, &regarding, &key, item)));
-            }
-            for dp in p.delete {
-                writes.push(Box::pin(delete_one(
-                    ctx, &processes, &regarding, &key, &namespace, &uid, dp,
-                )));
-            }
-            let outcomes: Vec<Outcome> = stream::iter(writes)
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .collect()
-                .await;
-            for outcome in outcomes {
-                match outcome {
-                    Outcome::Applied { device, object } => {
-                        if let Some(rv) = rv_of(&object.metadata) {
-                            expect.insert(object.name_any(), Expect::AtLeast(rv));
-                        }
-                        current.push((device, *object));
-                    }
-                    Outcome::Deleted { name, rv } => {
-                        if let Some(rv) = rv {
-                            expect.insert(name, Expect::Gone(rv));
-                        }
-                    }
-                    Outcome::AlreadyGone => {}
-                    Outcome::Failed(failure) => failures.push(failure),
-                }
-            }
-            for (_device, message) in p.conflicts {
-                failures.push(Failure {
-                    class: ErrorKind::NameConflict,
-                    event_reason: "NameConflict",
-                    message,
-                });
-            }
-            let current: Vec<(String, &DeviceProcess)> =
-                current.iter().map(|(d, dp)| (d.clone(), dp)).collect();
-            (
-                plan::count(dpd, devices.len(), &current),
-                None,
-                Some(settings),
-                rollout::unavailable_devices(&devices, &current),
-            )
-        }
+    }
+}
+
+/// Phase 2: match devices, plan, let the rollout gate the updates, and apply and delete
+/// DeviceProcesses ([`WRITE_CONCURRENCY`] at a time).
+async fn fan_out(
+    dpd: &DeviceProcessDeployment,
+    ctx: &Context,
+    obs: &Observed,
+    selector: &kube::core::Selector,
+    writes: &mut Writes,
+) -> Result<FannedOut, ReconcileError> {
+    let Observed {
+        namespace,
+        uid,
+        key,
+        owner,
+        regarding,
+        in_namespace,
+        ..
+    } = obs;
+    let no_labels = std::collections::BTreeMap::new();
+    let mut devices: Vec<String> = ctx
+        .inventory
+        .state_filter(|obj| {
+            obj.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && obj.metadata.deletion_timestamp.is_none()
+                && selector.matches(obj.metadata.labels.as_ref().unwrap_or(&no_labels))
+        })
+        .iter()
+        .filter_map(|obj| obj.metadata.name.clone())
+        .collect();
+    devices.sort();
+    devices.dedup();
+    let claimed = ctx.claimed_by_others(namespace, uid);
+    let p = plan::plan(dpd, owner, &devices, in_namespace, &claimed);
+    // Valid spec: validate() checked the strategy already.
+    let settings = rollout::Settings::of(dpd, devices.len())
+        .map_err(|e| ReconcileError::new(ErrorKind::Invalid, e.message().to_owned()))?;
+    let current_rev = if settings.paused {
+        let owned: Vec<&DeviceProcess> = in_namespace
+            .iter()
+            .filter(|dp| plan::is_controlled_by(dp, uid))
+            .map(AsRef::as_ref)
+            .collect();
+        dpd.status
+            .as_ref()
+            .and_then(|s| s.current_revision.as_deref())
+            .and_then(|rev| rollout::revision_template(&owned, rev))
+    } else {
+        None
     };
-
-    let now = plan::now();
-    let progress = rollout::progress(
-        dpd,
-        settings.as_ref(),
-        counts,
-        &unavailable,
-        invalid.as_ref(),
-        &now,
+    let gated = rollout::gate(
+        &settings,
+        devices.len(),
+        p.apply,
+        &p.unchanged,
+        current_rev.as_ref(),
     );
-    let status = plan::status(dpd, counts, invalid.as_ref(), &progress, &now);
-    let mut status_rv = None;
-    if dpd.status.as_ref() != Some(&status) {
-        let deployments: Api<DeviceProcessDeployment> =
-            Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "metadata": { "resourceVersion": dpd.resource_version() },
-            "status": status,
-        });
-        ctx.metrics
-            .wrote("patch", "deviceprocessdeployments/status");
-        match deployments
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(updated) => {
-                status_rv = rv_of(&updated.metadata);
-                tracing::info!(
-                    deployment = %key,
-                    desired = status.desired_number_scheduled,
-                    current = status.current_number_scheduled,
-                    up_to_date = status.updated_number_scheduled,
-                    connected = status.number_agent_connected,
-                    observed = status.number_spec_observed,
-                    available = status.number_available,
-                    rolled_out = %progress.rolled_out.3,
-                    "deployment status updated"
-                );
-                for due in rollout::transitions(dpd.status.as_ref(), &status, settings.as_ref()) {
-                    tracing::info!(deployment = %key, reason = due.reason, "{}", due.note);
-                    ctx.recorder
-                        .publish(&regarding, None, due.type_, due.reason, "Rollout", due.note)
-                        .await;
+    let mut current: Vec<(String, DeviceProcess)> = p
+        .unchanged
+        .iter()
+        .chain(gated.held.iter())
+        .map(|(device, dp)| (device.clone(), (**dp).clone()))
+        .collect();
+    let processes: Api<DeviceProcess> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut pending: Vec<BoxFuture<'_, Outcome>> = Vec::new();
+    for item in gated.apply {
+        let dp_name = item.object.name_any();
+        if !item.exists() && !ctx.claim(namespace, &dp_name, uid) {
+            writes.failures.push(Failure {
+                class: ErrorKind::NameConflict,
+                event_reason: "NameConflict",
+                message: format!(
+                    "DeviceProcess {dp_name} for device {} is being created by another deployment",
+                    item.device
+                ),
+            });
+            continue;
+        }
+        pending.push(Box::pin(apply_one(ctx, &processes, regarding, key, item)));
+    }
+    for dp in p.delete {
+        pending.push(Box::pin(delete_one(
+            ctx, &processes, regarding, key, namespace, uid, dp,
+        )));
+    }
+    let outcomes: Vec<Outcome> = stream::iter(pending)
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .collect()
+        .await;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Applied { device, object } => {
+                if let Some(rv) = rv_of(&object.metadata) {
+                    writes.expect.insert(object.name_any(), Expect::AtLeast(rv));
+                }
+                current.push((device, *object));
+            }
+            Outcome::Deleted { name, rv } => {
+                if let Some(rv) = rv {
+                    writes.expect.insert(name, Expect::Gone(rv));
                 }
             }
-            Err(error) => failures.push(Failure {
+            Outcome::AlreadyGone => {}
+            Outcome::Failed(failure) => writes.failures.push(failure),
+        }
+    }
+    for (_device, message) in p.conflicts {
+        writes.failures.push(Failure {
+            class: ErrorKind::NameConflict,
+            event_reason: "NameConflict",
+            message,
+        });
+    }
+    let current: Vec<(String, &DeviceProcess)> =
+        current.iter().map(|(d, dp)| (d.clone(), dp)).collect();
+    Ok(FannedOut {
+        counts: plan::count(dpd, devices.len(), &current),
+        unavailable: rollout::unavailable_devices(&devices, &current),
+        settings: Some(settings),
+    })
+}
+
+/// Phase 3: patch the deployment's status when it changed (optimistically, on the
+/// resourceVersion the reconcile saw) and publish the rollout's transitions as Events. Returns
+/// the resourceVersion of the written status.
+async fn write_status(
+    dpd: &DeviceProcessDeployment,
+    ctx: &Context,
+    obs: &Observed,
+    status: &apollo_api::DeviceProcessDeploymentStatus,
+    progress: &rollout::Progress,
+    settings: Option<&rollout::Settings>,
+    failures: &mut Vec<Failure>,
+) -> Option<u64> {
+    if dpd.status.as_ref() == Some(status) {
+        return None;
+    }
+    let key = &obs.key;
+    let deployments: Api<DeviceProcessDeployment> =
+        Api::namespaced(ctx.client.clone(), &obs.namespace);
+    let patch = json!({
+        "metadata": { "resourceVersion": dpd.resource_version() },
+        "status": status,
+    });
+    ctx.metrics
+        .wrote("patch", "deviceprocessdeployments/status");
+    match deployments
+        .patch_status(&obs.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(updated) => {
+            tracing::info!(
+                deployment = %key,
+                desired = status.desired_number_scheduled,
+                current = status.current_number_scheduled,
+                up_to_date = status.updated_number_scheduled,
+                connected = status.number_agent_connected,
+                observed = status.number_spec_observed,
+                available = status.number_available,
+                rolled_out = %progress.rolled_out.3,
+                "deployment status updated"
+            );
+            for due in rollout::transitions(dpd.status.as_ref(), status, settings) {
+                tracing::info!(deployment = %key, reason = due.reason, "{}", due.note);
+                ctx.recorder
+                    .publish(
+                        &obs.regarding,
+                        None,
+                        due.type_,
+                        due.reason,
+                        "Rollout",
+                        due.note,
+                    )
+                    .await;
+            }
+            rv_of(&updated.metadata)
+        }
+        Err(error) => {
+            failures.push(Failure {
                 class: ErrorKind::of(&error),
                 event_reason: "FailedStatusUpdate",
                 message: format!("cannot update the status of {key}: {error}"),
-            }),
+            });
+            None
         }
     }
-    ctx.expect(&uid, expect, status_rv);
+}
 
-    if let Some(err) = &invalid {
+/// Phase 4: warn once per message (an invalid spec, failed writes other than conflicts) and
+/// turn the failures into the error the retry policy sees, or the next resync.
+async fn report(
+    dpd: &DeviceProcessDeployment,
+    ctx: &Context,
+    obs: &Observed,
+    invalid: Option<&SpecError>,
+    failures: Vec<Failure>,
+    stalls_in: Option<Duration>,
+) -> Result<Action, ReconcileError> {
+    let uid = &obs.uid;
+    if let Some(err) = invalid {
         let already_reported = dpd.status.as_ref().is_some_and(|s| {
             s.conditions.iter().any(|c| {
                 c.type_ == conditions::INVALID_SPEC
@@ -690,24 +828,24 @@ async fn reconcile_deployment(
             })
         });
         let text = format!("{}: {}", err.reason(), err.message());
-        if ctx.first_warning(&uid, &text) && !already_reported {
-            tracing::warn!(deployment = %key, reason = err.reason(), "{}", err.message());
-            publish_invalid(ctx, &regarding, err).await;
+        if ctx.first_warning(uid, &text) && !already_reported {
+            tracing::warn!(deployment = %obs.key, reason = err.reason(), "{}", err.message());
+            publish_invalid(ctx, &obs.regarding, err).await;
         }
     }
 
     if failures.is_empty() {
         if invalid.is_none() {
-            ctx.clear_warnings(&uid);
+            ctx.clear_warnings(uid);
         }
-        return Ok(ctx.resync_action(progress.stalls_in));
+        return Ok(ctx.resync_action(stalls_in));
     }
     for failure in &failures {
         // Conflicts are retried quietly; everything else is reported once per message.
-        if failure.class != ErrorKind::Conflict && ctx.first_warning(&uid, &failure.message) {
+        if failure.class != ErrorKind::Conflict && ctx.first_warning(uid, &failure.message) {
             ctx.recorder
                 .publish(
-                    &regarding,
+                    &obs.regarding,
                     None,
                     EventType::Warning,
                     failure.event_reason,

@@ -60,8 +60,8 @@
 //!
 //! # Layout
 //! This module holds the entry points; structured-merge-diff's parts are submodules:
-//! [`managers`] (managedFields bookkeeping), [`fieldpath`] (path elements and field sets),
-//! [`types`] (how a schema node merges), [`fieldset`], [`merge`], [`compare`], [`remove`].
+//! `managers` (managedFields bookkeeping), `fieldpath` (path elements and field sets),
+//! `types` (how a schema node merges), `fieldset`, `merge`, `compare`, `remove`.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};

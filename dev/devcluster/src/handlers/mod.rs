@@ -2,8 +2,8 @@
 //! deletecollection and the `/status` subresource, with the real apiserver's semantics.
 //!
 //! This module routes a request (discovery, non-resource paths, resource verbs); one
-//! submodule per concern does the work: [`present`], [`read`], [`prepare`] (the write
-//! pipelines), [`write`], [`crd`], [`delete`], [`review`].
+//! submodule per concern does the work: `present`, `read`, `prepare` (the write
+//! pipelines), `write`, `crd`, `delete`, `review`.
 
 use std::collections::HashMap;
 use std::str::FromStr;

@@ -112,6 +112,17 @@ fn sample(pid: u32) -> (u64, Duration) {
     (rss, Duration::from_millis(cpu * 10))
 }
 
+/// User and system CPU ticks (1/100 s) of a process.
+fn user_sys(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat
+        .rfind(')')
+        .map(|i| stat[i + 2..].split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+    (tick(11), tick(12))
+}
+
 /// Kernel socket memory (TCP `mem`, pages) from `/proc/net/sockstat`.
 fn tcp_mem_pages() -> u64 {
     std::fs::read_to_string("/proc/net/sockstat")
@@ -573,6 +584,7 @@ async fn run(
     let idle_rate =
         sample(gw.pid()).1.saturating_sub(idle0).as_secs_f64() / t.elapsed().as_secs_f64();
     let cpu0 = sample(gw.pid()).1;
+    let (user0, sys0) = user_sys(gw.pid());
     let t = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..16 {
@@ -597,6 +609,7 @@ async fn run(
     }
     let wall = t.elapsed();
     let cpu = sample(gw.pid()).1.saturating_sub(cpu0);
+    let (user1, sys1) = user_sys(gw.pid());
     let beats = per_conn * 16;
     let net = (cpu.as_secs_f64() - idle_rate * wall.as_secs_f64()).max(0.0);
     println!(
@@ -607,6 +620,11 @@ async fn run(
         cpu.as_secs_f64() * 1e6 / beats as f64,
         net * 1e6 / beats as f64,
         idle_rate * 1e3,
+    );
+    println!(
+        "    of which user {:.1} ms, system {:.1} ms per 1,000",
+        (user1 - user0) as f64 * 10.0 * 1000.0 / beats as f64,
+        (sys1 - sys0) as f64 * 10.0 * 1000.0 / beats as f64,
     );
     gw.settle().await;
 

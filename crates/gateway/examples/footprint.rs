@@ -3,8 +3,9 @@
 //! can be compared in the same run, alternating).
 //!
 //! ```text
-//! cargo run --release -p apollo-gateway --example footprint -- \
-//!     --devices 10000 --heartbeats 20000 --rounds 2 target/release/apollo-gateway [OLD ...]
+//! cargo build --release -p apollo-gateway     # the binary under test
+//! cargo run -p apollo-gateway --example footprint -- \
+//!     --devices 6000 --heartbeats 24000 --rounds 2 --idle OLD_BINARY target/release/apollo-gateway
 //! ```
 //!
 //! Per gateway binary and round:

@@ -27,9 +27,9 @@ pub const HEAD_BUFFER: usize = 8 * 1024;
 /// Most header fields in a request head (agents send about ten).
 pub const MAX_HEADERS: usize = 32;
 /// Memory budgeted per open connection, user space and kernel: measured (release build,
-/// `examples/footprint.rs`) about 14 KiB of RSS for an agent's held long poll or idle
-/// keep-alive connection, and `tests/flood.rs` about 18 KB for an unauthenticated one holding
-/// a full head buffer; the kernel adds about 3.7 KiB per TCP socket (socket, inode, file,
+/// `examples/footprint.rs`) about 13 KiB of RSS for an agent's held long poll or idle
+/// keep-alive connection, and `tests/flood.rs` 18–20 KB for an unauthenticated one holding a
+/// full head buffer; the kernel adds about 3.7 KiB per TCP socket (socket, inode, file,
 /// epoll entry; queues empty while idle). So 24 KiB per connection (docs/GATEWAY.md, "Memory
 /// per device").
 pub const CONNECTION_COST: u64 = 24 * 1024;

@@ -97,7 +97,7 @@ pub struct Cli {
     #[argh(option)]
     pub memory_limit: Option<String>,
     /// most open client connections; further ones wait in the accept backlog (env
-    /// APOLLO_MAX_CONNECTIONS; default: half the memory limit at 32 KiB each, 150000 without
+    /// APOLLO_MAX_CONNECTIONS; default: half the memory limit at 24 KiB each, 150000 without
     /// a limit)
     #[argh(option)]
     pub max_connections: Option<usize>,
@@ -680,18 +680,18 @@ mod tests {
         assert_eq!(s.unauthenticated_body_budget, 16 << 20);
         assert_eq!(s.status_write_interval, Duration::from_secs(1));
         assert_eq!(s.event_interval, Duration::from_secs(60));
-        // --max-connections follows the memory limit: half of it at 32 KiB per connection.
+        // --max-connections follows the memory limit: half of it at 24 KiB per connection.
         let env = MapEnv::from_pairs([
             ("APOLLO_MASTER_KEY_FILE", f.path().to_str().unwrap()),
             ("APOLLO_MEMORY_LIMIT", "1Gi"),
         ]);
         let c = parse(&[]).unwrap().serve_config(&env).unwrap();
-        assert_eq!(c.settings.max_connections, 16_383);
+        assert_eq!(c.settings.max_connections, 21_845);
         let c = parse(&["--memory-limit", "256Mi"])
             .unwrap()
             .serve_config(&env)
             .unwrap();
-        assert_eq!(c.settings.max_connections, 4_095);
+        assert_eq!(c.settings.max_connections, 5_461);
         let err = parse(&["--memory-limit", "lots"])
             .unwrap()
             .serve_config(&env)

@@ -317,27 +317,46 @@ pub async fn handle_metrics(
 
 /// Answers one request of the device listener.
 pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
-    let path = req.uri().path().to_string();
     let started = tokio::time::Instant::now();
-    let method = req.method().clone();
-    let query = req.uri().query().map(str::to_owned);
-    let (route, resp) = if path == crate::forward::FORWARD_PATH {
-        ("replicas", crate::forward::handle(&state, req).await)
+    // Copied only for the access log: a request's path and query are otherwise borrowed.
+    let logged = state.access_log.then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_owned(),
+            req.uri().query().map(str::to_owned),
+        )
+    });
+    let route = if req.uri().path() == crate::forward::FORWARD_PATH {
+        None
     } else {
-        match parse_device_route(&path) {
-            Some(DeviceRoute::Desired(device)) => {
-                let device = device.to_string();
-                ("desired", device_request(&state, req, device, true).await)
-            }
-            Some(DeviceRoute::Report(device)) => {
-                let device = device.to_string();
-                ("report", device_request(&state, req, device, false).await)
-            }
-            None => ("other", error(404, "no such route")),
+        Some(match parse_device_route(req.uri().path()) {
+            Some(DeviceRoute::Desired(device)) => Some((device.to_string(), true)),
+            Some(DeviceRoute::Report(device)) => Some((device.to_string(), false)),
+            None => None,
+        })
+    };
+    let (route, resp) = match route {
+        // Boxed: the replica route's state is allocated by its requests only.
+        None => (
+            "replicas",
+            Box::pin(crate::forward::handle(&state, req)).await,
+        ),
+        Some(Some((device, desired))) => {
+            // Both boxed, one after the other: a connection's handler future stays small
+            // (hyper keeps one per connection, idle ones included), the request's parsing and
+            // authentication state is freed before a long poll is held, and only a long poll
+            // allocates a timer and a wake-up registration.
+            let step = Box::pin(device_request(&state, req, device, desired)).await;
+            let resp = match step {
+                Step::Answer(resp) => resp,
+                Step::Wait(poll) => Box::pin(long_poll(&state, *poll)).await,
+            };
+            (if desired { "desired" } else { "report" }, resp)
         }
+        Some(None) => ("other", error(404, "no such route")),
     };
     state.metrics.http(route, resp.status().as_u16());
-    if state.access_log {
+    if let Some((method, path, query)) = logged {
         tracing::info!(
             method = %method,
             path = %path,
@@ -363,42 +382,45 @@ async fn device_request(
     req: Request<Incoming>,
     device: String,
     desired: bool,
-) -> Resp {
+) -> Step {
     let (allowed, allow) = if desired {
         (Method::GET, "GET")
     } else {
         (Method::POST, "POST")
     };
     if req.method() != allowed {
-        return with_header(
+        return Step::Answer(with_header(
             error(405, &format!("method not allowed; use {allow}")),
             header::ALLOW,
             allow,
-        );
+        ));
     }
     if !valid_device_name(&device) {
-        return error(
+        return Step::Answer(error(
             400,
             "invalid device name: must be a DNS-1123 subdomain (lowercase a-z, 0-9, '-', '.')",
-        );
+        ));
     }
     if !state.readiness.is_ready() {
-        return with_header(
+        return Step::Answer(with_header(
             error(503, "not ready: the DeviceProcess cache has not synced"),
             header::RETRY_AFTER,
             "1",
-        );
+        ));
     }
     let shutting_down = *state.shutdown.borrow();
     if shutting_down {
-        return with_header(
+        return Step::Answer(with_header(
             error(503, "the gateway is shutting down"),
             header::RETRY_AFTER,
             "1",
-        );
+        ));
     }
     if !desired && !is_json(&req) {
-        return error(415, "a report must have Content-Type: application/json");
+        return Step::Answer(error(
+            415,
+            "a report must have Content-Type: application/json",
+        ));
     }
     let declared = req
         .headers()
@@ -410,11 +432,11 @@ async fn device_request(
         // rather than drain an unread body).
         let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
         if chunked || declared.is_some_and(|n| n > 0) {
-            return error(400, "a GET request has no body");
+            return Step::Answer(error(400, "a GET request has no body"));
         }
     }
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
-        return error(413, "request body over the 64 KiB limit");
+        return Step::Answer(error(413, "request body over the 64 KiB limit"));
     }
     let (parts, body) = req.into_parts();
     // Body bytes held before the signature is checked come out of one global budget.
@@ -427,25 +449,25 @@ async fn device_request(
         match state.body_budget.try_take(reserve) {
             Some(p) => Some(p),
             None => {
-                return with_header(
+                return Step::Answer(with_header(
                     error(503, "too many request bodies in flight; retry later"),
                     header::RETRY_AFTER,
                     "1",
-                );
+                ));
             }
         }
     } else {
         None
     };
-    let body = match tokio::time::timeout(state.body_timeout, Limited::new(body, reserve).collect())
-        .await
-    {
-        Err(_) => return error(408, "request body not received in time"),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return error(413, "request body over the 64 KiB limit");
+    let body = if desired {
+        // A GET with a body was refused above: nothing to read, no timer to arm.
+        drop(body);
+        Bytes::new()
+    } else {
+        match read_body(body, reserve, state.body_timeout).await {
+            Ok(body) => body,
+            Err(resp) => return Step::Answer(resp),
         }
-        Ok(Err(_)) => return error(400, "request body could not be read"),
-        Ok(Ok(collected)) => collected.to_bytes(),
     };
     let path_and_query = parts
         .uri
@@ -467,14 +489,14 @@ async fn device_request(
         Err(e) => {
             state.metrics.auth_failure(e.reason_label());
             tracing::debug!(device, reason = e.reason_label(), "authentication failed");
-            return auth_refused();
+            return Step::Answer(auth_refused());
         }
     };
     state.metrics.auth_version(verified.version.as_str());
     if let Err(e) = state.credentials.check(&verified) {
         state.metrics.auth_failure(e.reason_label());
         tracing::debug!(device, reason = e.reason_label(), "credential refused");
-        return auth_refused();
+        return Step::Answer(auth_refused());
     }
     let signer = Signer {
         key: verified.device_key,
@@ -489,50 +511,105 @@ async fn device_request(
         ReplayVerdict::Fresh => {}
         ReplayVerdict::Replayed => {
             state.metrics.auth_failure(AuthError::Replay.reason_label());
-            return auth_refused();
+            return Step::Answer(auth_refused());
         }
         ReplayVerdict::Full => {
             let resp = signer.error(429, "too many requests from this device; retry later");
-            return with_header(resp, header::RETRY_AFTER, "1");
+            return Step::Answer(with_header(resp, header::RETRY_AFTER, "1"));
         }
     }
     if desired {
-        desired_answer(state, &parts, &device, &signer).await
+        let wait = match parse_wait(parts.uri.query()) {
+            Ok(w) => w,
+            Err(e) => return Step::Answer(signer.error(400, &e.to_string())),
+        };
+        let inm = parts
+            .headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // The request head (its header values and path are slices of hyper's read buffer)
+        // must not outlive this point: a long poll holding it would pin that buffer while
+        // hyper allocates another one to watch the connection.
+        drop(parts);
+        drop(body);
+        desired_answer(state, wait, inm, device, signer)
     } else {
-        report_answer(state, &body, &device, &signer)
+        Step::Answer(report_answer(state, &body, &device, &signer))
     }
 }
 
-async fn desired_answer(
-    state: &HttpState,
-    parts: &http::request::Parts,
-    device: &str,
-    signer: &Signer,
-) -> Resp {
-    let wait = match parse_wait(parts.uri.query()) {
-        Ok(w) => w,
-        Err(e) => return signer.error(400, &e.to_string()),
-    };
-    let inm = parts
-        .headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let matches = |doc: &Doc| {
-        inm.as_deref()
-            .is_some_and(|h| if_none_match_matches(h, &doc.etag))
-    };
-    let answer = |doc: &Doc, not_modified: bool| {
-        state.metrics.desired_answer(not_modified);
-        signer.document(if not_modified { 304 } else { 200 }, doc)
-    };
-    let doc = state.desired.current(device);
-    if !matches(&doc) {
-        return answer(&doc, false);
+/// Reads a request body of at most `limit` bytes within `timeout` (`408`, `413`, `400`).
+async fn read_body(body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, Resp> {
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(error(408, "request body not received in time")),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(error(413, "request body over the 64 KiB limit"))
+        }
+        Ok(Err(_)) => Err(error(400, "request body could not be read")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
-    let Some(wait) = wait else {
-        return answer(&doc, true);
-    };
+}
+
+/// Whether `doc` matches the request's `If-None-Match`.
+fn etag_matches(inm: Option<&str>, doc: &Doc) -> bool {
+    inm.is_some_and(|h| if_none_match_matches(h, &doc.etag))
+}
+
+fn desired_document(state: &HttpState, signer: &Signer, doc: &Doc, not_modified: bool) -> Resp {
+    state.metrics.desired_answer(not_modified);
+    signer.document(if not_modified { 304 } else { 200 }, doc)
+}
+
+/// What a device request comes to: an answer now, or a long poll to hold.
+enum Step {
+    Answer(Resp),
+    Wait(Box<LongPoll>),
+}
+
+/// A GET to hold until its device's document changes.
+struct LongPoll {
+    wait: Duration,
+    inm: Option<String>,
+    device: String,
+    signer: Signer,
+}
+
+/// Answers a GET of the desired document at once, unless it matches and the request asks to
+/// wait (a long poll).
+fn desired_answer(
+    state: &HttpState,
+    wait: Option<Duration>,
+    inm: Option<String>,
+    device: String,
+    signer: Signer,
+) -> Step {
+    let doc = state.desired.current(&device);
+    if !etag_matches(inm.as_deref(), &doc) {
+        return Step::Answer(desired_document(state, &signer, &doc, false));
+    }
+    match wait {
+        None => Step::Answer(desired_document(state, &signer, &doc, true)),
+        Some(wait) => Step::Wait(Box::new(LongPoll {
+            wait,
+            inm,
+            device,
+            signer,
+        })),
+    }
+}
+
+/// Holds a GET whose document matches until the document changes (`200`), the wait ends or
+/// the gateway shuts down (`304`).
+async fn long_poll(state: &HttpState, poll: LongPoll) -> Resp {
+    let LongPoll {
+        wait,
+        inm,
+        device,
+        signer,
+    } = poll;
+    let device = device.as_str();
+    let matches = |doc: &Doc| etag_matches(inm.as_deref(), doc);
     let _guard = match LongPollGuard::take(state, device) {
         Ok(g) => g,
         Err(message) => {
@@ -550,7 +627,7 @@ async fn desired_answer(
         changed.as_mut().enable();
         let doc = state.desired.current(device);
         if !matches(&doc) {
-            return answer(&doc, false);
+            return desired_document(state, &signer, &doc, false);
         }
         tokio::select! {
             _ = changed => {}
@@ -559,7 +636,7 @@ async fn desired_answer(
         }
     }
     let doc = state.desired.current(device);
-    answer(&doc, matches(&doc))
+    desired_document(state, &signer, &doc, matches(&doc))
 }
 
 /// Characters allowed in the device-controlled text that reaches logs, Events and status
@@ -718,21 +795,18 @@ pub async fn serve(
                 )
                 .await;
             };
-            match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    serve_connection(
-                        TokioIo::new(stream),
-                        state,
-                        role,
-                        limits,
-                        conn_shutdown,
-                        peer,
-                    )
-                    .await
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time"),
-            }
+            // Boxed: the TLS state is allocated by TLS connections only, not carried in the
+            // task of every plain one.
+            Box::pin(serve_tls(
+                tls,
+                stream,
+                state,
+                role,
+                limits,
+                conn_shutdown,
+                peer,
+            ))
+            .await;
         });
     }
     drop(listener);
@@ -746,6 +820,25 @@ pub async fn serve(
             "connections still open after the grace period; closing them"
         );
         conns.abort_all();
+    }
+}
+
+/// Completes a TLS handshake (within the header timeout), then serves the connection.
+async fn serve_tls(
+    tls: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    state: Arc<HttpState>,
+    role: Role,
+    limits: ListenerLimits,
+    shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+) {
+    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            serve_connection(TokioIo::new(stream), state, role, limits, shutdown, peer).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time"),
     }
 }
 
@@ -802,6 +895,20 @@ mod tests {
             revision: None,
             observed,
         }
+    }
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, Fut>(_: impl FnOnce(A, B) -> Fut) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn handler_future_stays_small() {
+        // hyper keeps one box of this size per connection, idle ones included; the long-poll
+        // state (timer, wake-up registration) is boxed separately by the requests that wait.
+        // Debug build: about 1 KiB (2.7 KiB before the request and the long poll were boxed).
+        let size = future_size(handle);
+        assert!(size <= 1536, "the device handler's future is {size} bytes");
     }
 
     #[test]

@@ -26,11 +26,13 @@ use tokio::time::Instant;
 pub const HEAD_BUFFER: usize = 8 * 1024;
 /// Most header fields in a request head (agents send about ten).
 pub const MAX_HEADERS: usize = 32;
-/// Memory budgeted per open connection: hyper's read and write buffers and connection state,
-/// the task and the answer being written. `tests/flood.rs` measures about 18 KB for a held
-/// unauthenticated connection; the fleet benchmark about 34 KB per device for a held long
-/// poll including the device's state (README), so 32 KiB per connection.
-pub const CONNECTION_COST: u64 = 32 * 1024;
+/// Memory budgeted per open connection, user space and kernel: measured (release build,
+/// `examples/footprint.rs`) about 13 KiB of RSS for an agent's held long poll or idle
+/// keep-alive connection, and `tests/flood.rs` 18–20 KB for an unauthenticated one holding a
+/// full head buffer; the kernel adds about 3.7 KiB per TCP socket (socket, inode, file,
+/// epoll entry; queues empty while idle). So 24 KiB per connection (docs/GATEWAY.md, "Memory
+/// per device").
+pub const CONNECTION_COST: u64 = 24 * 1024;
 /// Share of the memory limit given to connections (the rest holds the per-device caches,
 /// the replay cache and the unauthenticated body budget).
 pub const CONNECTION_SHARE_PERCENT: u64 = 50;
@@ -260,8 +262,8 @@ mod tests {
 
     #[test]
     fn max_connections_from_memory() {
-        // 1 GiB: half for connections at 32 KiB each.
-        assert_eq!(default_max_connections(Some(1 << 30)), 16_383);
+        // 1 GiB: half for connections at 24 KiB each.
+        assert_eq!(default_max_connections(Some(1 << 30)), 21_845);
         assert_eq!(default_max_connections(None), UNLIMITED_MAX_CONNECTIONS);
         assert_eq!(default_max_connections(Some(1)), 64);
         assert_eq!(

@@ -441,7 +441,7 @@ async fn main() -> anyhow::Result<()> {
     let admin = dev.client(User::Admin).await?;
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut applier =
-        apollo_runtime::manifests::Applier::new(admin.clone(), "footprint", Some(NAMESPACE));
+        apollo_kube::manifests::Applier::new(admin.clone(), "footprint", Some(NAMESPACE));
     applier.apply_dir(&repo.join("k8s/crds")).await?;
     applier.apply_dir(&repo.join("k8s/rbac")).await?;
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());

@@ -365,6 +365,35 @@ pub fn free_host_port(address: &str) -> Result<u16> {
         .port())
 }
 
+/// A free port on the host address `address` below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): a port the kernel never hands to an outgoing connection,
+/// so it is still free when a stopped container publishing it starts again (a port from
+/// [`free_host_port`] may meanwhile be the local port of any connection on the machine).
+pub fn stable_host_port(address: &str) -> Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u16, low.max(10_001));
+    let bind = match address {
+        "" | "::" | "[::]" => "0.0.0.0",
+        a => a,
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default()
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let span = u32::from(to - from);
+    for i in 0..span {
+        let port = from + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if std::net::TcpListener::bind((bind, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {from} and {to} on {bind}")
+}
+
 /// The development API server's kubeconfig `text` pointed at `server` (same CA, same user).
 pub fn with_server(text: &str, server: &str) -> Result<serde_json::Value> {
     let mut v: serde_json::Value =

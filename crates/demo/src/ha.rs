@@ -46,8 +46,8 @@ use crate::app::Shared;
 use crate::cli::{ContainersHaArgs, Timings, flag_duration, parse_duration};
 use crate::cluster::Kube;
 use crate::containers::{
-    GATEWAY_PORT, GatewayContainer, Images, Stack, check_engine, docker, free_host_port,
-    private_dir, provision_keys, run_name_with,
+    GATEWAY_PORT, GatewayContainer, Images, Stack, check_engine, docker, private_dir,
+    provision_keys, run_name_with, stable_host_port,
 };
 use crate::httpc::Http;
 use crate::metrics::Scrape;
@@ -892,8 +892,9 @@ pub async fn run(args: &ContainersHaArgs, shared: &Shared) -> Result<()> {
     let master_key = keys_dir.join("master.key");
     let mut gateways = Vec::new();
     for id in IDS {
-        let host_port = free_host_port(&args.publish_address)?;
-        let metrics_host_port = free_host_port("127.0.0.1")?;
+        // Below the ephemeral range: `docker start` after `docker kill` publishes them again.
+        let host_port = stable_host_port(&args.publish_address)?;
+        let metrics_host_port = stable_host_port("127.0.0.1")?;
         let gw = GatewayContainer {
             component: id.to_string(),
             network: agents_network.clone(),

@@ -10,6 +10,9 @@
 //! label [`RUN_LABEL`]), so parallel runs never collide, and [`Created::remove_all`] removes
 //! exactly what this run created — at the end, on failure and on Ctrl-C — after saving each
 //! container's log into the logs directory.
+//!
+//! The same pieces (networks, gateway containers, readiness, keys) run the gateway's replica
+//! scenarios, three gateways on two networks: [`crate::ha`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

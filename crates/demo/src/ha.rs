@@ -6,8 +6,8 @@
 //!
 //! ```text
 //!  <run>-api:    apiserver ── controller ── gw-a ── gw-b ── gw-c
-//!  <run>-agents:                            gw-a ── gw-b ── gw-c   (peers forward reports here;
-//!                                            │       │       │      the device ports are
+//!  <run>-agents:                            gw-a ── gw-b ── gw-c   (peers forward reports
+//!                                            ▲       ▲       ▲      here; ports published here)
 //!  default bridge: compose agents ── host.docker.internal:<published port of each gateway>
 //! ```
 //!

@@ -5,6 +5,7 @@
 #   make test              every test (unit, conformance, integration, end-to-end)
 #   make demo              the runbook on kind (inside `nix develop`)
 #   make demo-containers   the runbook with every component in a local container (docker)
+#   make demo-containers-ha the gateway's replica scenarios in containers: kill, partition (docker)
 
 SHELL        := bash
 .SHELLFLAGS  := -eu -o pipefail -c
@@ -32,7 +33,7 @@ VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n
 REVISION     := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 .PHONY: help tools generate manifests build build-dev test test-sandbox lint fmt install uninstall deploy \
-        undeploy demo-local demo demo-down demo-containers docker-images images kind-load compose bench \
+        undeploy demo-local demo demo-down demo-containers demo-containers-ha docker-images images kind-load compose bench \
         bench-full nix-check clean monitoring-check bench-charts
 
 help: ## list targets
@@ -132,6 +133,10 @@ docker-images: ## the runbook's images from bin/ without Nix (make build first):
 demo-containers: build ## the runbook with the dev API server, controller and gateway as containers, agents in docker compose (FAST=1 short intervals)
 	$(MAKE) --no-print-directory docker-images
 	$(BIN_DIR)/apollo-demo containers --image-tag $(IMAGE_TAG) $(if $(filter 1 true yes,$(FAST)),--fast,)
+
+demo-containers-ha: build ## three gateway containers, agents in docker compose: docker kill one, docker network disconnect one from the API; checked, leaves nothing behind
+	$(MAKE) --no-print-directory docker-images
+	$(BIN_DIR)/apollo-demo containers-ha --image-tag $(IMAGE_TAG)
 
 images: ## distroless images from the flake (result-images/ holds one archive per image, SIZES.txt)
 	nix build .#images --out-link result-images

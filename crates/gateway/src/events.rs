@@ -15,6 +15,13 @@
 //! object and reason plus one update per interval. The queue is fair: each device has its own
 //! queue of keys (at most [`PER_DEVICE_KEYS`]) and the worker serves devices round robin, so a
 //! noisy device cannot starve others' events.
+//!
+//! Fencing, as for status writes ([`crate::status`]): with several replicas an Event is posted
+//! only while its device is in this replica's assignment and the replica's own Lease is valid
+//! ([`Ownership`]). A post waits while the Lease cannot be renewed (up to the retry time), is
+//! dropped (counted as `fenced`) once the device belongs to another replica, and is cut at the
+//! fence's end, so a replica that lost a device, or was cut off from the API server, does not
+//! post Events about it after its successor may have taken over.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -32,6 +39,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
+use crate::membership::Ownership;
 use crate::metrics::Metrics;
 
 /// `reportingController` of every event.
@@ -139,14 +147,33 @@ pub struct Recorder {
 pub struct EventWorker {
     shared: Arc<Shared>,
     instance: String,
+    /// Which devices this replica owns, and whether its Lease is valid: Events are posted
+    /// only for owned devices within the fence.
+    ownership: Arc<Ownership>,
 }
 
-/// A recorder and its worker; repeats of an object and reason are posted at most once per
-/// `interval`.
+/// A recorder and its worker for a gateway alone (it owns every device and its fence never
+/// ends); repeats of an object and reason are posted at most once per `interval`.
 pub fn recorder(
     metrics: Arc<Metrics>,
     instance: String,
     interval: Duration,
+) -> (Recorder, EventWorker) {
+    recorder_with_ownership(
+        metrics,
+        instance.clone(),
+        interval,
+        Ownership::standalone(&instance),
+    )
+}
+
+/// [`recorder`] for a replica among others: the worker posts an Event only while
+/// `ownership` assigns its device to this replica and the replica's Lease is valid.
+pub fn recorder_with_ownership(
+    metrics: Arc<Metrics>,
+    instance: String,
+    interval: Duration,
+    ownership: Arc<Ownership>,
 ) -> (Recorder, EventWorker) {
     let shared = Arc::new(Shared {
         queues: Mutex::new(Queues::default()),
@@ -158,7 +185,11 @@ pub fn recorder(
         Recorder {
             shared: shared.clone(),
         },
-        EventWorker { shared, instance },
+        EventWorker {
+            shared,
+            instance,
+            ownership,
+        },
     )
 }
 
@@ -167,12 +198,16 @@ pub fn recorder(
 pub enum Post {
     Create {
         regarding: Regarding,
+        /// The device the object belongs to (the unit of ownership).
+        device: String,
         spec: EventSpec,
         /// Occurrences this Event stands for (more than 1: created with a series).
         count: u32,
     },
     Series {
         regarding: Regarding,
+        /// The device the object belongs to (the unit of ownership).
+        device: String,
         spec: EventSpec,
         /// The Event's name.
         name: String,
@@ -305,6 +340,7 @@ impl Queues {
                     *total = total.saturating_add(count);
                     Post::Series {
                         regarding: e.regarding.clone(),
+                        device: e.device.clone(),
                         spec: e.spec.clone(),
                         name: name.clone(),
                         count: *total,
@@ -314,6 +350,7 @@ impl Queues {
                     e.series = None;
                     Post::Create {
                         regarding: e.regarding.clone(),
+                        device: e.device.clone(),
                         spec: e.spec.clone(),
                         count,
                     }
@@ -429,8 +466,54 @@ impl EventWorker {
         }
     }
 
-    /// Posts one event: retried with backoff until [`EVENT_RETRY_FOR`] (one attempt without
-    /// `shutdown`).
+    /// Until when an Event about `device` may be posted: while the device is this replica's
+    /// and its own Lease is valid (with at least [`crate::status::MIN_FENCE_LEFT`] to go).
+    /// While the Lease cannot be renewed it waits for a renewal, up to [`EVENT_RETRY_FOR`]
+    /// after `started`; without `shutdown` (the drain at shutdown) it does not wait. `None`:
+    /// the Event must not be posted.
+    async fn fence(
+        &self,
+        device: &str,
+        started: Instant,
+        mut shutdown: Option<&mut watch::Receiver<bool>>,
+    ) -> Option<Instant> {
+        let give_up = started + EVENT_RETRY_FOR;
+        loop {
+            if !self.ownership.owns(device) {
+                return None;
+            }
+            let now = Instant::now();
+            if let Some(deadline) = self
+                .ownership
+                .write_deadline()
+                .filter(|d| d.saturating_duration_since(now) >= crate::status::MIN_FENCE_LEFT)
+            {
+                return Some(deadline);
+            }
+            let s = shutdown.as_deref_mut()?;
+            if *s.borrow() || now >= give_up {
+                return None;
+            }
+            tokio::select! {
+                _ = self.ownership.wait_fence() => {}
+                _ = tokio::time::sleep_until(give_up) => {}
+                _ = crate::stopped(s) => return None,
+            }
+        }
+    }
+
+    /// Counts and logs an Event not posted because of the fence.
+    fn fenced(&self, regarding: &Regarding, spec: &EventSpec) {
+        self.shared.metrics.event(spec.type_, "fenced");
+        tracing::info!(
+            object = %regarding.name,
+            reason = spec.reason,
+            "event not posted: the device is no longer this replica's, or its Lease lapsed"
+        );
+    }
+
+    /// Posts one event within the fence: retried with backoff until [`EVENT_RETRY_FOR`] (one
+    /// attempt without `shutdown`); each attempt is cut at the end of the fence.
     async fn post(
         &self,
         client: &kube::Client,
@@ -438,13 +521,19 @@ impl EventWorker {
         mut shutdown: Option<&mut watch::Receiver<bool>>,
     ) {
         let metrics = &self.shared.metrics;
+        let started = Instant::now();
         if let Post::Series {
             regarding,
+            device,
             spec,
             name,
             count,
         } = &post
         {
+            let Some(fence) = self.fence(device, started, shutdown.as_deref_mut()).await else {
+                self.fenced(regarding, spec);
+                return;
+            };
             let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
             let patch = serde_json::json!({
                 "series": {
@@ -452,38 +541,56 @@ impl EventWorker {
                     "lastObservedTime": MicroTime(Timestamp::now()),
                 }
             });
-            match api
-                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
+            let patched = tokio::time::timeout_at(
+                fence,
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+            )
+            .await;
+            match patched {
+                Ok(Ok(_)) => {
                     metrics.event(spec.type_, "updated");
                     return;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::debug!(object = %regarding.name, event = %name, error = %e, "event series not updated; creating a new event");
+                }
+                Err(_) => {
+                    tracing::debug!(object = %regarding.name, event = %name, "event series not updated before the fence ended; creating a new event");
                 }
             }
         }
-        let (regarding, spec, count) = match post {
+        let (regarding, device, spec, count) = match post {
             Post::Create {
                 regarding,
+                device,
                 spec,
                 count,
             }
             | Post::Series {
                 regarding,
+                device,
                 spec,
                 count,
                 ..
-            } => (regarding, spec, count),
+            } => (regarding, device, spec, count),
         };
         let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
-        let started = Instant::now();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
+            let Some(fence) = self.fence(&device, started, shutdown.as_deref_mut()).await else {
+                self.fenced(&regarding, &spec);
+                return;
+            };
             let ev = build_event(&regarding, &spec, &self.instance, count);
-            match api.create(&PostParams::default(), &ev).await {
+            // A post must land before the fence ends (a peer may own the device after it).
+            let created = tokio::time::timeout_at(fence, api.create(&PostParams::default(), &ev))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(kube::Error::Service(
+                        "no answer before the fence ended".into(),
+                    ))
+                });
+            match created {
                 Ok(created) => {
                     metrics.event(spec.type_, "created");
                     if let Some(name) = created.metadata.name {
@@ -632,6 +739,205 @@ mod tests {
             next(t0 + Duration::from_secs(61)),
             Ok(Post::Create { count: 1, .. })
         ));
+    }
+
+    /// A stand-in API server for the worker: answers every request 201 with the body it got
+    /// (a created Event), recording each request's method, path, Event reason and object, and
+    /// arrival time.
+    #[derive(Clone, Default)]
+    struct FakeApi {
+        seen: Arc<Mutex<Vec<(String, String, std::time::Instant)>>>,
+    }
+
+    impl FakeApi {
+        fn requests(&self) -> Vec<(String, String, std::time::Instant)> {
+            self.seen.lock().unwrap().clone()
+        }
+
+        fn client(&self) -> kube::Client {
+            kube::Client::new(self.clone(), "default")
+        }
+    }
+
+    impl tower::Service<http::Request<kube::client::Body>> for FakeApi {
+        type Response = http::Response<kube::client::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+        >;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
+            use http_body_util::BodyExt as _;
+            let seen = self.seen.clone();
+            Box::pin(async move {
+                let at = std::time::Instant::now();
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                seen.lock().unwrap().push((
+                    format!("{} {}", parts.method, parts.uri.path()),
+                    format!(
+                        "{} {}",
+                        v["reason"].as_str().unwrap_or(""),
+                        v["regarding"]["name"].as_str().unwrap_or("")
+                    ),
+                    at,
+                ));
+                Ok(http::Response::builder()
+                    .status(201)
+                    .header("content-type", "application/json")
+                    .body(kube::client::Body::from(body.to_vec()))
+                    .unwrap())
+            })
+        }
+    }
+
+    fn member(id: &str) -> crate::membership::Member {
+        crate::membership::Member {
+            id: id.into(),
+            url: format!("http://{id}:8080"),
+        }
+    }
+
+    /// A device that `members` assign to `id`.
+    fn device_of(members: &[crate::membership::Member], id: &str) -> String {
+        (0..)
+            .map(|i| format!("dev-{i}"))
+            .find(|d| crate::membership::owner(members, d).is_some_and(|m| m.id == id))
+            .unwrap()
+    }
+
+    async fn wait_for(what: &str, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_is_not_posted_once_its_device_belongs_to_another_replica() {
+        let metrics = Metrics::new();
+        let ownership = Ownership::new("gw-a");
+        ownership.set_members(vec![member("gw-a")]);
+        ownership.extend_fence(Instant::now() + Duration::from_secs(600));
+        let both = [member("gw-a"), member("gw-b")];
+        let (kept, lost) = (device_of(&both, "gw-a"), device_of(&both, "gw-b"));
+        let (rec, worker) = recorder_with_ownership(
+            metrics.clone(),
+            "gw-a".into(),
+            Duration::from_secs(60),
+            ownership.clone(),
+        );
+        // Both transitions happen while gw-a owns every device ...
+        for d in [&kept, &lost] {
+            rec.emit(
+                regarding(&format!("dp-{d}")),
+                d,
+                spec(reasons::AGENT_CONNECTED, "c"),
+            );
+        }
+        // ... then gw-b joins and takes `lost` before the worker got to post.
+        ownership.set_members(both.to_vec());
+        let api = FakeApi::default();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(worker.run(api.client(), shutdown));
+        wait_for("one Event created and one fenced", || {
+            let text = metrics.encode();
+            text.contains("apollo_gateway_events_total{type=\"Normal\",result=\"created\"} 1")
+                && text.contains("apollo_gateway_events_total{type=\"Normal\",result=\"fenced\"} 1")
+        })
+        .await;
+        let posted: Vec<String> = api
+            .requests()
+            .into_iter()
+            .map(|(_, what, _)| what)
+            .collect();
+        assert_eq!(posted, vec![format!("AgentConnected dp-{kept}")]);
+        stop.send_replace(true);
+        task.await.unwrap();
+        assert_eq!(api.requests().len(), 1, "nothing more at shutdown");
+    }
+
+    #[tokio::test]
+    async fn events_wait_for_the_own_lease_and_are_cut_at_its_end() {
+        let metrics = Metrics::new();
+        let ownership = Ownership::new("gw-a");
+        ownership.set_members(vec![member("gw-a"), member("gw-b")]);
+        let members = ownership.members();
+        let mine = device_of(&members, "gw-a");
+        let (rec, worker) = recorder_with_ownership(
+            metrics.clone(),
+            "gw-a".into(),
+            Duration::from_secs(60),
+            ownership.clone(),
+        );
+        // The device is gw-a's but its Lease is not valid (never renewed, or lapsed).
+        rec.emit(
+            regarding(&format!("dp-{mine}")),
+            &mine,
+            spec(reasons::AGENT_STALE, "s"),
+        );
+        let api = FakeApi::default();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(worker.run(api.client(), shutdown));
+        // Time for an unfenced worker to post (it would, at once).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(api.requests().is_empty(), "posted without a valid Lease");
+        // A renewal: the Event goes out then, and only then.
+        let renewed = std::time::Instant::now();
+        ownership.extend_fence(Instant::now() + Duration::from_secs(600));
+        wait_for("the Event posted after the renewal", || {
+            !api.requests().is_empty()
+        })
+        .await;
+        let (call, what, at) = api.requests()[0].clone();
+        assert_eq!(
+            call,
+            "POST /apis/events.k8s.io/v1/namespaces/default/events"
+        );
+        assert_eq!(what, format!("AgentStale dp-{mine}"));
+        assert!(at >= renewed, "posted before the renewal");
+        // The Lease lapses, a transition is recorded, the replica shuts down: the Event is
+        // dropped (counted as fenced), never posted.
+        ownership.revoke_fence();
+        rec.emit(
+            regarding(&format!("dp-{mine}")),
+            &mine,
+            spec(reasons::AGENT_RECONNECTED, "r"),
+        );
+        stop.send_replace(true);
+        task.await.unwrap();
+        assert!(
+            metrics
+                .encode()
+                .contains("apollo_gateway_events_total{type=\"Normal\",result=\"fenced\"} 1"),
+            "{}",
+            metrics.encode()
+        );
+        let posted: Vec<String> = api
+            .requests()
+            .into_iter()
+            .map(|(_, what, _)| what)
+            .collect();
+        assert!(
+            !posted.contains(&format!("AgentReconnected dp-{mine}")),
+            "posted after the fence was revoked: {posted:?}"
+        );
     }
 
     #[tokio::test]

@@ -357,8 +357,12 @@ impl Gateway {
             .instance
             .clone()
             .unwrap_or_else(|| "apollo-gateway".to_string());
-        let (recorder, event_worker) =
-            events::recorder(metrics.clone(), instance, settings.event_interval);
+        let (recorder, event_worker) = events::recorder_with_ownership(
+            metrics.clone(),
+            instance,
+            settings.event_interval,
+            ownership.clone(),
+        );
         let liveness = Arc::new(liveness::Liveness::new(
             settings.stale_after,
             metrics.clone(),

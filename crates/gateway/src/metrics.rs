@@ -11,7 +11,7 @@
 //! | `apollo_gateway_auth_failures_total` | counter | `reason` (missing, malformed, unknown_key, bad_signature, skew, wrong_device, replay, revoked, old_version) |
 //! | `apollo_gateway_auth_requests_total` | counter | `version` (v1, v2): requests whose signature verified, by signature version |
 //! | `apollo_gateway_status_writes_total` | counter | `result` (success, conflict, error, gone) |
-//! | `apollo_gateway_events_total` | counter | `type` (Normal, Warning), `result` (created, updated: a repeat counted into an Event's series, failed) |
+//! | `apollo_gateway_events_total` | counter | `type` (Normal, Warning), `result` (created, updated: a repeat counted into an Event's series, failed; fenced: not posted because the device moved to another replica or the own Lease lapsed) |
 //! | `apollo_gateway_connected_devices` | gauge | — |
 //! | `apollo_gateway_stale_transitions_total` | counter | — |
 //! | `apollo_gateway_api_requests_total` | counter | `verb` (list, watch, get, create, patch, update, delete) |

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """An independent implementation of Apollo protocol v1 with signature versions v1 and v2 (Python standard library only),
-written from docs/PROTOCOL.md, that recomputes every `apollo-vector` in that document.
+written from docs/PROTOCOL.md, that recomputes every `apollo-vector` in that document: device
+keys, requests, responses, desired documents, and (section 10) the replica key and the
+signature of requests between gateway replicas.
 
 It shows that the specification is enough to implement an agent in another language; the
 Rust test `independent_check` runs it when python3 is available.
@@ -35,6 +37,17 @@ def derive(master_text, device, epoch=0):
         message += b"\x00" + str(epoch).encode()
         key_id = "%s.%d" % (key_id, epoch)
     return key_id, hmac.new(unb64(secret), message, hashlib.sha256).digest()
+
+
+def replica_key(master_text):
+    prefix, key_id, secret = master_text.split(":")
+    assert prefix == "apollo-mk1"
+    return key_id, hmac.new(unb64(secret), b"apollo-replica-key/v1\x00", hashlib.sha256).digest()
+
+
+def canonical_replica_request(method, path_and_query, ts, nonce, body, sender, key_id):
+    return "\n".join(["APOLLO-HMAC-SHA256-REPLICA", method, path_and_query, ts, nonce,
+                      sha256_hex(body), sender, key_id, "v1"])
 
 
 def parse_device_key(text):
@@ -120,6 +133,17 @@ def check(v):
     elif kind == "document":
         revision, etag, body = encode_document(v["device"], json.loads(v["processes"]))
         expected.update(revision=revision, etag=etag, encoded_body=body)
+    elif kind == "replica-key":
+        expected["replica_key_hex"] = replica_key(v["master_key"])[1].hex()
+    elif kind == "replica-request":
+        key_id, key = replica_key(v["master_key"])
+        body = v["body"].encode()
+        canonical = canonical_replica_request(v["method"], v["path_and_query"], v["timestamp"],
+                                              v["nonce"], body, v["sender"], key_id)
+        expected["replica_key_hex"] = key.hex()
+        expected["body_sha256"] = sha256_hex(body)
+        expected["canonical_request"] = canonical
+        expected["signature"] = sign(key, canonical)
     else:
         return ["unknown kind %r" % kind]
     return ["%s.%s: doc %r, computed %r" % (v["name"], k, v.get(k), x)

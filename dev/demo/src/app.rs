@@ -35,10 +35,18 @@ pub struct Shared {
     pub started: Instant,
     /// What `containers` mode created in docker (removed when the demo ends).
     pub docker: crate::containers::Created,
+    /// The steps of this run: the runbook's ([`TITLES`]) or a scenario's.
+    pub titles: &'static [&'static str],
 }
 
 impl Shared {
+    /// State of a runbook run.
     pub fn new(logs_dir: &Path) -> Result<Shared> {
+        Shared::with_titles(logs_dir, &TITLES)
+    }
+
+    /// State of a run whose steps are `titles`.
+    pub fn with_titles(logs_dir: &Path, titles: &'static [&'static str]) -> Result<Shared> {
         std::fs::create_dir_all(logs_dir)
             .with_context(|| format!("cannot create logs directory {}", logs_dir.display()))?;
         Ok(Shared {
@@ -48,6 +56,7 @@ impl Shared {
             results: Arc::default(),
             started: Instant::now(),
             docker: crate::containers::Created::default(),
+            titles,
         })
     }
 
@@ -60,8 +69,8 @@ impl Shared {
     /// Results of every step; steps that did not run are FAIL with `missing`.
     pub fn all_results(&self, missing: &str) -> Vec<StepResult> {
         let mut v = self.results.lock().map(|v| v.clone()).unwrap_or_default();
-        for n in v.len() + 1..=TITLES.len() {
-            v.push(StepResult::not_run(n, missing));
+        for n in v.len() + 1..=self.titles.len() {
+            v.push(StepResult::not_run_of(n, self.titles, missing));
         }
         v
     }

@@ -20,6 +20,7 @@ pub enum Cmd {
     Local(LocalArgs),
     Cluster(ClusterArgs),
     Containers(ContainersArgs),
+    ContainersHa(ContainersHaArgs),
 }
 
 /// run everything as local processes: the development API server (unless --kubeconfig names
@@ -161,6 +162,44 @@ pub struct ContainersArgs {
     pub pause: bool,
 }
 
+/// the gateway's replica scenarios in containers: the development API server, controller and
+/// three gateways (one container each, on an API network and an agents' network), agents in
+/// docker compose listing every gateway; then docker kill of one gateway, its restart, and
+/// docker network disconnect/connect of one from the API network, each checked for ownership
+/// moving in time without a flap, an Event or a second writer; removes everything it created
+#[derive(FromArgs, Debug, Default)]
+#[argh(subcommand, name = "containers-ha")]
+pub struct ContainersHaArgs {
+    /// tag of the images apollo/{devcluster,controller,gateway,agent} (default dev)
+    #[argh(option, default = "String::from(\"dev\")")]
+    pub image_tag: String,
+    /// number of switches, one compose agent each (default 9)
+    #[argh(option, default = "9")]
+    pub devices: usize,
+    /// the gateways' heartbeat interval (default 1s)
+    #[argh(option, default = "String::from(\"1s\")")]
+    pub heartbeat: String,
+    /// the gateways' stale window (default 5s)
+    #[argh(option, default = "String::from(\"5s\")")]
+    pub stale_after: String,
+    /// each gateway's Lease duration, --lease-duration (default 4s)
+    #[argh(option, default = "String::from(\"4s\")")]
+    pub lease_duration: String,
+    /// host address the gateways' ports are published on (default 0.0.0.0: compose agents
+    /// on the docker bridge reach the host there)
+    #[argh(option, default = "String::from(\"0.0.0.0\")")]
+    pub publish_address: String,
+    /// where component logs go (default .demo/logs-<UTC timestamp>/)
+    #[argh(option)]
+    pub logs_dir: Option<PathBuf>,
+    /// namespace to work in (default "default")
+    #[argh(option, default = "String::from(\"default\")")]
+    pub namespace: String,
+    /// repository root holding k8s/ (default: found from the current directory upwards)
+    #[argh(option)]
+    pub repo: Option<PathBuf>,
+}
+
 /// Every interval and deadline the demo uses.
 #[derive(Debug, Clone)]
 pub struct Timings {
@@ -292,7 +331,9 @@ mod tests {
                 assert_eq!(a.bin_dir, Some(PathBuf::from("bin")));
                 assert_eq!(a.namespace, "default");
             }
-            Cmd::Cluster(_) | Cmd::Containers(_) => panic!("wrong subcommand"),
+            Cmd::Cluster(_) | Cmd::Containers(_) | Cmd::ContainersHa(_) => {
+                panic!("wrong subcommand")
+            }
         }
         let cli = Cli::from_args(
             &["apollo-demo"],
@@ -312,6 +353,16 @@ mod tests {
         assert!(matches!(
             cli.cmd,
             Cmd::Containers(ref c) if c.fast && c.image_tag == "dev" && c.publish_address == "0.0.0.0"
+        ));
+        let cli = Cli::from_args(
+            &["apollo-demo"],
+            &["containers-ha", "--lease-duration", "6s", "--devices", "12"],
+        )
+        .unwrap();
+        assert!(matches!(
+            cli.cmd,
+            Cmd::ContainersHa(ref c) if c.lease_duration == "6s" && c.devices == 12
+                && c.heartbeat == "1s" && c.stale_after == "5s" && c.image_tag == "dev"
         ));
     }
 }

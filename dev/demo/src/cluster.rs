@@ -132,6 +132,34 @@ impl Kube {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Server-side applies one NetworkSwitch per device with `labels` (the inventory a
+    /// deployment selects).
+    pub async fn apply_switches(
+        &self,
+        devices: &[String],
+        labels: &[(&str, &str)],
+        dummy: &str,
+    ) -> Result<()> {
+        let api: Api<apollo_api::NetworkSwitch> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let apply = kube::api::PatchParams::apply(FIELD_MANAGER).force();
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        for d in devices {
+            let sw = serde_json::json!({
+                "apiVersion": apollo_api::API_VERSION, "kind": "NetworkSwitch",
+                "metadata": {"name": d, "labels": labels},
+                "spec": {"dummy": dummy}
+            });
+            api.patch(d, &apply, &kube::api::Patch::Apply(&sw))
+                .await
+                .with_context(|| format!("applying NetworkSwitch {d}"))?;
+        }
+        Ok(())
+    }
+
     /// DeviceProcesses of `deployment`, by the controller's label.
     pub async fn processes_of(&self, deployment: &str) -> Result<Vec<DeviceProcess>> {
         let lp = ListParams::default().labels(&format!(

@@ -10,6 +10,9 @@
 //! label [`RUN_LABEL`]), so parallel runs never collide, and [`Created::remove_all`] removes
 //! exactly what this run created — at the end, on failure and on Ctrl-C — after saving each
 //! container's log into the logs directory.
+//!
+//! The same pieces (networks, gateway containers, readiness, keys) run the gateway's replica
+//! scenarios, three gateways on two networks: [`crate::ha`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,11 +42,17 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
 /// A unique run name: `apollo-demo-<pid>-<4 hex digits>` (also the network and compose
 /// project name, and the prefix of each container's).
 pub fn run_name() -> String {
+    run_name_with("apollo-demo")
+}
+
+/// A unique run name `<prefix>-<pid>-<4 hex digits>`: `apollo-demo` for the runbook,
+/// `apollo-ha` for the replica scenarios, so runs of both on one machine never collide.
+pub fn run_name_with(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
-    format!("apollo-demo-{}-{:04x}", std::process::id(), nanos & 0xffff)
+    format!("{prefix}-{}-{:04x}", std::process::id(), nanos & 0xffff)
 }
 
 /// `docker <args>`: stdout (trimmed) or an error with stderr. `input` goes to stdin.
@@ -346,6 +355,48 @@ pub async fn published(name: &str, port: u16) -> Result<std::net::SocketAddr> {
         .ok_or_else(|| anyhow!("{name} publishes no port for {port}/tcp ({out:?})"))
 }
 
+/// A free port on the host address `address` (bound, then released): a published port
+/// chosen before the container starts stays the same when it is restarted.
+pub fn free_host_port(address: &str) -> Result<u16> {
+    let bind = match address {
+        "" | "::" | "[::]" => "0.0.0.0",
+        a => a,
+    };
+    Ok(std::net::TcpListener::bind((bind, 0))
+        .with_context(|| format!("cannot bind a port on {bind}"))?
+        .local_addr()?
+        .port())
+}
+
+/// A free port on the host address `address` below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`): a port the kernel never hands to an outgoing connection,
+/// so it is still free when a stopped container publishing it starts again (a port from
+/// [`free_host_port`] may meanwhile be the local port of any connection on the machine).
+pub fn stable_host_port(address: &str) -> Result<u16> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = (10_000u16, low.max(10_001));
+    let bind = match address {
+        "" | "::" | "[::]" => "0.0.0.0",
+        a => a,
+    };
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default()
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let span = u32::from(to - from);
+    for i in 0..span {
+        let port = from + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if std::net::TcpListener::bind((bind, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {from} and {to} on {bind}")
+}
+
 /// The development API server's kubeconfig `text` pointed at `server` (same CA, same user).
 pub fn with_server(text: &str, server: &str) -> Result<serde_json::Value> {
     let mut v: serde_json::Value =
@@ -395,6 +446,27 @@ pub struct Stack {
     pub gateway_metrics_host_port: u16,
 }
 
+/// One gateway container: its name within the run, network, published ports and what it
+/// gets besides the common flags ([`Stack::start_gateway`]).
+#[derive(Debug, Clone)]
+pub struct GatewayContainer {
+    /// The part of the container name after the run's (`gateway`, `gw-a`).
+    pub component: String,
+    /// The network it is created on.
+    pub network: String,
+    /// More networks it is connected to before it starts.
+    pub connect: Vec<String>,
+    /// Host address and port its device port is published on.
+    pub publish_address: String,
+    pub host_port: u16,
+    /// Host port (on 127.0.0.1) of its metrics and health listener.
+    pub metrics_host_port: u16,
+    /// More `docker create` options (`--env`, `--network-alias`).
+    pub opts: Vec<String>,
+    /// More gateway flags (`--id`, `--advertise-url`, `--lease-duration`).
+    pub args: Vec<String>,
+}
+
 impl Stack {
     pub fn container(&self, component: &str) -> String {
         format!("{}-{component}", self.run)
@@ -402,23 +474,35 @@ impl Stack {
 
     /// `docker network create` for the run.
     pub async fn create_network(&self) -> Result<String> {
-        self.created.network(&self.network);
-        let label = format!("{RUN_LABEL}={}", self.run);
-        docker(
-            &["network", "create", "--label", &label, &self.network],
-            None,
-        )
-        .await?;
-        Ok(format!(
-            "$ docker network create --label {label} {}",
-            self.network
-        ))
+        self.create_network_named(&self.network).await
     }
 
-    /// `docker run -d` of `image` with `args` after the image name; `create_only` stops
-    /// after `docker create` (files are copied in before it starts).
+    /// `docker network create NAME` with the run's label (removed with the run).
+    pub async fn create_network_named(&self, name: &str) -> Result<String> {
+        self.created.network(name);
+        let label = format!("{RUN_LABEL}={}", self.run);
+        docker(&["network", "create", "--label", &label, name], None).await?;
+        Ok(format!("$ docker network create --label {label} {name}"))
+    }
+
+    /// `docker run -d` of `image` with `args` after the image name, on the run's network;
+    /// `create_only` stops after `docker create` (files are copied in before it starts).
     async fn run_container(
         &self,
+        component: &str,
+        opts: &[String],
+        image: &str,
+        args: &[String],
+        create_only: bool,
+    ) -> Result<String> {
+        self.run_container_on(&self.network, component, opts, image, args, create_only)
+            .await
+    }
+
+    /// [`Stack::run_container`] on `network`.
+    async fn run_container_on(
+        &self,
+        network: &str,
         component: &str,
         opts: &[String],
         image: &str,
@@ -435,7 +519,7 @@ impl Stack {
             "--label".into(),
             label,
             "--network".into(),
-            self.network.clone(),
+            network.to_string(),
         ];
         if !create_only {
             all.push("--detach".into());
@@ -533,9 +617,13 @@ impl Stack {
         Ok((lines, host_url))
     }
 
-    /// `docker create`, copies `files` (host path → path in the container), `docker start`.
+    /// `docker create` on `network`, `docker network connect` to each of `connect`, copies
+    /// `files` (host path → path in the container), `docker start`.
+    #[allow(clippy::too_many_arguments)]
     async fn start_with_files(
         &self,
+        network: &str,
+        connect: &[String],
         component: &str,
         opts: &[String],
         image: &str,
@@ -543,10 +631,14 @@ impl Stack {
         files: &[(PathBuf, &str)],
     ) -> Result<Vec<String>> {
         let mut did = vec![
-            self.run_container(component, opts, image, args, true)
+            self.run_container_on(network, component, opts, image, args, true)
                 .await?,
         ];
         let name = self.container(component);
+        for net in connect {
+            docker(&["network", "connect", net, &name], None).await?;
+            did.push(format!("$ docker network connect {net} {name}"));
+        }
         for (from, to) in files {
             let from = from.display().to_string();
             let to = format!("{name}:{to}");
@@ -566,83 +658,127 @@ impl Stack {
         master_key: &Path,
         timings: &Timings,
     ) -> Result<Vec<String>> {
-        let mut did = Vec::new();
-        let kc = "/home/nonroot/kubeconfig";
+        let mut did = self.start_controller().await?;
         did.extend(
-            self.start_with_files(
-                "controller",
-                &[
-                    "--publish".into(),
-                    format!("127.0.0.1::{CONTROLLER_HEALTH_PORT}"),
-                ],
-                &self.images.controller,
-                &[
-                    "--kubeconfig".into(),
-                    kc.into(),
-                    "--namespace".into(),
-                    self.namespace.clone(),
-                    "--health-addr".into(),
-                    format!("0.0.0.0:{CONTROLLER_HEALTH_PORT}"),
-                    "--metrics-addr".into(),
-                    "0.0.0.0:8080".into(),
-                ],
-                &[(self.staging.join("controller.kubeconfig"), kc)],
+            self.start_gateway(
+                &GatewayContainer {
+                    component: "gateway".into(),
+                    network: self.network.clone(),
+                    connect: Vec::new(),
+                    publish_address: self.publish_address.clone(),
+                    host_port: self.gateway_host_port,
+                    metrics_host_port: self.gateway_metrics_host_port,
+                    opts: Vec::new(),
+                    args: Vec::new(),
+                },
+                master_key,
+                timings,
             )
             .await?,
         );
-        let staged_key = self.staging.join("master.key");
+        let health = published(&self.container("controller"), CONTROLLER_HEALTH_PORT).await?;
+        did.push(
+            self.wait_http_ok("gateway", &self.gateway_metrics_local_url(), "/readyz")
+                .await?,
+        );
+        did.push(
+            self.wait_http_ok("controller", &format!("http://{health}"), "/healthz")
+                .await?,
+        );
+        Ok(did)
+    }
+
+    /// Starts the controller container on the run's network with its ServiceAccount's
+    /// kubeconfig (health port published on 127.0.0.1).
+    pub async fn start_controller(&self) -> Result<Vec<String>> {
+        let kc = "/home/nonroot/kubeconfig";
+        self.start_with_files(
+            &self.network,
+            &[],
+            "controller",
+            &[
+                "--publish".into(),
+                format!("127.0.0.1::{CONTROLLER_HEALTH_PORT}"),
+            ],
+            &self.images.controller,
+            &[
+                "--kubeconfig".into(),
+                kc.into(),
+                "--namespace".into(),
+                self.namespace.clone(),
+                "--health-addr".into(),
+                format!("0.0.0.0:{CONTROLLER_HEALTH_PORT}"),
+                "--metrics-addr".into(),
+                "0.0.0.0:8080".into(),
+            ],
+            &[(self.staging.join("controller.kubeconfig"), kc)],
+        )
+        .await
+    }
+
+    /// Starts one gateway container with its ServiceAccount's kubeconfig and a copy of the
+    /// master key ring (staged readable for the container's user, removed again at once).
+    pub async fn start_gateway(
+        &self,
+        gw: &GatewayContainer,
+        master_key: &Path,
+        timings: &Timings,
+    ) -> Result<Vec<String>> {
+        let kc = "/home/nonroot/kubeconfig";
+        let staged_key = self.staging.join(format!("{}-master.key", gw.component));
         let key = std::fs::read_to_string(master_key)
             .with_context(|| format!("cannot read {}", master_key.display()))?;
         write_file(&staged_key, &key, 0o644)?;
         let mk = "/home/nonroot/master.key";
-        did.extend(
-            self.start_with_files(
-                "gateway",
-                &[
-                    "--publish".into(),
-                    format!(
-                        "{}:{}:{GATEWAY_PORT}",
-                        self.publish_address, self.gateway_host_port
-                    ),
-                    "--publish".into(),
-                    format!(
-                        "127.0.0.1:{}:{GATEWAY_METRICS_PORT}",
-                        self.gateway_metrics_host_port
-                    ),
-                ],
+        let mut opts = vec![
+            "--publish".into(),
+            format!("{}:{}:{GATEWAY_PORT}", gw.publish_address, gw.host_port),
+            "--publish".into(),
+            format!("127.0.0.1:{}:{GATEWAY_METRICS_PORT}", gw.metrics_host_port),
+        ];
+        opts.extend(gw.opts.iter().cloned());
+        let mut args: Vec<String> = vec![
+            "--addr".into(),
+            format!("0.0.0.0:{GATEWAY_PORT}"),
+            "--metrics-addr".into(),
+            format!("0.0.0.0:{GATEWAY_METRICS_PORT}"),
+            "--kubeconfig".into(),
+            kc.into(),
+            "--namespace".into(),
+            self.namespace.clone(),
+            "--master-key-file".into(),
+            mk.into(),
+            "--heartbeat-interval".into(),
+            flag_duration(timings.heartbeat),
+            "--stale-after".into(),
+            flag_duration(timings.stale),
+        ];
+        args.extend(gw.args.iter().cloned());
+        let started = self
+            .start_with_files(
+                &gw.network,
+                &gw.connect,
+                &gw.component,
+                &opts,
                 &self.images.gateway,
-                &[
-                    "--addr".into(),
-                    format!("0.0.0.0:{GATEWAY_PORT}"),
-                    "--metrics-addr".into(),
-                    format!("0.0.0.0:{GATEWAY_METRICS_PORT}"),
-                    "--kubeconfig".into(),
-                    kc.into(),
-                    "--namespace".into(),
-                    self.namespace.clone(),
-                    "--master-key-file".into(),
-                    mk.into(),
-                    "--heartbeat-interval".into(),
-                    flag_duration(timings.heartbeat),
-                    "--stale-after".into(),
-                    flag_duration(timings.stale),
-                ],
+                &args,
                 &[
                     (self.staging.join("gateway.kubeconfig"), kc),
                     (staged_key.clone(), mk),
                 ],
             )
-            .await?,
-        );
+            .await;
         let _ = std::fs::remove_file(&staged_key);
-        let health = published(&self.container("controller"), CONTROLLER_HEALTH_PORT).await?;
-        for (name, url, path) in [
-            ("gateway", self.gateway_metrics_local_url(), "/readyz"),
-            ("controller", format!("http://{health}"), "/healthz"),
-        ] {
-            let http = Http::new(&url);
-            let t = Instant::now();
-            let ready = crate::wait::poll_until(Duration::from_secs(30), timings.poll, || {
+        started
+    }
+
+    /// Waits up to 30 s until `url` + `path` answers 200; the error carries the last lines of
+    /// the component's container log.
+    pub async fn wait_http_ok(&self, component: &str, url: &str, path: &str) -> Result<String> {
+        let http = Http::new(url);
+        let t = Instant::now();
+        let ready =
+            crate::wait::poll_until(Duration::from_secs(30), Duration::from_millis(100), || {
                 let http = http.clone();
                 async move {
                     let r = http.get(path, &[], Duration::from_secs(2)).await.ok()?;
@@ -650,21 +786,19 @@ impl Stack {
                 }
             })
             .await;
-            if ready.is_none() {
-                let c = self.container(name);
-                let logs = docker(&["logs", "--tail", "20", &c], None)
-                    .await
-                    .unwrap_or_else(|e| format!("{e:#}"));
-                bail!(
-                    "{name} not answering 200 on {url}{path} within 30 s; docker logs {c}:\n{logs}"
-                );
-            }
-            did.push(format!(
-                "{name} {url}{path} = 200 after {} s",
-                crate::wait::secs(t.elapsed())
-            ));
+        if ready.is_none() {
+            let c = self.container(component);
+            let logs = docker(&["logs", "--tail", "20", &c], None)
+                .await
+                .unwrap_or_else(|e| format!("{e:#}"));
+            bail!(
+                "{component} not answering 200 on {url}{path} within 30 s; docker logs {c}:\n{logs}"
+            );
         }
-        Ok(did)
+        Ok(format!(
+            "{component} {url}{path} = 200 after {} s",
+            crate::wait::secs(t.elapsed())
+        ))
     }
 
     /// The gateway as this machine reaches it.
@@ -755,7 +889,7 @@ pub struct Components {
 
 /// A private directory for the run's keys, compose file and staged files (removed at the
 /// end with everything else).
-fn private_dir(run: &str) -> Result<PathBuf> {
+pub(crate) fn private_dir(run: &str) -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt as _;
     let dir = std::env::temp_dir().join(run);
     std::fs::DirBuilder::new()
@@ -789,21 +923,9 @@ pub async fn demo(args: &crate::cli::ContainersArgs, shared: &crate::app::Shared
     let run = run_name();
     let gateway_host_port = match args.gateway_port {
         Some(p) => p,
-        None => {
-            let bind = match args.publish_address.as_str() {
-                "" | "::" | "[::]" => "0.0.0.0",
-                a => a,
-            };
-            std::net::TcpListener::bind((bind, 0))
-                .with_context(|| format!("cannot bind a port on {bind}"))?
-                .local_addr()?
-                .port()
-        }
+        None => free_host_port(&args.publish_address)?,
     };
-    let gateway_metrics_host_port = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .context("cannot bind a port on 127.0.0.1")?
-        .local_addr()?
-        .port();
+    let gateway_metrics_host_port = free_host_port("127.0.0.1")?;
     let mut lines = vec![
         format!(
             "mode: containers (docker engine {engine}, {}), namespace {ns}, run {run}",

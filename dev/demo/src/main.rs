@@ -10,6 +10,9 @@
 //! - `apollo-demo containers [--fast]` runs every component in a local container: the
 //!   development API server, controller and gateway from the `Dockerfile.*` images, the agents
 //!   with docker compose (`make demo-containers`).
+//! - `apollo-demo containers-ha` runs the gateway's replica scenarios in containers: three
+//!   gateways, `docker kill` of one, `docker network disconnect` of one from the API server
+//!   (`make demo-containers-ha`).
 //!
 //! Each step prints what it did, what it expected, what it saw (kubectl output when kubectl is
 //! installed) and how long it took. The run ends with a summary table and one line per step,
@@ -24,6 +27,7 @@ mod cli;
 mod cluster;
 mod compose;
 mod containers;
+mod ha;
 mod httpc;
 mod kubectl;
 mod metrics;
@@ -71,13 +75,18 @@ async fn run(cli: cli::Cli) -> Result<ExitCode> {
         cli::Cmd::Local(a) => (logs_dir(a.logs_dir.as_ref())?, a.hold),
         cli::Cmd::Cluster(a) => (logs_dir(a.logs_dir.as_ref())?, false),
         cli::Cmd::Containers(a) => (logs_dir(a.logs_dir.as_ref())?, false),
+        cli::Cmd::ContainersHa(a) => (logs_dir(a.logs_dir.as_ref())?, false),
     };
-    let shared = app::Shared::new(&logs)?;
+    let shared = match &cli.cmd {
+        cli::Cmd::ContainersHa(_) => app::Shared::with_titles(&logs, &ha::TITLES)?,
+        _ => app::Shared::new(&logs)?,
+    };
     let work = async {
         match &cli.cmd {
             cli::Cmd::Local(a) => app::local(a, &shared).await,
             cli::Cmd::Cluster(a) => app::cluster(a, &shared).await,
             cli::Cmd::Containers(a) => containers::demo(a, &shared).await,
+            cli::Cmd::ContainersHa(a) => ha::run(a, &shared).await,
         }
     };
     let outcome = tokio::select! {

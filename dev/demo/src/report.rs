@@ -75,12 +75,18 @@ pub struct Step {
 const INDENT: &str = "           ";
 
 impl Step {
+    /// Step `n` of the runbook.
     pub fn begin(n: usize, out: &Out) -> Step {
-        let title = TITLES.get(n - 1).copied().unwrap_or("?");
+        Step::begin_of(n, &TITLES, out)
+    }
+
+    /// Step `n` of a run whose steps are `titles`.
+    pub fn begin_of(n: usize, titles: &[&'static str], out: &Out) -> Step {
+        let title = titles.get(n - 1).copied().unwrap_or("?");
         out.line("");
         out.line(&format!(
             "━━ Step {n}/{} · {title} {}",
-            TITLES.len(),
+            titles.len(),
             "━".repeat(60usize.saturating_sub(title.len()))
         ));
         Step {
@@ -166,11 +172,11 @@ pub struct StepResult {
 }
 
 impl StepResult {
-    /// A step that could not run.
-    pub fn not_run(n: usize, reason: &str) -> StepResult {
+    /// A step of a run whose steps are `titles` that could not run.
+    pub fn not_run_of(n: usize, titles: &[&'static str], reason: &str) -> StepResult {
         StepResult {
             n,
-            title: TITLES.get(n - 1).copied().unwrap_or("?"),
+            title: titles.get(n - 1).copied().unwrap_or("?"),
             duration: Duration::ZERO,
             outcome: Err(format!("not run: {reason}")),
         }
@@ -256,7 +262,7 @@ mod tests {
             "FAIL 7 Stopped agent goes stale with exactly one Warning no Warning event after 30s"
         );
         assert!(
-            StepResult::not_run(9, "setup failed")
+            StepResult::not_run_of(9, &TITLES, "setup failed")
                 .summary_line()
                 .starts_with("FAIL 9 Agents hold no Kubernetes credentials not run: setup failed")
         );

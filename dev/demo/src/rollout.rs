@@ -55,21 +55,10 @@ async fn run(demo: &mut Demo, step: &Step, devs: &[String]) -> Result<()> {
     let Some(local) = demo.local.clone() else {
         bail!("the rollout step runs in local mode only");
     };
-    let ns = demo.kube.namespace.clone();
-    let client = demo.kube.client.clone();
-    let switches: Api<NetworkSwitch> = Api::namespaced(client.clone(), &ns);
+    demo.kube
+        .apply_switches(devs, &[("site", "sfo"), ("role", ROLE)], "rollout")
+        .await?;
     let apply = PatchParams::apply(FIELD_MANAGER).force();
-    for d in devs {
-        let sw = serde_json::json!({
-            "apiVersion": apollo_api::API_VERSION, "kind": "NetworkSwitch",
-            "metadata": {"name": d, "labels": {"site": "sfo", "role": ROLE}},
-            "spec": {"dummy": "rollout"}
-        });
-        switches
-            .patch(d, &apply, &Patch::Apply(&sw))
-            .await
-            .with_context(|| format!("applying NetworkSwitch {d}"))?;
-    }
     let mf = local.master_key.display().to_string();
     for d in devs {
         let key = crate::app::capture(

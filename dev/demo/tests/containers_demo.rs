@@ -16,114 +16,8 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{step_lines, without_test_env, workspace};
-
-const RUN_LABEL: &str = "io.apollo.demo.run";
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
-/// The images of this test run, removed (only these tags) when dropped.
-struct Images {
-    tag: String,
-}
-
-impl Images {
-    fn refs(&self) -> Vec<String> {
-        [
-            "apollo/devcluster",
-            "apollo/controller",
-            "apollo-deviceprocess-controller",
-            "apollo/gateway",
-            "apollo/agent",
-        ]
-        .iter()
-        .map(|r| format!("{r}:{}", self.tag))
-        .collect()
-    }
-}
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        for r in self.refs() {
-            let _ = docker(&["image", "rm", &r]);
-        }
-    }
-}
-
-fn build_images() -> Images {
-    let root = workspace();
-    if std::env::var_os("APOLLO_DEMO_SKIP_BUILD").is_none() {
-        eprintln!(
-            "building the static binaries first: make build (set APOLLO_DEMO_SKIP_BUILD=1 to use bin/ as it is)"
-        );
-        let status = without_test_env(&mut Command::new("make"))
-            .current_dir(&root)
-            .args(["-s", "build"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("run make");
-        assert!(status.success(), "make build failed: {status}");
-    }
-    let images = Images {
-        tag: format!("test-{}", std::process::id()),
-    };
-    let out = without_test_env(&mut Command::new("make"))
-        .current_dir(&root)
-        .args(["-s", "docker-images", &format!("IMAGE_TAG={}", images.tag)])
-        .output()
-        .expect("run make docker-images");
-    assert!(
-        out.status.success(),
-        "make docker-images failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    images
-}
-
-/// The run name the demo printed in its header (`run apollo-demo-<pid>-<hex>`).
-fn run_name(out: &str) -> String {
-    let i = out
-        .find(", run apollo-demo-")
-        .expect("the header names the run")
-        + 6;
-    out[i..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .trim_end_matches(',')
-        .to_string()
-}
-
-/// Nothing of `run` is left: containers (its label or its compose project), networks,
-/// volumes, and its private directory.
-fn assert_nothing_left(run: &str) {
-    for filter in [
-        format!("label={RUN_LABEL}={run}"),
-        format!("label=com.docker.compose.project={run}"),
-        format!("name={run}"),
-    ] {
-        let c = docker(&["ps", "-a", "-q", "--filter", &filter]).unwrap();
-        assert!(c.is_empty(), "containers left ({filter}): {c}");
-        let n = docker(&["network", "ls", "-q", "--filter", &filter]).unwrap();
-        assert!(n.is_empty(), "networks left ({filter}): {n}");
-        let v = docker(&["volume", "ls", "-q", "--filter", &filter]).unwrap();
-        assert!(v.is_empty(), "volumes left ({filter}): {v}");
-    }
-    let dir = std::env::temp_dir().join(run);
-    assert!(!dir.exists(), "{} (device keys) left", dir.display());
-}
+use common::docker::{Images, assert_nothing_left, build_images, docker, engine, run_name};
+use common::{step_lines, workspace};
 
 fn demo_command(images: &Images, logs: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_apollo-demo"));
@@ -231,13 +125,13 @@ fn check_image_layout(images: &Images) {
 
 #[test]
 fn containers_demo_passes_every_step_and_leaves_nothing_behind() {
-    if let Err(e) = docker(&["version", "--format", "{{.Server.Version}}"]) {
+    if let Err(e) = engine() {
         eprintln!(
             "SKIP: no docker engine answers (`docker version`: {e}); the containers demo needs one"
         );
         return;
     }
-    let images = build_images();
+    let images = build_images("test");
     check_image_layout(&images);
 
     // 1. The whole runbook.
@@ -261,7 +155,7 @@ fn containers_demo_passes_every_step_and_leaves_nothing_behind() {
             "{l:?}"
         );
     }
-    let run = run_name(&stdout);
+    let run = run_name(&stdout, "apollo-demo");
     // What a presenter points at: compose commands, the agent container's configuration and
     // its only peer.
     for needle in [
@@ -323,5 +217,5 @@ fn containers_demo_passes_every_step_and_leaves_nothing_behind() {
     let out = reader.join().unwrap();
     assert!(reached.is_ok(), "step 4 never started:\n{out}");
     assert_eq!(status.code(), Some(130), "exit status after SIGINT:\n{out}");
-    assert_nothing_left(&run_name(&out));
+    assert_nothing_left(&run_name(&out, "apollo-demo"));
 }

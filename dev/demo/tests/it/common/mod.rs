@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod monitoring;
 
 use std::path::{Path, PathBuf};
@@ -127,9 +128,14 @@ pub fn alive(pid: u32) -> bool {
 
 /// The last nine lines: `PASS <n> <title> <seconds>` or `FAIL <n> <title> <reason>`.
 pub fn step_lines(out: &str) -> Vec<String> {
+    step_lines_of(out, 9)
+}
+
+/// The last `steps` lines of the output, each `PASS <n> …` or `FAIL <n> …` in order.
+pub fn step_lines_of(out: &str, steps: usize) -> Vec<String> {
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines.len() >= 9, "output too short:\n{out}");
-    let last = &lines[lines.len() - 9..];
+    assert!(lines.len() >= steps, "output too short:\n{out}");
+    let last = &lines[lines.len() - steps..];
     for (i, l) in last.iter().enumerate() {
         let n = i + 1;
         assert!(

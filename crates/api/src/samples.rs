@@ -23,3 +23,24 @@ pub fn demo_logger_template() -> ProcessTemplateSpec {
         },
     }
 }
+
+/// A DeviceProcess spec for `device`: `alpine:3.19` in a container running
+/// `/bin/sh -c <script>`, no environment (tests and examples vary `script` to change the spec
+/// hash).
+pub fn shell_process(device: &str, script: &str) -> crate::DeviceProcessSpec {
+    crate::DeviceProcessSpec {
+        device_ref: crate::DeviceRef {
+            name: device.into(),
+        },
+        artifact: Artifact {
+            type_: ArtifactType::Oci,
+            url: "alpine:3.19".into(),
+        },
+        execution: Execution {
+            backend: ExecutionBackend::Container,
+            command: vec!["/bin/sh".into(), "-c".into()],
+            args: vec![script.into()],
+            env: vec![],
+        },
+    }
+}

@@ -36,10 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use apollo_api::{
-    Artifact, ArtifactType, DeviceProcess, DeviceProcessSpec, DeviceRef, Execution,
-    ExecutionBackend,
-};
+use apollo_api::{DeviceProcess, DeviceProcessSpec};
 use apollo_devcluster::{DevCluster, Options, User};
 use apollo_protocol::auth::{generate_nonce, sign_request_v2, unix_now};
 use apollo_protocol::keys::{DeviceKey, MasterKey};
@@ -164,21 +161,7 @@ fn raise_fd_limit(n: u64) -> anyhow::Result<()> {
 }
 
 fn spec(device: &str) -> DeviceProcessSpec {
-    DeviceProcessSpec {
-        device_ref: DeviceRef {
-            name: device.into(),
-        },
-        artifact: Artifact {
-            type_: ArtifactType::Oci,
-            url: "alpine:3.19".into(),
-        },
-        execution: Execution {
-            backend: ExecutionBackend::Container,
-            command: vec!["/bin/sh".into(), "-c".into()],
-            args: vec!["sleep 3600".into()],
-            env: vec![],
-        },
-    }
+    apollo_api::samples::shell_process(device, "sleep 3600")
 }
 
 /// One keep-alive HTTP/1.1 connection speaking raw bytes.

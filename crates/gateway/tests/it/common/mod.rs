@@ -10,10 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use apollo_api::{
-    Artifact, ArtifactType, DeviceProcess, DeviceProcessSpec, DeviceRef, Execution,
-    ExecutionBackend,
-};
+use apollo_api::{DeviceProcess, DeviceProcessSpec};
 use apollo_devcluster::User;
 use apollo_devcluster::testing::{TestEnv, poll_until};
 use apollo_gateway::{Gateway, Settings};
@@ -273,21 +270,7 @@ impl Harness {
 }
 
 pub fn spec(device: &str, arg: &str) -> DeviceProcessSpec {
-    DeviceProcessSpec {
-        device_ref: DeviceRef {
-            name: device.into(),
-        },
-        artifact: Artifact {
-            type_: ArtifactType::Oci,
-            url: "alpine:3.19".into(),
-        },
-        execution: Execution {
-            backend: ExecutionBackend::Container,
-            command: vec!["/bin/sh".into(), "-c".into()],
-            args: vec![arg.into()],
-            env: vec![],
-        },
-    }
+    apollo_api::samples::shell_process(device, arg)
 }
 
 pub fn cond_status(dp: &DeviceProcess, type_: &str) -> Option<String> {

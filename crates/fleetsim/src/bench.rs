@@ -429,6 +429,7 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     // The write floor W, before anything else runs on this server.
     let writer = cluster.client(User::Gateway).await?;
     match floor::measure(
+        &cluster.admin,
         &writer,
         &cluster.namespace,
         256,
@@ -517,17 +518,20 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         ),
         cluster.dir.join("gateway.log"),
     )?;
+    // The baseline gateway's list and watch (same identity) are not this one's.
+    let lists_before = counters.gateway_requests("list").await;
+    let watches_before = counters.gateway_requests("watch").await;
     counters.gateway_metrics = Some(metrics);
     let url = format!("http://{addr}");
     wait_http_ok(&format!("http://{metrics}/readyz"), phase).await?;
     // A long poll holds a connection (a file descriptor in this process and in the gateway)
-    // per device, a report another; past the descriptor limit the fleet polls instead.
+    // per device (reports share a few more); past the descriptor limit the fleet polls
+    // instead, which holds only the requests in flight.
     let fd_limit = procstat::open_files_limit().unwrap_or(u64::MAX);
-    let long_polls_fit = devices as u64 * 2 + 2048 <= fd_limit;
+    let long_polls_fit = devices as u64 + 2048 <= fd_limit;
     if !long_polls_fit {
         r.errors.push(format!(
-            "long poll skipped: {devices} agents need up to {} connections, more than the {fd_limit} open files allowed per process; the fleet polls",
-            devices * 2
+            "long poll skipped: {devices} held connections need more than the {fd_limit} open files allowed per process; the fleet polls"
         ));
     }
     let long_poll = FleetOptions {
@@ -607,8 +611,8 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         r.gateway_cpu_ms_per_1000_heartbeats =
             (sample.cpu - cpu_before).as_secs_f64() * 1000.0 / (r.steady_reports as f64 / 1000.0);
     }
-    r.gateway_lists = counters.gateway_requests("list").await;
-    r.gateway_watches = counters.gateway_requests("watch").await;
+    r.gateway_lists = counters.gateway_requests("list").await - lists_before;
+    r.gateway_watches = counters.gateway_requests("watch").await - watches_before;
     eprintln!(
         "  steady: {} heartbeats, {} status writes, gateway RSS {:.1} MiB (baseline {:.1} MiB)",
         r.steady_reports,
@@ -672,12 +676,16 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     }
     let mut stale_fleet = fleet;
     if complete {
-        let mut polling = Fleet::new(FleetOptions {
-            long_poll: Duration::ZERO,
-            ..long_poll
-        });
-        drop(stale_fleet);
-        start_agents(config, &mut polling, &names).await;
+        // The fleet restarts polling, unless it polls already (long polls did not fit).
+        if long_polls_fit {
+            let mut polling = Fleet::new(FleetOptions {
+                long_poll: Duration::ZERO,
+                ..long_poll
+            });
+            drop(stale_fleet);
+            start_agents(config, &mut polling, &names).await;
+            stale_fleet = polling;
+        }
         let start = Instant::now();
         cluster.patch_template_args(&["v3"]).await?;
         match tracker
@@ -699,7 +707,6 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
             "  rollout (polling): {}",
             opt_secs(r.rollout_polling_seconds)
         );
-        stale_fleet = polling;
     }
     if let Some(w) = r.write_floor_per_second.filter(|w| *w > 0.0) {
         let n = devices as f64;

@@ -80,15 +80,18 @@ fn status_patch(i: u64) -> serde_json::Value {
 }
 
 /// Measures each of `concurrencies` for `duration` against `objects` DeviceProcesses in
-/// `namespace` (created first, deleted after).
+/// `namespace`, created first by `admin` and deleted after; `writer` patches (the gateway's
+/// identity, so authorization costs what it costs the gateway).
 pub async fn measure(
-    client: &kube::Client,
+    admin: &kube::Client,
+    writer: &kube::Client,
     namespace: &str,
     objects: usize,
     concurrencies: &[usize],
     duration: Duration,
 ) -> Result<Vec<WriteFloor>, FloorError> {
-    let api: Api<DeviceProcess> = Api::namespaced(client.clone(), namespace);
+    let api: Api<DeviceProcess> = Api::namespaced(admin.clone(), namespace);
+    let patcher: Api<DeviceProcess> = Api::namespaced(writer.clone(), namespace);
     let object = floor_object("fleetsim-floor")?;
     let names: Vec<String> = (0..objects.max(1))
         .map(|i| format!("fleetsim-floor-{i:05}"))
@@ -108,7 +111,7 @@ pub async fn measure(
     let names = Arc::new(names);
     let mut out = Vec::new();
     for &concurrency in concurrencies {
-        out.push(measure_one(&api, &names, concurrency, duration).await?);
+        out.push(measure_one(&patcher, &names, concurrency, duration).await?);
     }
     let _ = futures::stream::iter(names.iter().cloned())
         .map(|name| {

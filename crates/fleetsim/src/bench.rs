@@ -994,16 +994,23 @@ pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputRe
     let (master, key_file) = cluster.master_key()?;
     let addr = free_port()?;
     let metrics = free_port()?;
+    let mut args = gateway_args(
+        config,
+        &cluster,
+        &addr.to_string(),
+        &metrics.to_string(),
+        devices,
+        &key_file,
+    );
+    // The load client connects from 127.0.0.1 and primes every device at once: lift the
+    // per-address cap (the baseline server has none either).
+    args.push(format!(
+        "--max-connections-per-address={}",
+        devices * 2 + 1024
+    ));
     let gateway = Component::spawn(
         &config.bin_dir.join("apollo-gateway"),
-        &gateway_args(
-            config,
-            &cluster,
-            &addr.to_string(),
-            &metrics.to_string(),
-            devices,
-            &key_file,
-        ),
+        &args,
         cluster.dir.join("gateway.log"),
     )?;
     wait_http_ok(&format!("http://{metrics}/readyz"), Duration::from_secs(60)).await?;

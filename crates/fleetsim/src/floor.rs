@@ -5,8 +5,8 @@
 //! allows; the benchmark prints each rollout's ratio to them.
 //!
 //! The measurement creates its own DeviceProcesses (labelled [`FLOOR_LABEL`], which the
-//! tracker ignores and the controller never selects), patches their status round robin with
-//! `concurrency` requests in flight for a fixed time, then deletes them.
+//! tracker ignores and the controller never selects), warms up, patches their status round
+//! robin with `concurrency` requests in flight for a fixed time, then deletes them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,6 +109,14 @@ pub async fn measure(
         .await
         .map_err(FloorError::Create)?;
     let names = Arc::new(names);
+    // Warm up (connections, the server's first status writes of the type), not counted.
+    let _ = measure_one(
+        &patcher,
+        &names,
+        CONTROLLER_WRITE_CONCURRENCY,
+        (duration / 5).min(Duration::from_secs(1)),
+    )
+    .await;
     let mut out = Vec::new();
     for &concurrency in concurrencies {
         out.push(measure_one(&patcher, &names, concurrency, duration).await?);

@@ -566,7 +566,7 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         Err(e) => r.connect_reached = timed_out(&mut r.errors, &e),
     }
     eprintln!(
-        "  connect: {} of {devices} in {} ({} source addresses)",
+        "  connect: {} of {devices}, all after {} ({} source addresses)",
         r.connect_reached,
         opt_secs(r.connect_seconds),
         r.source_addresses
@@ -596,6 +596,13 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     r.steady_reports = reports_after - reports_before;
     r.steady_status_writes = counters.status_writes().await - status_before;
     r.steady_controller_writes = counters.controller_writes().await - controller_before;
+    if sample.rss_bytes == 0 || self_after.rss_bytes == 0 {
+        // Reading /proc needs a descriptor: at the open-file limit even that fails.
+        r.errors.push(
+            "memory and CPU not sampled: /proc unreadable (this process at its open-file limit?)"
+                .into(),
+        );
+    }
     r.gateway_rss_bytes = sample.rss_bytes;
     r.gateway_rss_bytes_per_device = sample.rss_bytes as f64 / devices.max(1) as f64;
     r.gateway_bytes_per_device_over_baseline = sample

@@ -34,7 +34,7 @@ REVISION     := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 
 .PHONY: help tools generate manifests build build-dev test test-sandbox lint fmt install uninstall deploy \
         undeploy demo-local demo demo-down demo-containers demo-containers-ha docker-images images kind-load compose bench \
-        bench-full nix-check clean monitoring-check bench-charts
+        bench-full bench-compare nix-check clean monitoring-check bench-charts
 
 help: ## list targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -151,14 +151,17 @@ compose: ## write docker-compose.yaml for the agents from compose.nix (DEVICES, 
 	  --argstr gatewayUrl '$(GATEWAY_URL)' > docker-compose.yaml
 	@echo "each agent reads APOLLO_DEVICE_KEY from keys/<device>.env (not in git)"
 
-bench: build ## short fleet benchmark (under 5 minutes): 1,000 devices, 1 s heartbeat
-	$(BIN_DIR)/apollo-fleetsim bench --short --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-short.json
+bench: build ## short fleet benchmark (under 5 minutes): 1,000 devices, 1 s heartbeat (BENCH_ARGS=… more flags, e.g. --kubeconfig K --compare OLD.json)
+	$(BIN_DIR)/apollo-fleetsim bench --short --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-short.json $(BENCH_ARGS)
 
 bench-charts: ## SVG charts of the short benchmark's JSON into docs/bench (BENCH_JSON=… another report)
 	$(CARGO) run -q -p apollo-fleetsim -- charts --json $(BENCH_JSON) --out-dir docs/bench
 
-bench-full: build ## full fleet benchmark: 1,000 / 10,000 / 100,000 devices, 10 s heartbeat
-	$(BIN_DIR)/apollo-fleetsim bench --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-full.json
+bench-full: build ## full fleet benchmark: 1,000 / 10,000 / 100,000 devices, 10 s heartbeat (run as root for the fd limit; BENCH_ARGS=… more flags)
+	$(BIN_DIR)/apollo-fleetsim bench --bin-dir $(BIN_DIR) --json $(BIN_DIR)/bench-full.json $(BENCH_ARGS)
+
+bench-compare: ## per-row deltas between two bench JSONs: make bench-compare OLD=a.json NEW=b.json
+	$(CARGO) run -q -p apollo-fleetsim -- compare $(OLD) $(NEW)
 
 monitoring-check: ## promtool check + unit tests of the alerts, kustomize render of k8s/monitoring (needs promtool: Debian's prometheus package)
 	scripts/monitoring-check.sh

@@ -139,22 +139,39 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 pub type HttpClient = Client<crate::tls::GatewayConnector, Full<Bytes>>;
 
 /// A pooled plain-HTTP client with the agent's connection settings.
-#[cfg(not(feature = "tls"))]
 pub fn http_client(connect_timeout: Duration) -> HttpClient {
+    http_client_from(connect_timeout, None)
+}
+
+/// [`http_client`] whose connections leave from `local_address` (bound before connecting):
+/// a fleet simulator spreads its agents over loopback addresses (127.0.0.0/8) so that the
+/// ephemeral port range of one source address does not limit the connections it opens.
+#[cfg(not(feature = "tls"))]
+pub fn http_client_from(
+    connect_timeout: Duration,
+    local_address: Option<std::net::IpAddr>,
+) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_local_address(local_address);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .build(connector)
 }
 
-/// A pooled plain-HTTP client with the agent's connection settings (no TLS configured).
+/// [`http_client`] whose connections leave from `local_address` (no TLS configured).
 #[cfg(feature = "tls")]
-pub fn http_client(connect_timeout: Duration) -> HttpClient {
+pub fn http_client_from(
+    connect_timeout: Duration,
+    local_address: Option<std::net::IpAddr>,
+) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(crate::tls::GatewayConnector::new(connect_timeout, None))
+        .build(
+            crate::tls::GatewayConnector::new(connect_timeout, None)
+                .with_local_address(local_address),
+        )
 }
 
 /// Signs, sends, verifies.

@@ -75,6 +75,12 @@ impl GatewayConnector {
             tls: tls.map(|c| TlsConnector::from(Arc::new(c))),
         }
     }
+
+    /// Connections leave from `local_address` (bound before connecting), if set.
+    pub fn with_local_address(mut self, local_address: Option<std::net::IpAddr>) -> Self {
+        self.http.set_local_address(local_address);
+        self
+    }
 }
 
 /// A plain or TLS connection.

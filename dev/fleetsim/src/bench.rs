@@ -1,20 +1,31 @@
 //! The benchmark scenarios of `apollo-fleetsim bench`, each printing numbers (never asserting
-//! timings): fan-out, connect, steady state, rollout (long poll vs polling; paced by
-//! `maxUnavailable` 1%, 10% and 100%), staleness, and
-//! conditional-GET throughput against a bare-hyper baseline measured in the same run.
+//! timings): the API server's write floor, the gateway's baseline memory, fan-out, connect,
+//! steady state, rollout (long poll vs polling; paced by `maxUnavailable` 1%, 10% and 100%),
+//! staleness, conditional-GET throughput against a bare-hyper baseline measured in the same
+//! run, and gateway replicas (per-replica CPU and memory with 1 and 3 replicas, failover after
+//! a SIGKILL).
+//!
+//! Every phase has a time limit; a phase that runs out records how far it got (e.g.
+//! `connect: 61234 of 100000 after 260s`) and the scenario goes on with what does not depend
+//! on it, so a run always ends with numbers.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use apollo_api::conditions::{AGENT_CONNECTED, SPEC_OBSERVED};
-use apollo_api::{DeviceProcess, spec_hash};
 use apollo_devcluster::User;
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{Cluster, Component, NAMESPACE, free_port, wait_http_ok, wait_listening};
+use crate::cluster::{
+    Cluster, Component, PhaseTimeout, Summary, free_port, http_get_text, metric_sum, wait_http_ok,
+    wait_listening,
+};
 use crate::fleet::{Fleet, FleetOptions};
+use crate::floor::{self, WriteFloor};
+use crate::limits::OpenFiles;
 use crate::load::{self, LoadResult};
+use crate::procstat::{self, ProcSample};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -37,6 +48,60 @@ pub struct BenchConfig {
     pub load_concurrency: usize,
     /// Devices the throughput runs spread their requests over.
     pub throughput_devices: usize,
+    /// Run against this API server instead of the in-process development server.
+    pub kubeconfig: Option<PathBuf>,
+    /// Prefix of the namespaces created on an external API server (one per scenario).
+    pub namespace_prefix: String,
+    /// Time limit of each phase (fan-out, connect, each rollout, ...); `None`: 60 s + 2 ms
+    /// per device.
+    pub phase_timeout: Option<Duration>,
+    /// Agents per loopback source address (0: all from the kernel's choice, and the gateway's
+    /// per-address cap lifted instead).
+    pub agents_per_address: usize,
+    /// Agents started per second (0: all at once).
+    pub start_rate: usize,
+    /// Duration of each write-floor measurement.
+    pub floor_duration: Duration,
+    /// Gateway replica counts of the replica benchmark (empty: not run).
+    pub replicas: Vec<usize>,
+    /// Fleet size of the replica benchmark.
+    pub replica_devices: usize,
+    /// `--lease-duration` of the replicas.
+    pub lease_duration: Duration,
+    /// Run the conditional-GET throughput comparison.
+    pub throughput: bool,
+}
+
+impl BenchConfig {
+    /// A configuration with the defaults of `bench` (sizes and timings still to set).
+    pub fn new(repo: PathBuf, work_dir: PathBuf, bin_dir: PathBuf) -> Self {
+        BenchConfig {
+            repo,
+            work_dir,
+            bin_dir,
+            sizes: vec![1000],
+            heartbeat: Duration::from_secs(10),
+            steady_heartbeats: 3,
+            load_duration: Duration::from_secs(10),
+            load_concurrency: 32,
+            throughput_devices: 2048,
+            kubeconfig: None,
+            namespace_prefix: "fleetsim".into(),
+            phase_timeout: None,
+            agents_per_address: crate::fleet::DEFAULT_AGENTS_PER_ADDRESS,
+            start_rate: 10_000,
+            floor_duration: Duration::from_secs(5),
+            replicas: vec![1, 3],
+            replica_devices: 1000,
+            lease_duration: Duration::from_secs(15),
+            throughput: true,
+        }
+    }
+
+    fn phase_timeout(&self, devices: usize) -> Duration {
+        self.phase_timeout
+            .unwrap_or(Duration::from_secs(60) + Duration::from_millis(2 * devices as u64))
+    }
 }
 
 /// Results for one fleet size.
@@ -44,20 +109,46 @@ pub struct BenchConfig {
 #[serde(default)]
 pub struct SizeResult {
     pub devices: usize,
-    pub fanout_seconds: f64,
+    /// Status patches per second the API server took, at the controller's and the gateway's
+    /// write concurrency (measured before the scenario, on its server).
+    pub write_floor: Vec<WriteFloor>,
+    /// W: the write floor at the controller's write concurrency.
+    pub write_floor_per_second: Option<f64>,
+    pub fanout_seconds: Option<f64>,
+    /// DeviceProcesses that existed at the end of the fan-out phase.
+    pub fanout_reached: usize,
+    /// Fan-out time over N / W.
+    pub fanout_over_floor: Option<f64>,
     pub controller_writes_fanout: u64,
-    pub connect_seconds: f64,
+    pub connect_seconds: Option<f64>,
+    /// Devices connected and observed at the end of the connect phase.
+    pub connect_reached: usize,
+    /// Loopback source addresses the agents connected from.
+    pub source_addresses: usize,
     pub steady_window_seconds: f64,
     pub steady_reports: u64,
     pub steady_status_writes: u64,
     pub steady_controller_writes: u64,
     pub gateway_lists: u64,
     pub gateway_watches: u64,
+    /// RSS of a gateway with no DeviceProcess and no agent (its own process, same flags).
+    pub gateway_baseline_rss_bytes: u64,
     pub gateway_rss_bytes: u64,
+    /// RSS / N (baseline included).
     pub gateway_rss_bytes_per_device: f64,
+    /// (RSS − baseline) / N.
+    pub gateway_bytes_per_device_over_baseline: f64,
     pub gateway_cpu_ms_per_1000_heartbeats: f64,
+    /// This process (API server when in process, agents, tracker): RSS and CPU share of one
+    /// core during the steady window.
+    pub simulator_rss_bytes: u64,
+    pub simulator_cpu_percent: f64,
     pub rollout_long_poll_seconds: Option<f64>,
+    /// Long-poll rollout time over 2N / W.
+    pub rollout_long_poll_over_floor: Option<f64>,
     pub rollout_polling_seconds: Option<f64>,
+    /// Polling rollout time over 2N / W.
+    pub rollout_polling_over_floor: Option<f64>,
     /// Rollout with long poll over time: (seconds since the template patch was answered,
     /// DeviceProcesses whose agent observed the new spec), a point each time the count changed.
     pub rollout_long_poll_progress: Vec<(f64, usize)>,
@@ -68,6 +159,8 @@ pub struct SizeResult {
     pub stale_window_seconds: f64,
     pub stale_devices: usize,
     pub stale_flip_max_seconds: Option<f64>,
+    /// Seconds the whole scenario took.
+    pub wall_seconds: f64,
     pub errors: Vec<String>,
 }
 
@@ -77,54 +170,116 @@ pub struct ThroughputResult {
     pub gateway: LoadResult,
     pub baseline: LoadResult,
     pub ratio: f64,
+    /// Each round's gateway / baseline ratio (the spread of the alternating rounds).
+    #[serde(default)]
+    pub round_ratios: Vec<f64>,
+}
+
+/// One gateway replica in the replica benchmark.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicaSample {
+    pub id: String,
+    pub rss_bytes: u64,
+    /// CPU time over the steady window, percent of one core.
+    pub cpu_percent: f64,
+    /// CPU ms per 1,000 heartbeats of the whole fleet.
+    pub cpu_ms_per_1000_heartbeats: f64,
+    /// `apollo_gateway_owned_devices`.
+    pub owned_devices: u64,
+    /// `apollo_gateway_long_polls_held`.
+    pub long_polls_held: u64,
+}
+
+/// A replica's death (SIGKILL) and the survivors taking over.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Failover {
+    pub killed: String,
+    /// Devices the killed replica owned.
+    pub owned_by_killed: u64,
+    /// `--lease-duration`.
+    pub lease_seconds: f64,
+    /// SIGKILL → the survivors' owned devices sum to N and each sees the smaller member set.
+    pub seconds_to_full_ownership: Option<f64>,
+    /// DeviceProcesses seen going to `AgentConnected` not True from the kill until a stale
+    /// window after the takeover.
+    pub flaps: u64,
+}
+
+/// The replica benchmark for one replica count.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReplicaResult {
+    pub replicas: usize,
+    pub devices: usize,
+    pub connect_seconds: Option<f64>,
+    pub connect_reached: usize,
+    pub steady_window_seconds: f64,
+    pub steady_reports: u64,
+    pub per_replica: Vec<ReplicaSample>,
+    pub failover: Option<Failover>,
+    pub errors: Vec<String>,
 }
 
 /// Everything one run measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchReport {
     pub cores: usize,
+    /// Memory of the machine (MemTotal).
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// When the run started (RFC 3339, UTC).
+    #[serde(default)]
+    pub started: String,
+    /// The command line.
+    #[serde(default)]
+    pub command: String,
+    /// The API server: `development (in process)` or the kubeconfig's.
+    #[serde(default)]
+    pub api_server: String,
+    /// This process' open-file limits (the gateway inherits them).
+    #[serde(default)]
+    pub open_files: OpenFiles,
     pub heartbeat_seconds: f64,
     pub sizes: Vec<SizeResult>,
     pub throughput: Option<ThroughputResult>,
+    #[serde(default)]
+    pub replicas: Vec<ReplicaResult>,
     pub agent_binary_bytes: Option<u64>,
 }
 
-fn connected(dp: &DeviceProcess) -> bool {
-    dp.status
-        .as_ref()
-        .is_some_and(|s| s.is_true(AGENT_CONNECTED))
-}
-
-fn observed_current(dp: &DeviceProcess) -> bool {
-    dp.status.as_ref().is_some_and(|s| {
-        s.is_true(SPEC_OBSERVED) && s.observed_spec_hash.as_deref() == Some(&spec_hash(&dp.spec))
-    })
-}
-
-/// The gateway's command line; `/readyz` and `/metrics` are on `metrics`. The whole fleet
-/// connects from 127.0.0.1, so the per-address connection cap is lifted to the fleet size.
+/// The gateway's command line; `/readyz` and `/metrics` are on `metrics`. With agents spread
+/// over source addresses the per-address cap stays at its default; otherwise the whole fleet
+/// connects from 127.0.0.1 and the cap is lifted to the fleet size.
 fn gateway_args(
+    config: &BenchConfig,
     cluster: &Cluster,
     addr: &str,
     metrics: &str,
     devices: usize,
     key: &Path,
-    heartbeat: Duration,
 ) -> Vec<String> {
-    let ms = heartbeat.as_millis();
-    vec![
+    let ms = config.heartbeat.as_millis();
+    let mut args = vec![
         format!("--addr={addr}"),
         format!("--metrics-addr={metrics}"),
-        format!("--max-connections-per-address={}", devices + 1024),
         format!(
             "--kubeconfig={}",
-            cluster.dev.kubeconfig(User::Gateway).display()
+            cluster.kubeconfig(User::Gateway).display()
         ),
-        format!("--namespace={NAMESPACE}"),
+        format!("--namespace={}", cluster.namespace),
         format!("--master-key-file={}", key.display()),
         format!("--heartbeat-interval={ms}ms"),
         format!("--stale-after={}ms", ms * 3),
-    ]
+    ];
+    if config.agents_per_address == 0 {
+        args.push(format!(
+            "--max-connections-per-address={}",
+            devices * 2 + 1024
+        ));
+    }
+    args
 }
 
 /// The paced rollouts: `maxUnavailable` and the template args each one rolls out (the last one
@@ -135,70 +290,244 @@ pub const PACED: [(&str, &str); 3] = [
     ("100%", "paced-100"),
 ];
 
-/// Runs every scenario for one fleet size.
-pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<SizeResult> {
-    let mut r = SizeResult {
-        devices,
-        stale_window_seconds: (config.heartbeat * 3).as_secs_f64(),
-        ..SizeResult::default()
-    };
-    let cluster = Cluster::start(
-        &config.repo,
-        &config.work_dir.join(format!("devices-{devices}")),
-    )
-    .await?;
-    let tracker = cluster.track_device_processes();
-    let names = cluster.create_switches(devices).await?;
+/// Starts the scenario's API server: the development one, or a fresh namespace on the
+/// external one.
+async fn start_cluster(config: &BenchConfig, name: &str) -> anyhow::Result<Cluster> {
+    let dir = config.work_dir.join(name);
+    match &config.kubeconfig {
+        None => Cluster::start(&config.repo, &dir).await,
+        Some(kubeconfig) => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let namespace = format!("{}-{name}-{secs}", config.namespace_prefix);
+            Cluster::external(&config.repo, &dir, kubeconfig, &namespace).await
+        }
+    }
+}
 
-    // Controller fan-out.
-    let controller_health = free_port()?;
+/// Starts the controller and waits until it serves its health endpoint.
+async fn start_controller(
+    config: &BenchConfig,
+    cluster: &Cluster,
+) -> anyhow::Result<(Component, SocketAddr)> {
+    let health = free_port()?;
+    let metrics = free_port()?;
     let controller = Component::spawn(
         &config.bin_dir.join("apollo-controller"),
         &[
             format!(
                 "--kubeconfig={}",
-                cluster.dev.kubeconfig(User::Controller).display()
+                cluster.kubeconfig(User::Controller).display()
             ),
-            format!("--namespace={NAMESPACE}"),
-            format!("--metrics-addr={}", free_port()?),
-            format!("--health-addr={controller_health}"),
+            format!("--namespace={}", cluster.namespace),
+            format!("--metrics-addr={metrics}"),
+            format!("--health-addr={health}"),
         ],
         cluster.dir.join("controller.log"),
     )?;
-    let writes_before = cluster.writes_by(User::Controller);
-    let start = Instant::now();
+    Ok((controller, metrics))
+}
+
+/// Write and request counts: from the development server's request log when the server is
+/// in process, else from the components' metrics.
+struct Counters<'a> {
+    cluster: &'a Cluster,
+    controller_metrics: SocketAddr,
+    gateway_metrics: Option<SocketAddr>,
+}
+
+impl Counters<'_> {
+    async fn scrape(addr: Option<SocketAddr>, name: &str, labels: &str) -> u64 {
+        let Some(addr) = addr else { return 0 };
+        let text = http_get_text(&format!("http://{addr}/metrics"))
+            .await
+            .unwrap_or_default();
+        metric_sum(&text, name, labels).unwrap_or(0.0) as u64
+    }
+
+    async fn controller_writes(&self) -> u64 {
+        match self.cluster.writes_by(User::Controller) {
+            Some(n) => n,
+            None => {
+                Self::scrape(
+                    Some(self.controller_metrics),
+                    "apollo_controller_writes_total",
+                    "",
+                )
+                .await
+            }
+        }
+    }
+
+    async fn status_writes(&self) -> u64 {
+        match self
+            .cluster
+            .count(User::Gateway, "patch", "deviceprocesses")
+        {
+            Some(n) => n,
+            None => {
+                Self::scrape(
+                    self.gateway_metrics,
+                    "apollo_gateway_status_writes_total",
+                    "",
+                )
+                .await
+            }
+        }
+    }
+
+    async fn gateway_requests(&self, verb: &str) -> u64 {
+        match self.cluster.count(User::Gateway, verb, "deviceprocesses") {
+            Some(n) => n,
+            None => {
+                Self::scrape(
+                    self.gateway_metrics,
+                    "apollo_gateway_api_requests_total",
+                    &format!("verb=\"{verb}\""),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Starts the fleet's agents for `names`, `config.start_rate` per second.
+async fn start_agents(config: &BenchConfig, fleet: &mut Fleet, names: &[String]) {
+    let batch = if config.start_rate == 0 {
+        usize::MAX
+    } else {
+        (config.start_rate / 10).max(1)
+    };
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 && i % batch == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        fleet.start(name);
+    }
+}
+
+/// Records a phase that ran out of time; returns how far it got.
+fn timed_out(r: &mut Vec<String>, e: &PhaseTimeout) -> usize {
+    eprintln!("  {e}");
+    r.push(e.to_string());
+    e.reached
+}
+
+/// Runs every scenario for one fleet size.
+pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<SizeResult> {
+    let wall = Instant::now();
+    let mut r = SizeResult {
+        devices,
+        stale_window_seconds: (config.heartbeat * 3).as_secs_f64(),
+        ..SizeResult::default()
+    };
+    let phase = config.phase_timeout(devices);
+    let cluster = start_cluster(config, &format!("devices-{devices}")).await?;
+    let tracker = cluster.track_device_processes();
+
+    // The write floor W, before anything else runs on this server.
+    let writer = cluster.client(User::Gateway).await?;
+    match floor::measure(
+        &cluster.admin,
+        &writer,
+        &cluster.namespace,
+        256,
+        &[
+            floor::CONTROLLER_WRITE_CONCURRENCY,
+            floor::GATEWAY_STATUS_WORKERS,
+        ],
+        config.floor_duration,
+    )
+    .await
+    {
+        Ok(f) => {
+            r.write_floor_per_second = f.first().map(|f| f.writes_per_second);
+            for m in &f {
+                eprintln!(
+                    "  write floor: {:.0} status patches/s with {} in flight",
+                    m.writes_per_second, m.concurrency
+                );
+            }
+            r.write_floor = f;
+        }
+        Err(e) => r.errors.push(format!("write floor: {e}")),
+    }
+
+    // The gateway's baseline: its own process, same flags, no DeviceProcess, no agent.
+    let (master, key_file) = cluster.master_key()?;
+    {
+        let (addr, metrics) = (free_port()?, free_port()?);
+        let baseline = Component::spawn(
+            &config.bin_dir.join("apollo-gateway"),
+            &gateway_args(
+                config,
+                &cluster,
+                &addr.to_string(),
+                &metrics.to_string(),
+                devices,
+                &key_file,
+            ),
+            cluster.dir.join("gateway-baseline.log"),
+        )?;
+        wait_http_ok(&format!("http://{metrics}/readyz"), Duration::from_secs(60)).await?;
+        // Let start-up allocations settle (first lease renewal, metrics scrape).
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = http_get_text(&format!("http://{metrics}/metrics")).await;
+        r.gateway_baseline_rss_bytes = baseline.sample().rss_bytes;
+        baseline.stop().await;
+    }
+
+    let names = cluster.create_switches(devices).await?;
+
+    // Controller fan-out.
+    let (controller, controller_metrics) = start_controller(config, &cluster).await?;
+    let mut counters = Counters {
+        cluster: &cluster,
+        controller_metrics,
+        gateway_metrics: None,
+    };
+    let writes_before = counters.controller_writes().await;
     cluster.create_deployment(&["v1"]).await?;
-    tracker
-        .wait_for("fan-out", devices, Duration::from_secs(600), |_| true)
-        .await?;
-    r.fanout_seconds = start.elapsed().as_secs_f64();
-    r.controller_writes_fanout = cluster.writes_by(User::Controller) - writes_before;
+    match tracker.wait_for("fan-out", devices, phase, |_| true).await {
+        Ok(took) => {
+            r.fanout_seconds = Some(took.as_secs_f64());
+            r.fanout_reached = devices;
+        }
+        Err(e) => r.fanout_reached = timed_out(&mut r.errors, &e),
+    }
+    r.controller_writes_fanout = counters.controller_writes().await - writes_before;
+    eprintln!(
+        "  fan-out: {} of {devices} in {}",
+        r.fanout_reached,
+        opt_secs(r.fanout_seconds)
+    );
 
     // Gateway and fleet: connect.
-    let (master, key_file) = cluster.master_key()?;
     let addr = free_port()?;
     let metrics = free_port()?;
     let gateway = Component::spawn(
         &config.bin_dir.join("apollo-gateway"),
         &gateway_args(
+            config,
             &cluster,
             &addr.to_string(),
             &metrics.to_string(),
             devices,
             &key_file,
-            config.heartbeat,
         ),
         cluster.dir.join("gateway.log"),
     )?;
+    // The baseline gateway's list and watch (same identity) are not this one's.
+    let lists_before = counters.gateway_requests("list").await;
+    let watches_before = counters.gateway_requests("watch").await;
+    counters.gateway_metrics = Some(metrics);
     let url = format!("http://{addr}");
-    wait_http_ok(
-        &format!("http://{metrics}/readyz"),
-        Duration::from_secs(120),
-    )
-    .await?;
+    wait_http_ok(&format!("http://{metrics}/readyz"), phase).await?;
     // A long poll holds a connection (a file descriptor in this process and in the gateway)
-    // per device; past the descriptor limit the fleet polls instead.
-    let fd_limit = crate::procstat::open_files_limit().unwrap_or(u64::MAX);
+    // per device (reports share a few more); past the descriptor limit the fleet polls
+    // instead, which holds only the requests in flight.
+    let fd_limit = procstat::open_files_limit().unwrap_or(u64::MAX);
     let long_polls_fit = devices as u64 + 2048 <= fd_limit;
     if !long_polls_fit {
         r.errors.push(format!(
@@ -214,30 +543,47 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
             Duration::ZERO
         },
         initial_heartbeat: config.heartbeat,
+        agents_per_address: config.agents_per_address,
     };
     let mut fleet = Fleet::new(long_poll.clone());
     let start = Instant::now();
-    for name in &names {
-        fleet.start(name);
+    start_agents(config, &mut fleet, &names).await;
+    r.source_addresses = fleet.source_addresses();
+    let connected = |s: &Summary| s.connected && s.observed_current;
+    match tracker
+        .wait_for(
+            "connect",
+            devices,
+            phase.saturating_sub(start.elapsed()),
+            connected,
+        )
+        .await
+    {
+        Ok(_) => {
+            r.connect_seconds = Some(start.elapsed().as_secs_f64());
+            r.connect_reached = devices;
+        }
+        Err(e) => r.connect_reached = timed_out(&mut r.errors, &e),
     }
-    let timeout = Duration::from_secs(60) + Duration::from_millis(devices as u64 * 5);
-    tracker
-        .wait_for("connect", devices, timeout, |dp| {
-            connected(dp) && observed_current(dp)
-        })
-        .await?;
-    r.connect_seconds = start.elapsed().as_secs_f64();
+    eprintln!(
+        "  connect: {} of {devices}, all after {} ({} source addresses)",
+        r.connect_reached,
+        opt_secs(r.connect_seconds),
+        r.source_addresses
+    );
+    let complete = r.connect_reached >= devices;
     // The controller's deployment status follows the DeviceProcess statuses; let it settle so
     // the steady window measures steady state only.
-    cluster
-        .wait_deployment_observed(devices, Duration::from_secs(120))
-        .await?;
+    if complete && let Err(e) = cluster.wait_deployment_observed(devices, phase).await {
+        r.errors.push(format!("{e:#}"));
+    }
 
     // Steady state: no writes, CPU per heartbeat, memory.
-    let status_before = cluster.count(User::Gateway, "patch", "deviceprocesses");
-    let controller_before = cluster.writes_by(User::Controller);
+    let status_before = counters.status_writes().await;
+    let controller_before = counters.controller_writes().await;
     let (_, reports_before) = fleet.totals();
     let cpu_before = gateway.sample().cpu;
+    let self_before = procstat::sample(std::process::id()).unwrap_or_default();
     let window = config.heartbeat * config.steady_heartbeats;
     let start = Instant::now();
     // Measuring over a fixed window is the point here (how much happens in it), not waiting
@@ -245,91 +591,142 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     tokio::time::sleep(window).await;
     r.steady_window_seconds = start.elapsed().as_secs_f64();
     let sample = gateway.sample();
+    let self_after = procstat::sample(std::process::id()).unwrap_or_default();
     let (_, reports_after) = fleet.totals();
     r.steady_reports = reports_after - reports_before;
-    r.steady_status_writes =
-        cluster.count(User::Gateway, "patch", "deviceprocesses") - status_before;
-    r.steady_controller_writes = cluster.writes_by(User::Controller) - controller_before;
+    r.steady_status_writes = counters.status_writes().await - status_before;
+    r.steady_controller_writes = counters.controller_writes().await - controller_before;
+    if sample.rss_bytes == 0 || self_after.rss_bytes == 0 {
+        // Reading /proc needs a descriptor: at the open-file limit even that fails.
+        r.errors.push(
+            "memory and CPU not sampled: /proc unreadable (this process at its open-file limit?)"
+                .into(),
+        );
+    }
     r.gateway_rss_bytes = sample.rss_bytes;
-    r.gateway_rss_bytes_per_device = sample.rss_bytes as f64 / devices as f64;
+    r.gateway_rss_bytes_per_device = sample.rss_bytes as f64 / devices.max(1) as f64;
+    r.gateway_bytes_per_device_over_baseline = sample
+        .rss_bytes
+        .saturating_sub(r.gateway_baseline_rss_bytes)
+        as f64
+        / devices.max(1) as f64;
+    r.simulator_rss_bytes = self_after.rss_bytes;
+    r.simulator_cpu_percent = (self_after.cpu.saturating_sub(self_before.cpu)).as_secs_f64()
+        * 100.0
+        / r.steady_window_seconds.max(1e-9);
     if r.steady_reports > 0 {
         r.gateway_cpu_ms_per_1000_heartbeats =
             (sample.cpu - cpu_before).as_secs_f64() * 1000.0 / (r.steady_reports as f64 / 1000.0);
     }
-    r.gateway_lists = cluster.count(User::Gateway, "list", "deviceprocesses");
-    r.gateway_watches = cluster.count(User::Gateway, "watch", "deviceprocesses");
+    r.gateway_lists = counters.gateway_requests("list").await - lists_before;
+    r.gateway_watches = counters.gateway_requests("watch").await - watches_before;
+    eprintln!(
+        "  steady: {} heartbeats, {} status writes, gateway RSS {:.1} MiB (baseline {:.1} MiB)",
+        r.steady_reports,
+        r.steady_status_writes,
+        r.gateway_rss_bytes as f64 / 1048576.0,
+        r.gateway_baseline_rss_bytes as f64 / 1048576.0
+    );
 
-    // Rollout with long poll, then with plain polling.
-    let rollout_timeout = Duration::from_secs(120) + Duration::from_millis(devices as u64 * 10);
-    if long_polls_fit {
+    // Rollouts need every device connected; an incomplete connect skips them.
+    if !complete {
+        r.errors
+            .push("rollouts skipped: not every device connected".into());
+    }
+    if complete && long_polls_fit {
         let start = Instant::now();
         cluster.patch_template_args(&["v2"]).await?;
         match tracker
             .wait_for_traced(
                 "rollout (long poll)",
                 devices,
-                rollout_timeout,
-                |dp| dp.spec.execution.args == ["v2"] && observed_current(dp),
+                phase,
+                |s| s.args == ["v2"] && s.observed_current,
                 &mut r.rollout_long_poll_progress,
             )
             .await
         {
             Ok(_) => r.rollout_long_poll_seconds = Some(start.elapsed().as_secs_f64()),
-            Err(e) => r.errors.push(e.to_string()),
+            Err(e) => {
+                timed_out(&mut r.errors, &e);
+            }
         }
-    }
-    // Rollouts paced by maxUnavailable: each DeviceProcess waits for a free slot, which opens
-    // when an updated agent reports the new spec (long poll only; polling would time the
-    // heartbeat interval times the number of rounds).
-    if long_polls_fit {
+        eprintln!(
+            "  rollout (long poll): {}",
+            opt_secs(r.rollout_long_poll_seconds)
+        );
+        // Rollouts paced by maxUnavailable: each DeviceProcess waits for a free slot, which
+        // opens when an updated agent reports the new spec (long poll only; polling would
+        // time the heartbeat interval times the number of rounds).
         for (pct, args) in PACED {
+            if r.rollout_long_poll_seconds.is_none() {
+                break;
+            }
             let start = Instant::now();
             cluster.patch_rollout(pct, &[args]).await?;
             let what = format!("rollout (maxUnavailable {pct})");
             let took = match tracker
-                .wait_for(&what, devices, rollout_timeout * 4, |dp| {
-                    dp.spec.execution.args == [args] && observed_current(dp)
+                .wait_for(&what, devices, phase, |s| {
+                    s.args == [args] && s.observed_current
                 })
                 .await
             {
                 Ok(_) => Some(start.elapsed().as_secs_f64()),
                 Err(e) => {
-                    r.errors.push(e.to_string());
+                    timed_out(&mut r.errors, &e);
                     None
                 }
             };
+            eprintln!("  {what}: {}", opt_secs(took));
             r.rollout_paced_seconds.push((pct.to_owned(), took));
         }
     }
-    let mut polling = Fleet::new(FleetOptions {
-        long_poll: Duration::ZERO,
-        ..long_poll
-    });
-    fleet.shutdown();
-    for name in &names {
-        polling.start(name);
+    let mut stale_fleet = fleet;
+    if complete {
+        // The fleet restarts polling, unless it polls already (long polls did not fit).
+        if long_polls_fit {
+            let mut polling = Fleet::new(FleetOptions {
+                long_poll: Duration::ZERO,
+                ..long_poll
+            });
+            drop(stale_fleet);
+            start_agents(config, &mut polling, &names).await;
+            stale_fleet = polling;
+        }
+        let start = Instant::now();
+        cluster.patch_template_args(&["v3"]).await?;
+        match tracker
+            .wait_for_traced(
+                "rollout (polling)",
+                devices,
+                phase,
+                |s| s.args == ["v3"] && s.observed_current,
+                &mut r.rollout_polling_progress,
+            )
+            .await
+        {
+            Ok(_) => r.rollout_polling_seconds = Some(start.elapsed().as_secs_f64()),
+            Err(e) => {
+                timed_out(&mut r.errors, &e);
+            }
+        }
+        eprintln!(
+            "  rollout (polling): {}",
+            opt_secs(r.rollout_polling_seconds)
+        );
     }
-    let start = Instant::now();
-    cluster.patch_template_args(&["v3"]).await?;
-    match tracker
-        .wait_for_traced(
-            "rollout (polling)",
-            devices,
-            rollout_timeout,
-            |dp| dp.spec.execution.args == ["v3"] && observed_current(dp),
-            &mut r.rollout_polling_progress,
-        )
-        .await
-    {
-        Ok(_) => r.rollout_polling_seconds = Some(start.elapsed().as_secs_f64()),
-        Err(e) => r.errors.push(e.to_string()),
+    if let Some(w) = r.write_floor_per_second.filter(|w| *w > 0.0) {
+        let n = devices as f64;
+        r.fanout_over_floor = r.fanout_seconds.map(|s| s / (n / w));
+        r.rollout_long_poll_over_floor = r.rollout_long_poll_seconds.map(|s| s / (2.0 * n / w));
+        r.rollout_polling_over_floor = r.rollout_polling_seconds.map(|s| s / (2.0 * n / w));
     }
 
-    // Staleness: silence a tenth of the fleet.
+    // Staleness: silence a tenth of the fleet (of those that connected).
     let silent: Vec<&String> = names.iter().step_by(10).collect();
     r.stale_devices = silent.len();
     for name in &silent {
-        polling.stop(name);
+        stale_fleet.stop(name);
     }
     let start = Instant::now();
     let silent_set: std::collections::HashSet<&str> = silent.iter().map(|s| s.as_str()).collect();
@@ -338,18 +735,252 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
             "stale",
             silent.len(),
             Duration::from_secs(30) + config.heartbeat * 6,
-            |dp| silent_set.contains(dp.spec.device_ref.name.as_str()) && !connected(dp),
+            |s| silent_set.contains(s.device.as_str()) && !s.connected,
         )
         .await
     {
         Ok(_) => r.stale_flip_max_seconds = Some(start.elapsed().as_secs_f64()),
-        Err(e) => r.errors.push(e.to_string()),
+        Err(e) => {
+            timed_out(&mut r.errors, &e);
+        }
     }
 
-    polling.shutdown();
+    drop(stale_fleet);
     gateway.stop().await;
     controller.stop().await;
-    cluster.dev.shutdown().await;
+    drop(tracker);
+    cluster.shutdown().await;
+    r.wall_seconds = wall.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+fn opt_secs(v: Option<f64>) -> String {
+    v.map_or_else(|| "not reached".into(), |s| format!("{s:.2}s"))
+}
+
+/// One gateway replica process.
+struct Replica {
+    id: String,
+    component: Component,
+    url: String,
+    metrics: SocketAddr,
+}
+
+impl Replica {
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = http_get_text(&format!("http://{}/metrics", self.metrics)).await?;
+        metric_sum(&text, name, "")
+    }
+}
+
+/// The replica benchmark: `replicas` gateways (`--id`, `--advertise-url`, `--lease-duration`)
+/// serve one fleet whose agents list every replica (each starting with a different one); per
+/// replica CPU and memory over a steady window; with more than one replica, the first is
+/// SIGKILLed and the time until the survivors own every device is measured.
+pub async fn run_replicas(
+    config: &BenchConfig,
+    devices: usize,
+    replicas: usize,
+) -> anyhow::Result<ReplicaResult> {
+    let mut r = ReplicaResult {
+        replicas,
+        devices,
+        ..ReplicaResult::default()
+    };
+    let phase = config.phase_timeout(devices);
+    let cluster = start_cluster(config, &format!("replicas-{replicas}-{devices}")).await?;
+    let tracker = cluster.track_device_processes();
+    let names = cluster.create_switches(devices).await?;
+    let (controller, _) = start_controller(config, &cluster).await?;
+    cluster.create_deployment(&["v1"]).await?;
+    if let Err(e) = tracker.wait_for("fan-out", devices, phase, |_| true).await {
+        timed_out(&mut r.errors, &e);
+    }
+    let (master, key_file) = cluster.master_key()?;
+    let mut gateways = Vec::new();
+    for i in 0..replicas {
+        let (addr, metrics) = (free_port()?, free_port()?);
+        let id = format!("gw-{i}");
+        let mut args = gateway_args(
+            config,
+            &cluster,
+            &addr.to_string(),
+            &metrics.to_string(),
+            devices,
+            &key_file,
+        );
+        args.push(format!("--id={id}"));
+        args.push(format!("--advertise-url=http://{addr}"));
+        args.push(format!(
+            "--lease-duration={}ms",
+            config.lease_duration.as_millis()
+        ));
+        let component = Component::spawn(
+            &config.bin_dir.join("apollo-gateway"),
+            &args,
+            cluster.dir.join(format!("gateway-{id}.log")),
+        )?;
+        gateways.push(Replica {
+            id,
+            component,
+            url: format!("http://{addr}"),
+            metrics,
+        });
+    }
+    for g in &gateways {
+        wait_http_ok(&format!("http://{}/readyz", g.metrics), phase).await?;
+    }
+    // Every replica sees the whole member set before the agents come.
+    let start = Instant::now();
+    loop {
+        let mut all = true;
+        for g in &gateways {
+            all &= g.metric("apollo_gateway_members").await == Some(replicas as f64);
+        }
+        if all {
+            break;
+        }
+        if start.elapsed() > phase {
+            r.errors
+                .push(format!("members: not every replica saw {replicas} members"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Agents listing every replica, each device starting with a different one.
+    let urls: Vec<String> = gateways.iter().map(|g| g.url.clone()).collect();
+    let options = |i: usize| FleetOptions {
+        gateway_url: (0..replicas)
+            .map(|k| urls[(i + k) % replicas].clone())
+            .collect::<Vec<_>>()
+            .join(","),
+        master: master.clone(),
+        long_poll: Duration::from_secs(30),
+        initial_heartbeat: config.heartbeat,
+        agents_per_address: config.agents_per_address,
+    };
+    // One fleet per first replica (the gateway URL list is a fleet option).
+    let mut fleets: Vec<Fleet> = (0..replicas).map(|k| Fleet::new(options(k))).collect();
+    let start = Instant::now();
+    let batch = if config.start_rate == 0 {
+        usize::MAX
+    } else {
+        (config.start_rate / 10).max(1)
+    };
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 && i % batch == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        fleets[i % replicas].start(name);
+    }
+    match tracker
+        .wait_for("connect", devices, phase, |s| {
+            s.connected && s.observed_current
+        })
+        .await
+    {
+        Ok(_) => {
+            r.connect_seconds = Some(start.elapsed().as_secs_f64());
+            r.connect_reached = devices;
+        }
+        Err(e) => r.connect_reached = timed_out(&mut r.errors, &e),
+    }
+    eprintln!(
+        "  {replicas} replicas: {} of {devices} connected in {}",
+        r.connect_reached,
+        opt_secs(r.connect_seconds)
+    );
+    // Let ownership and the first status writes settle before the window.
+    tokio::time::sleep(config.heartbeat * 2).await;
+
+    let totals = |fleets: &[Fleet]| fleets.iter().map(|f| f.totals().1).sum::<u64>();
+    let before: Vec<ProcSample> = gateways.iter().map(|g| g.component.sample()).collect();
+    let reports_before = totals(&fleets);
+    let start = Instant::now();
+    tokio::time::sleep(config.heartbeat * config.steady_heartbeats).await;
+    r.steady_window_seconds = start.elapsed().as_secs_f64();
+    r.steady_reports = totals(&fleets) - reports_before;
+    for (g, b) in gateways.iter().zip(&before) {
+        let s = g.component.sample();
+        let cpu = s.cpu.saturating_sub(b.cpu).as_secs_f64();
+        r.per_replica.push(ReplicaSample {
+            id: g.id.clone(),
+            rss_bytes: s.rss_bytes,
+            cpu_percent: cpu * 100.0 / r.steady_window_seconds.max(1e-9),
+            cpu_ms_per_1000_heartbeats: if r.steady_reports > 0 {
+                cpu * 1000.0 / (r.steady_reports as f64 / 1000.0)
+            } else {
+                0.0
+            },
+            owned_devices: g
+                .metric("apollo_gateway_owned_devices")
+                .await
+                .unwrap_or(0.0) as u64,
+            long_polls_held: g
+                .metric("apollo_gateway_long_polls_held")
+                .await
+                .unwrap_or(0.0) as u64,
+        });
+    }
+
+    if replicas > 1 {
+        let mut failover = Failover {
+            killed: gateways[0].id.clone(),
+            owned_by_killed: r.per_replica[0].owned_devices,
+            lease_seconds: config.lease_duration.as_secs_f64(),
+            ..Failover::default()
+        };
+        let flaps_before = tracker.flaps();
+        let mut killed = gateways.remove(0);
+        let start = Instant::now();
+        killed.component.kill().await;
+        let limit = config.lease_duration * 4 + Duration::from_secs(30);
+        loop {
+            let mut owned = 0.0;
+            let mut members_ok = true;
+            for g in &gateways {
+                owned += g
+                    .metric("apollo_gateway_owned_devices")
+                    .await
+                    .unwrap_or(0.0);
+                members_ok &=
+                    g.metric("apollo_gateway_members").await == Some((replicas - 1) as f64);
+            }
+            if members_ok && owned >= devices as f64 {
+                failover.seconds_to_full_ownership = Some(start.elapsed().as_secs_f64());
+                break;
+            }
+            if start.elapsed() > limit {
+                r.errors.push(format!(
+                    "failover: survivors own {owned} of {devices} after {}s",
+                    limit.as_secs()
+                ));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A flap would show within a stale window after the takeover.
+        tokio::time::sleep(config.heartbeat * 4).await;
+        failover.flaps = tracker.flaps() - flaps_before;
+        eprintln!(
+            "  failover: {} owned {} devices; survivors own all after {} (lease {:.0}s), {} flaps",
+            failover.killed,
+            failover.owned_by_killed,
+            opt_secs(failover.seconds_to_full_ownership),
+            failover.lease_seconds,
+            failover.flaps
+        );
+        r.failover = Some(failover);
+    }
+
+    drop(fleets);
+    for g in gateways {
+        g.component.stop().await;
+    }
+    controller.stop().await;
+    drop(tracker);
+    cluster.shutdown().await;
     Ok(r)
 }
 
@@ -359,39 +990,34 @@ const THROUGHPUT_ROUNDS: usize = 3;
 /// Conditional-GET throughput of the gateway against the bare-hyper baseline.
 pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputResult> {
     let devices = config.throughput_devices;
-    let cluster = Cluster::start(&config.repo, &config.work_dir.join("throughput")).await?;
+    let cluster = start_cluster(config, "throughput").await?;
     let tracker = cluster.track_device_processes();
     let names = cluster.create_switches(devices).await?;
-    let controller = Component::spawn(
-        &config.bin_dir.join("apollo-controller"),
-        &[
-            format!(
-                "--kubeconfig={}",
-                cluster.dev.kubeconfig(User::Controller).display()
-            ),
-            format!("--namespace={NAMESPACE}"),
-            format!("--metrics-addr={}", free_port()?),
-            format!("--health-addr={}", free_port()?),
-        ],
-        cluster.dir.join("controller.log"),
-    )?;
+    let (controller, _) = start_controller(config, &cluster).await?;
     cluster.create_deployment(&["v1"]).await?;
     tracker
-        .wait_for("fan-out", devices, Duration::from_secs(120), |_| true)
+        .wait_for("fan-out", devices, config.phase_timeout(devices), |_| true)
         .await?;
     let (master, key_file) = cluster.master_key()?;
     let addr = free_port()?;
     let metrics = free_port()?;
+    let mut args = gateway_args(
+        config,
+        &cluster,
+        &addr.to_string(),
+        &metrics.to_string(),
+        devices,
+        &key_file,
+    );
+    // The load client connects from 127.0.0.1 and primes every device at once: lift the
+    // per-address cap (the baseline server has none either).
+    args.push(format!(
+        "--max-connections-per-address={}",
+        devices * 2 + 1024
+    ));
     let gateway = Component::spawn(
         &config.bin_dir.join("apollo-gateway"),
-        &gateway_args(
-            &cluster,
-            &addr.to_string(),
-            &metrics.to_string(),
-            devices,
-            &key_file,
-            config.heartbeat,
-        ),
+        &args,
         cluster.dir.join("gateway.log"),
     )?;
     wait_http_ok(&format!("http://{metrics}/readyz"), Duration::from_secs(60)).await?;
@@ -428,30 +1054,66 @@ pub async fn run_throughput(config: &BenchConfig) -> anyhow::Result<ThroughputRe
             );
         }
     }
+    let rate = |r: &LoadResult| r.not_modified as f64 / r.seconds.max(1e-9);
+    let round_ratios = gateway_rounds
+        .iter()
+        .zip(&baseline_rounds)
+        .map(|(g, b)| rate(g) / rate(b).max(1e-9))
+        .collect();
     let gateway_result = load::median(gateway_rounds);
     let baseline = load::median(baseline_rounds);
     baseline_server.stop().await;
     gateway.stop().await;
     controller.stop().await;
-    cluster.dev.shutdown().await;
+    drop(tracker);
+    cluster.shutdown().await;
     Ok(ThroughputResult {
         // Only `304`s count: an error answered fast is not throughput.
-        ratio: (gateway_result.not_modified as f64 / gateway_result.seconds.max(1e-9))
-            / (baseline.not_modified as f64 / baseline.seconds.max(1e-9)).max(1e-9),
+        ratio: rate(&gateway_result) / rate(&baseline).max(1e-9),
         gateway: gateway_result,
         baseline,
+        round_ratios,
     })
 }
 
-/// Runs everything and returns the report.
-pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+/// MemTotal of this machine.
+fn memory_total() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Runs everything and returns the report. `open_files` is what the caller's
+/// [`crate::limits::raise_open_files`] achieved (before any component started).
+pub async fn run(config: &BenchConfig, open_files: OpenFiles) -> anyhow::Result<BenchReport> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let throughput = match run_throughput(config).await {
-        Ok(t) => Some(t),
-        Err(e) => {
-            eprintln!("throughput run failed: {e:#}");
-            None
+    let started = jiff::Timestamp::now()
+        .round(jiff::Unit::Second)?
+        .to_string();
+    let api_server = match &config.kubeconfig {
+        None => "development API server (in process)".to_owned(),
+        Some(path) => match crate::cluster::kubeconfig_server(path).await {
+            Ok(url) => format!("{url} (kubeconfig {})", path.display()),
+            Err(e) => format!("kubeconfig {}: {e:#}", path.display()),
+        },
+    };
+    let throughput = if config.throughput {
+        eprintln!("== conditional GET throughput");
+        match run_throughput(config).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("throughput run failed: {e:#}");
+                None
+            }
         }
+    } else {
+        None
     };
     let mut sizes = Vec::new();
     for &n in &config.sizes {
@@ -471,14 +1133,39 @@ pub async fn run(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             }
         }
     }
+    let mut replicas = Vec::new();
+    for &k in &config.replicas {
+        eprintln!(
+            "== {k} gateway replicas, {} devices",
+            config.replica_devices
+        );
+        match run_replicas(config, config.replica_devices, k).await {
+            Ok(r) => replicas.push(r),
+            Err(e) => {
+                eprintln!("{e:#}");
+                replicas.push(ReplicaResult {
+                    replicas: k,
+                    devices: config.replica_devices,
+                    errors: vec![format!("{e:#}")],
+                    ..ReplicaResult::default()
+                });
+            }
+        }
+    }
     let agent_binary_bytes = std::fs::metadata(config.bin_dir.join("apollo-agent"))
         .ok()
         .map(|m| m.len());
     Ok(BenchReport {
         cores,
+        memory_bytes: memory_total(),
+        started,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        api_server,
+        open_files,
         heartbeat_seconds: config.heartbeat.as_secs_f64(),
         sizes,
         throughput,
+        replicas,
         agent_binary_bytes,
     })
 }

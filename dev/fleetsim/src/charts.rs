@@ -68,6 +68,18 @@ fn memory_per_device(report: &BenchReport, path: &Path) -> Result<(), String> {
         .iter()
         .map(|s| (s.devices as f64, s.gateway_rss_bytes_per_device / 1024.0))
         .collect();
+    // (RSS − baseline) / N, when the report measured the baseline.
+    let over: Vec<(f64, f64)> = report
+        .sizes
+        .iter()
+        .filter(|s| s.gateway_baseline_rss_bytes > 0)
+        .map(|s| {
+            (
+                s.devices as f64,
+                s.gateway_bytes_per_device_over_baseline / 1024.0,
+            )
+        })
+        .collect();
     let max_x = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let max_y = points.iter().map(|p| p.1).fold(1.0, f64::max);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
@@ -89,7 +101,9 @@ fn memory_per_device(report: &BenchReport, path: &Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     chart
         .draw_series(LineSeries::new(points.clone(), LONG_POLL.stroke_width(2)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .label("RSS / devices")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], LONG_POLL));
     chart
         .draw_series(
             points
@@ -97,6 +111,25 @@ fn memory_per_device(report: &BenchReport, path: &Path) -> Result<(), String> {
                 .map(|&(x, y)| Circle::new((x, y), 4, LONG_POLL.filled())),
         )
         .map_err(|e| e.to_string())?;
+    if !over.is_empty() {
+        chart
+            .draw_series(LineSeries::new(over.clone(), POLLING.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label("(RSS − RSS with 0 devices) / devices")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], POLLING));
+        chart
+            .draw_series(
+                over.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 4, POLLING.filled())),
+            )
+            .map_err(|e| e.to_string())?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| e.to_string())?;
+    }
     chart
         .draw_series(points.iter().map(|&(x, y)| {
             Text::new(
@@ -243,6 +276,8 @@ mod tests {
         let size = |devices: usize, per_device: f64| SizeResult {
             devices,
             gateway_rss_bytes_per_device: per_device,
+            gateway_bytes_per_device_over_baseline: per_device - 10_000.0,
+            gateway_baseline_rss_bytes: 10_000 * 1000,
             rollout_long_poll_progress: vec![(0.0, 0), (0.4, devices / 2), (0.9, devices)],
             rollout_polling_progress: vec![(0.0, 0), (1.2, devices)],
             ..SizeResult::default()
@@ -261,8 +296,15 @@ mod tests {
                     ..LoadResult::default()
                 },
                 ratio: 0.8,
+                round_ratios: vec![0.8],
             }),
             agent_binary_bytes: None,
+            memory_bytes: 0,
+            started: String::new(),
+            command: String::new(),
+            api_server: String::new(),
+            open_files: Default::default(),
+            replicas: Vec::new(),
         }
     }
 

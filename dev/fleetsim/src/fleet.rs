@@ -1,11 +1,20 @@
-//! A fleet of real agents (the `apollo-agent` library) in one process, sharing one connection
-//! pool, each stoppable and restartable on its own.
+//! A fleet of real agents (the `apollo-agent` library) in one process, each stoppable and
+//! restartable on its own.
+//!
+//! Agents share connection pools, one per loopback source address: with
+//! [`FleetOptions::agents_per_address`] set, every group of that many agents connects from its
+//! own address in 127.0.0.0/8 (bound before connect), so neither the ephemeral port range of
+//! one address (about 28,000 ports) nor the gateway's per-address connection cap
+//! (`--max-connections-per-address`, default 1,024) limits the fleet. An agent holds at most
+//! two connections (a long poll and a report), so 400 agents per address stay under 1,024.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use apollo_agent::agent::{Agent, AgentState};
-use apollo_agent::client::{GatewayClient, HttpClient, http_client};
+use apollo_agent::client::{GatewayClient, HttpClient, http_client_from};
 use apollo_agent::config::Config;
 use apollo_protocol::keys::MasterKey;
 use tokio::sync::{oneshot, watch};
@@ -22,6 +31,26 @@ pub struct FleetOptions {
     pub long_poll: Duration,
     /// Heartbeat interval before the gateway's first ack says otherwise.
     pub initial_heartbeat: Duration,
+    /// Agents per loopback source address; 0 = connect from whatever address the kernel
+    /// picks (127.0.0.1 for a loopback gateway).
+    pub agents_per_address: usize,
+}
+
+/// Agents per source address that keep every address under the gateway's default per-address
+/// cap of 1,024 connections (two connections per agent at most, plus slack).
+pub const DEFAULT_AGENTS_PER_ADDRESS: usize = 400;
+
+/// The next unused loopback source address, as an offset from 127.1.0.0: every fleet of this
+/// process gets addresses of its own, so a fleet's lingering connections never count against
+/// another's.
+static NEXT_ADDRESS: AtomicU32 = AtomicU32::new(1);
+
+/// A fresh loopback address in 127.1.0.1 – 127.254.255.254.
+fn next_loopback() -> IpAddr {
+    let offset = NEXT_ADDRESS.fetch_add(1, Ordering::Relaxed) % (254 << 16);
+    IpAddr::V4(Ipv4Addr::from(
+        u32::from(Ipv4Addr::new(127, 1, 0, 0)) + offset,
+    ))
 }
 
 struct Running {
@@ -33,7 +62,10 @@ struct Running {
 /// Simulated agents.
 pub struct Fleet {
     options: FleetOptions,
-    http: HttpClient,
+    /// One pool per source address (index: slot / agents_per_address).
+    pools: Vec<(Option<IpAddr>, HttpClient)>,
+    /// The slot of every device ever started (stable over restarts).
+    slots: BTreeMap<String, usize>,
     agents: BTreeMap<String, Running>,
 }
 
@@ -42,6 +74,7 @@ impl std::fmt::Debug for Fleet {
         f.debug_struct("Fleet")
             .field("gateway_url", &self.options.gateway_url)
             .field("agents", &self.agents.len())
+            .field("source_addresses", &self.pools.len())
             .finish()
     }
 }
@@ -50,10 +83,28 @@ impl Fleet {
     /// An empty fleet.
     pub fn new(options: FleetOptions) -> Self {
         Self {
-            http: http_client(Duration::from_secs(10)),
+            pools: Vec::new(),
+            slots: BTreeMap::new(),
             options,
             agents: BTreeMap::new(),
         }
+    }
+
+    /// The pool for the agent in `slot`, created with its source address on first use.
+    fn pool(&mut self, slot: usize) -> HttpClient {
+        let per = self.options.agents_per_address;
+        let index = slot.checked_div(per).unwrap_or(0);
+        while self.pools.len() <= index {
+            let local = (per > 0).then(next_loopback);
+            self.pools
+                .push((local, http_client_from(Duration::from_secs(10), local)));
+        }
+        self.pools[index].1.clone()
+    }
+
+    /// Source addresses in use (0 when the kernel picks).
+    pub fn source_addresses(&self) -> usize {
+        self.pools.iter().filter(|(a, _)| a.is_some()).count()
     }
 
     /// Starts (or restarts, with a new instance id) the agent of `device`.
@@ -65,12 +116,11 @@ impl Fleet {
         config.initial_heartbeat = self.options.initial_heartbeat;
         config.heartbeat_min = Duration::from_millis(100);
         config.min_poll_gap = Duration::from_millis(100);
-        let client = GatewayClient::with_http(
-            self.http.clone(),
-            &config.gateway_base,
-            key,
-            config.request_timeout,
-        );
+        let next = self.slots.len();
+        let slot = *self.slots.entry(device.to_owned()).or_insert(next);
+        let http = self.pool(slot);
+        let client =
+            GatewayClient::with_http(http, &config.gateway_base, key, config.request_timeout);
         let agent = Agent::with_client(config, client);
         let state = agent.subscribe();
         let (stop, stopped) = oneshot::channel::<()>();

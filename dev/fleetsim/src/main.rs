@@ -22,6 +22,7 @@ struct Args {
 enum Command {
     Bench(BenchArgs),
     Charts(ChartsArgs),
+    Compare(CompareArgs),
     Run(RunArgs),
     Serve304(Serve304Args),
 }
@@ -35,7 +36,21 @@ struct Serve304Args {
     listen: std::net::SocketAddr,
 }
 
-/// Run the benchmarks against the development API server and the built binaries.
+/// Print per-row deltas between two bench JSON reports.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "compare")]
+struct CompareArgs {
+    /// the older report
+    #[argh(positional)]
+    old: PathBuf,
+    /// the newer report
+    #[argh(positional)]
+    new: PathBuf,
+}
+
+/// Run the benchmarks against the development API server (or any API server with
+/// --kubeconfig) and the built binaries. Raises its own open-file limit (soft to hard; as
+/// root the hard limit to fs.nr_open too); the gateway it starts inherits it.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "bench")]
 struct BenchArgs {
@@ -60,6 +75,44 @@ struct BenchArgs {
     /// directory for server state and component logs (default .fleetsim/<unix time>)
     #[argh(option)]
     work_dir: Option<PathBuf>,
+    /// run against the API server of this kubeconfig instead of the in-process development
+    /// server (its user installs the CRDs and creates one namespace per scenario, deleted
+    /// after); the numbers then show that server's write speed
+    #[argh(option)]
+    kubeconfig: Option<PathBuf>,
+    /// prefix of the namespaces created with --kubeconfig (default fleetsim)
+    #[argh(option, default = "String::from(\"fleetsim\")")]
+    namespace_prefix: String,
+    /// time limit of each phase; a phase that runs out records how far it got (default 60s
+    /// + 2ms per device)
+    #[argh(option)]
+    phase_timeout: Option<HumanDuration>,
+    /// agents per loopback source address (127.1.0.1 upwards), 0 = all from 127.0.0.1 with
+    /// the gateway's per-address cap lifted (default 400: under the default cap of 1024)
+    #[argh(option, default = "apollo_fleetsim::fleet::DEFAULT_AGENTS_PER_ADDRESS")]
+    agents_per_address: usize,
+    /// agents started per second, 0 = all at once (default 10000)
+    #[argh(option, default = "10_000")]
+    start_rate: usize,
+    /// duration of each write-floor measurement (default 5s; --short: 2s)
+    #[argh(option)]
+    floor_duration: Option<HumanDuration>,
+    /// gateway replica counts of the replica benchmark, comma-separated; "" = skip (default
+    /// 1,3)
+    #[argh(option)]
+    replicas: Option<String>,
+    /// fleet size of the replica benchmark (default: the smallest of --sizes)
+    #[argh(option)]
+    replica_devices: Option<usize>,
+    /// lease duration of the replicas (default 15s, the gateway's default)
+    #[argh(option)]
+    lease_duration: Option<HumanDuration>,
+    /// skip the conditional-GET throughput comparison
+    #[argh(switch)]
+    no_throughput: bool,
+    /// after the run, print per-row deltas against this earlier bench JSON
+    #[argh(option)]
+    compare: Option<PathBuf>,
 }
 
 /// Draw SVG charts of a benchmark's JSON: memory per device, rollout progress, conditional GET.
@@ -96,10 +149,21 @@ struct RunArgs {
     /// stop after this long (default: until Ctrl-C)
     #[argh(option)]
     duration: Option<HumanDuration>,
+    /// agents per loopback source address, 0 = the kernel's choice (default 0: the gateway
+    /// may not be on this machine)
+    #[argh(option, default = "0")]
+    agents_per_address: usize,
+}
+
+fn read_report(path: &std::path::Path) -> anyhow::Result<bench::BenchReport> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a bench report", path.display()))
 }
 
 fn parse_sizes(s: &str) -> anyhow::Result<Vec<usize>> {
     s.split(',')
+        .filter(|p| !p.trim().is_empty())
         .map(|p| {
             p.trim()
                 .parse::<usize>()
@@ -133,30 +197,62 @@ async fn main() -> anyhow::Result<()> {
                 PathBuf::from(format!(".fleetsim/{secs}"))
             });
             eprintln!("logs and state in {}", work_dir.display());
-            let config = BenchConfig {
-                work_dir,
-                repo: b.repo,
-                bin_dir: b.bin_dir,
-                sizes,
-                heartbeat,
-                steady_heartbeats: 3,
-                load_duration: Duration::from_secs(if b.short { 3 } else { 10 }),
-                load_concurrency: 32,
-                throughput_devices: 2048,
-            };
-            let report_data = bench::run(&config).await?;
+            let open_files = apollo_fleetsim::limits::raise_open_files();
+            eprintln!(
+                "open files: soft {} / hard {} (were {} / {}){}",
+                open_files.soft,
+                open_files.hard,
+                open_files.soft_before,
+                open_files.hard_before,
+                open_files
+                    .note
+                    .as_deref()
+                    .map_or(String::new(), |n| format!("; {n}"))
+            );
+            let mut config = BenchConfig::new(b.repo, work_dir, b.bin_dir);
+            config.replica_devices = b
+                .replica_devices
+                .unwrap_or_else(|| sizes.iter().copied().min().unwrap_or(1000));
+            config.sizes = sizes;
+            config.heartbeat = heartbeat;
+            config.load_duration = Duration::from_secs(if b.short { 3 } else { 10 });
+            config.kubeconfig = b.kubeconfig;
+            config.namespace_prefix = b.namespace_prefix;
+            config.phase_timeout = b.phase_timeout.map(|d| d.0);
+            config.agents_per_address = b.agents_per_address;
+            config.start_rate = b.start_rate;
+            config.floor_duration = b
+                .floor_duration
+                .map_or(Duration::from_secs(if b.short { 2 } else { 5 }), |d| d.0);
+            if let Some(r) = &b.replicas {
+                config.replicas = parse_sizes(r)?;
+            }
+            if let Some(d) = b.lease_duration {
+                config.lease_duration = d.0;
+            }
+            config.throughput = !b.no_throughput;
+            let report_data = bench::run(&config, open_files).await?;
             println!("{}", report::render(&report_data));
             if let Some(path) = b.json {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report_data)?)
                     .with_context(|| format!("writing {}", path.display()))?;
                 println!("results written to {}", path.display());
             }
+            if let Some(old) = b.compare {
+                println!(
+                    "{}",
+                    apollo_fleetsim::compare::render(&read_report(&old)?, &report_data)
+                );
+            }
+        }
+        Command::Compare(c) => {
+            println!(
+                "{}",
+                apollo_fleetsim::compare::render(&read_report(&c.old)?, &read_report(&c.new)?)
+            );
         }
         Command::Charts(c) => {
-            let text = std::fs::read_to_string(&c.json)
-                .with_context(|| format!("reading {}", c.json.display()))?;
-            let report_data: bench::BenchReport = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a bench report", c.json.display()))?;
+            let report_data = read_report(&c.json)?;
             std::fs::create_dir_all(&c.out_dir)
                 .with_context(|| format!("creating {}", c.out_dir.display()))?;
             for file in apollo_fleetsim::charts::render(&report_data, &c.out_dir)? {
@@ -174,11 +270,13 @@ async fn main() -> anyhow::Result<()> {
             let text = std::fs::read_to_string(&r.master_key_file)
                 .with_context(|| format!("reading {}", r.master_key_file.display()))?;
             let ring = apollo_protocol::keys::MasterKeyRing::parse(&text)?;
+            apollo_fleetsim::limits::raise_open_files();
             let mut fleet = Fleet::new(FleetOptions {
                 gateway_url: r.gateway_url,
                 master: ring.current().clone(),
                 long_poll: r.long_poll.0,
                 initial_heartbeat: Duration::from_secs(10),
+                agents_per_address: r.agents_per_address,
             });
             for i in 0..r.devices {
                 fleet.start(&format!("{}{i:06}", r.prefix));

@@ -214,6 +214,17 @@ impl Observer {
     fn disconnected(&self) -> Vec<String> {
         self.disconnected.lock().unwrap().clone()
     }
+
+    /// Checks every 100 ms for `window` that no DeviceProcess has shown
+    /// `AgentConnected=False` (the watch records every version, so a flap between checks
+    /// counts too).
+    async fn hold_without_flap(&self, window: Duration) {
+        let until = Instant::now() + window;
+        while Instant::now() < until {
+            assert!(self.disconnected().is_empty(), "{:?}", self.disconnected());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Observer {
@@ -396,16 +407,7 @@ async fn three_replicas_survive_a_sigkill_without_a_flap() {
         "ownership moved in {failover:?}, more than lease + heartbeat"
     );
     // Three stale windows later: still nobody disconnected, no Event at all.
-    let stale = STALE_AFTER;
-    let until = Instant::now() + stale * 2;
-    while Instant::now() < until {
-        assert!(
-            observer.disconnected().is_empty(),
-            "{:?}",
-            observer.disconnected()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    observer.hold_without_flap(STALE_AFTER * 2).await;
     assert_eq!(observer.count(healthy), DEVICES);
     assert_eq!(
         event_counts(&h).await,
@@ -471,15 +473,7 @@ async fn scaling_two_to_three_moves_devices_without_a_flap() {
         joined.elapsed().as_millis()
     );
     // Agents still talk to gw-a and gw-b only: gw-c learns of its devices by forwarding.
-    let until = Instant::now() + STALE_AFTER * 2;
-    while Instant::now() < until {
-        assert!(
-            observer.disconnected().is_empty(),
-            "{:?}",
-            observer.disconnected()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    observer.hold_without_flap(STALE_AFTER * 2).await;
     assert_eq!(observer.count(healthy), DEVICES);
     assert_eq!(
         event_counts(&h).await,
@@ -539,11 +533,7 @@ async fn a_real_agent_fails_over_to_the_next_url() {
     })
     .await;
     eprintln!("agent failed over in {} ms", killed.elapsed().as_millis());
-    let until = Instant::now() + STALE_AFTER * 2;
-    while Instant::now() < until {
-        assert!(observer.disconnected().is_empty());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    observer.hold_without_flap(STALE_AFTER * 2).await;
     assert_eq!(observer.count(healthy), 1);
     agent.stop().await;
     drop(b);
@@ -669,15 +659,7 @@ async fn a_replica_cut_off_from_the_api_stops_writing_and_its_devices_move() {
         "partition: gw-a and gw-b own all {DEVICES} devices {} ms after gw-c was cut off",
         cut_at.elapsed().as_millis()
     );
-    let until = Instant::now() + STALE_AFTER * 2;
-    while Instant::now() < until {
-        assert!(
-            observer.disconnected().is_empty(),
-            "{:?}",
-            observer.disconnected()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    observer.hold_without_flap(STALE_AFTER * 2).await;
     assert_eq!(observer.count(healthy), DEVICES);
     assert!(c.writes(&cut_log).is_empty(), "gw-c wrote while cut off");
     // Heal: gw-c renews, rejoins and owns its share again, still without a flap or an Event.
@@ -692,15 +674,7 @@ async fn a_replica_cut_off_from_the_api_stops_writing_and_its_devices_move() {
         },
     )
     .await;
-    let until = Instant::now() + STALE_AFTER * 2;
-    while Instant::now() < until {
-        assert!(
-            observer.disconnected().is_empty(),
-            "{:?}",
-            observer.disconnected()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    observer.hold_without_flap(STALE_AFTER * 2).await;
     assert_eq!(observer.count(healthy), DEVICES);
     assert_eq!(
         event_counts(&h).await,

@@ -117,11 +117,7 @@ async fn inventory_changes_add_and_remove_device_processes() {
     apply_runbook(&env).await;
     wait_for_dps(&env, &runbook_names()).await;
 
-    env.apply_manifest(
-        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: tor1-03\n  labels: {site: sfo, role: tor}\nspec:\n  dummy: ok\n",
-    )
-    .await
-    .unwrap();
+    add_switch(&env, "tor1-03", "{site: sfo, role: tor}").await;
     wait_for_dps(
         &env,
         &[
@@ -302,11 +298,7 @@ async fn hand_edits_are_put_back_and_foreign_objects_left_alone() {
         .unwrap();
     let ctl = start(&env, config(&env)).await;
     apply_runbook(&env).await;
-    env.apply_manifest(
-        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: tor1-09\n  labels: {site: sfo, role: tor}\nspec:\n  dummy: ok\n",
-    )
-    .await
-    .unwrap();
+    add_switch(&env, "tor1-09", "{site: sfo, role: tor}").await;
     let hashed = apollo_api::naming::hashed_device_process_name("demo-logger", "tor1-09");
     let mut want = [
         "demo-logger-tor1-01".to_owned(),
@@ -597,11 +589,7 @@ async fn two_replicas_one_leads_and_the_other_takes_over() {
         stopped.elapsed()
     );
     // And b reconciles.
-    env.apply_manifest(
-        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: tor1-03\n  labels: {site: sfo, role: tor}\nspec:\n  dummy: ok\n",
-    )
-    .await
-    .unwrap();
+    add_switch(&env, "tor1-03", "{site: sfo, role: tor}").await;
     wait_for_dps(
         &env,
         &[
@@ -765,11 +753,7 @@ async fn converges_through_api_errors_dropped_watches_and_compaction() {
     // Watches end and history is compacted: the controller relists and sees the new switch.
     faults.drop_watches();
     faults.compact();
-    env.apply_manifest(
-        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: tor1-03\n  labels: {site: sfo, role: tor}\nspec:\n  dummy: ok\n",
-    )
-    .await
-    .unwrap();
+    add_switch(&env, "tor1-03", "{site: sfo, role: tor}").await;
     wait_for_dps(
         &env,
         &[

@@ -30,12 +30,7 @@ fn dp_name(i: usize) -> String {
 /// `n` switches labelled `role: fleet`.
 async fn add_switches(env: &TestEnv, range: std::ops::Range<usize>) {
     for i in range {
-        env.apply_manifest(&format!(
-            "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: {}\n  labels: {{role: fleet}}\nspec:\n  dummy: ok\n",
-            device(i)
-        ))
-        .await
-        .unwrap();
+        add_switch(env, &device(i), "{role: fleet}").await;
     }
 }
 

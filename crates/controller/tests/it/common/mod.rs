@@ -81,6 +81,15 @@ pub async fn apply_runbook(env: &TestEnv) {
 
 /// Test settings: all namespaces on the in-process server (one server per test), the test's
 /// namespace on a shared real cluster; fast retries.
+/// Applies a NetworkSwitch `name` with `labels` (YAML flow mapping, e.g. `{site: sfo, role: tor}`).
+pub async fn add_switch(env: &TestEnv, name: &str, labels: &str) {
+    env.apply_manifest(&format!(
+        "apiVersion: azure.com/v1alpha1\nkind: NetworkSwitch\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n  dummy: ok\n"
+    ))
+    .await
+    .unwrap();
+}
+
 pub fn config(env: &TestEnv) -> Config {
     Config {
         namespace: env.is_real().then(|| env.namespace().to_owned()),

@@ -39,7 +39,7 @@ use apollo_api::DeviceProcess;
 use futures::StreamExt as _;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::agents::ComposeAgents;
 use crate::app::Shared;
@@ -213,7 +213,12 @@ impl Observer {
         let disconnected = Arc::new(Mutex::new(Vec::new()));
         let (l, d) = (latest.clone(), disconnected.clone());
         let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
+            let mut stream = std::pin::pin!(
+                // With backoff: once the API server is gone every attempt fails at once, and
+                // a stream that never returns Pending would keep its worker thread (and the
+                // runtime's shutdown) busy forever.
+                watcher::watcher(api, watcher::Config::default()).default_backoff()
+            );
             while let Some(ev) = stream.next().await {
                 let dp = match ev {
                     Ok(watcher::Event::Apply(dp)) | Ok(watcher::Event::InitApply(dp)) => dp,

@@ -308,9 +308,11 @@ impl membership::Rebalance for Rebalancer {
 }
 
 impl Gateway {
-    /// Binds the listener and starts every task: the watch, the sweeper, the status writers,
-    /// the event worker and the HTTP server. Readiness follows the first complete list.
-    pub async fn start(settings: Settings, client: kube::Client) -> Result<Gateway, Error> {
+    /// Binds the listeners and starts every task: the watch, the sweeper, the status writers,
+    /// the event worker, membership and the HTTP servers. Readiness follows the first complete
+    /// list and the first membership round. Membership uses `clients.membership` alone (its own
+    /// connection pool: see [`kubeapi`]).
+    pub async fn start(settings: Settings, clients: kubeapi::Clients) -> Result<Gateway, Error> {
         settings.validate()?;
         if settings.header_timeout <= settings.heartbeat_interval {
             tracing::warn!(
@@ -325,8 +327,12 @@ impl Gateway {
         let mut tasks = JoinSet::new();
         let credentials = start_revocations(&settings, &mut tasks, &shutdown)?;
         let tls = start_tls(&settings, &mut tasks, &shutdown)?;
-        // Lease traffic (membership) is not counted with the DeviceProcess and Event requests.
-        let raw_client = client.clone();
+        // Lease traffic (membership) has its own client and is not counted with the
+        // DeviceProcess and Event requests.
+        let kubeapi::Clients {
+            api: client,
+            membership: membership_client,
+        } = clients;
         let client = kubeapi::counting_client(client, metrics.clone());
         let namespace = settings
             .namespace
@@ -380,7 +386,7 @@ impl Gateway {
             lease_duration: settings.lease_duration,
         };
         tasks.spawn(membership::run(
-            Api::namespaced(raw_client.clone(), &namespace),
+            Api::namespaced(membership_client, &namespace),
             ownership.clone(),
             Arc::new(Rebalancer {
                 status: status.clone(),

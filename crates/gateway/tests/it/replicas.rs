@@ -256,3 +256,94 @@ async fn hostile_input_and_a_peer(h: &Harness, addr: std::net::SocketAddr) {
         "{metrics}"
     );
 }
+
+/// Membership has its own API client (its own connection pool): with every request of the
+/// main client hanging (its API server address is a socket that accepts and never answers),
+/// the Lease is still renewed round after round and the write fence holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_proceed_while_every_main_client_request_hangs() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let mut h = Harness::start().await;
+    h.stop_gateway().await;
+    if h.skip_on_real_cluster("rewrites the in-process cluster's kubeconfig") {
+        return;
+    }
+    // A black hole: accepts connections, holds them, never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hole.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let kubeconfig = h
+        .env
+        .dev()
+        .unwrap()
+        .kubeconfig(apollo_devcluster::User::Gateway);
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .unwrap()
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let hung = dir.path().join("hung.kubeconfig");
+    std::fs::write(
+        &hung,
+        text.replace(&server, &format!("https://{hole_addr}")),
+    )
+    .unwrap();
+    let clients = apollo_gateway::kubeapi::Clients {
+        api: apollo_gateway::kubeapi::client(Some(hung.to_str().unwrap()))
+            .await
+            .unwrap(),
+        membership: apollo_gateway::kubeapi::client(Some(kubeconfig.to_str().unwrap()))
+            .await
+            .unwrap(),
+    };
+    let mut s = settings(&h.master, h.env.namespace());
+    s.id = Some("gw-hung".into());
+    s.lease_duration = Duration::from_secs(1);
+    let gw = apollo_gateway::Gateway::start(s, clients).await.unwrap();
+    let leases: kube::Api<Lease> = kube::Api::namespaced(h.env.admin().await, h.env.namespace());
+    let name = apollo_gateway::membership::MembershipConfig::lease_name("gw-hung");
+    let renewals = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    wait_until(
+        "three renewals of the Lease while the main client hangs",
+        Duration::from_secs(10),
+        || {
+            let (leases, name, renewals) = (leases.clone(), name.clone(), renewals.clone());
+            async move {
+                if let Ok(Some(l)) = leases.get_opt(&name).await
+                    && let Some(t) = l.spec.and_then(|s| s.renew_time)
+                {
+                    renewals.lock().unwrap().insert(t.0.to_string());
+                }
+                renewals.lock().unwrap().len() >= 3
+            }
+        },
+    )
+    .await;
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the main client never tried: the test would prove nothing"
+    );
+    assert!(
+        !gw.is_ready(),
+        "the watch cannot have synced through the black hole"
+    );
+    assert!(
+        gw.ownership().write_deadline().is_some(),
+        "the write fence lapsed"
+    );
+    gw.shutdown().await;
+    holder.abort();
+    h.env.cleanup().await;
+}

@@ -125,8 +125,8 @@ impl Harness {
         if let Some(a) = addr {
             s.addr = a;
         }
-        let client = self.gateway_client().await;
-        let gw = Gateway::start(s, client).await.expect("gateway starts");
+        let clients = self.gateway_clients().await;
+        let gw = Gateway::start(s, clients).await.expect("gateway starts");
         self.addr = gw.local_addr();
         self.metrics_addr = gw.metrics_addr();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -140,16 +140,19 @@ impl Harness {
         self.gateway = Some(gw);
     }
 
-    /// A client as the gateway's ServiceAccount, built the way the binary builds it.
+    /// Clients as the gateway's ServiceAccount, built the way the binary builds them.
     /// On a real cluster (`APOLLO_TEST_KUBECONFIG`): admin impersonating the ServiceAccount.
-    pub async fn gateway_client(&self) -> kube::Client {
+    pub async fn gateway_clients(&self) -> apollo_gateway::kubeapi::Clients {
         let Some(dev) = self.env.dev() else {
-            return self.env.as_user(User::Gateway).await;
+            return apollo_gateway::kubeapi::Clients {
+                api: self.env.as_user(User::Gateway).await,
+                membership: self.env.as_user(User::Gateway).await,
+            };
         };
         let kubeconfig = dev.kubeconfig(User::Gateway);
-        apollo_gateway::kubeapi::client(Some(&kubeconfig.display().to_string()))
+        apollo_gateway::kubeapi::clients(Some(&kubeconfig.display().to_string()))
             .await
-            .expect("gateway client")
+            .expect("gateway clients")
     }
 
     /// Whether the in-process cluster (request counters, fault injection) is available.

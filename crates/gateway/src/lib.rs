@@ -387,6 +387,7 @@ impl Gateway {
         };
         tasks.spawn(membership::run(
             Api::namespaced(membership_client, &namespace),
+            metrics.clone(),
             ownership.clone(),
             Arc::new(Rebalancer {
                 status: status.clone(),

@@ -308,6 +308,7 @@ pub trait Rebalance: Send + Sync {
 /// Runs membership until shutdown, then releases the Lease.
 pub async fn run(
     api: Api<Lease>,
+    metrics: Arc<crate::Metrics>,
     ownership: Arc<Ownership>,
     target: Arc<dyn Rebalance>,
     ready: Arc<ReadyParts>,
@@ -317,6 +318,7 @@ pub async fn run(
 ) {
     let mut m = Runner {
         api,
+        metrics,
         ownership,
         target,
         config,
@@ -370,6 +372,7 @@ pub async fn run(
 
 struct Runner {
     api: Api<Lease>,
+    metrics: Arc<crate::Metrics>,
     ownership: Arc<Ownership>,
     target: Arc<dyn Rebalance>,
     config: MembershipConfig,
@@ -445,6 +448,8 @@ impl Runner {
                 Err(e) => Err(e),
             },
         };
+        self.metrics
+            .lease_renewal(if result.is_ok() { "success" } else { "failure" });
         match result {
             Ok(lease) => {
                 self.own = Some(lease);

@@ -292,9 +292,10 @@ pub struct Gateway {
     ownership: Arc<membership::Ownership>,
 }
 
-/// Connects membership changes to the status controller.
+/// Connects membership changes to the status controller, and counts Lease renewals.
 struct Rebalancer {
     status: Arc<status::StatusController>,
+    metrics: Arc<Metrics>,
 }
 
 impl membership::Rebalance for Rebalancer {
@@ -304,6 +305,11 @@ impl membership::Rebalance for Rebalancer {
 
     fn writes_idle(&self) -> bool {
         self.status.writes_idle()
+    }
+
+    fn lease_renewed(&self, ok: bool) {
+        self.metrics
+            .lease_renewal(if ok { "success" } else { "failure" });
     }
 }
 
@@ -387,10 +393,10 @@ impl Gateway {
         };
         tasks.spawn(membership::run(
             Api::namespaced(membership_client, &namespace),
-            metrics.clone(),
             ownership.clone(),
             Arc::new(Rebalancer {
                 status: status.clone(),
+                metrics: metrics.clone(),
             }),
             ready_parts.clone(),
             membership_config,

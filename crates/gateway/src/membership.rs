@@ -303,12 +303,13 @@ pub trait Rebalance: Send + Sync {
     fn rebalance(&self, old: &[Member], new: &[Member]);
     /// Whether queued status writes are all done (for the release at shutdown).
     fn writes_idle(&self) -> bool;
+    /// A renewal (or the creation) of the own Lease succeeded or failed.
+    fn lease_renewed(&self, _ok: bool) {}
 }
 
 /// Runs membership until shutdown, then releases the Lease.
 pub async fn run(
     api: Api<Lease>,
-    metrics: Arc<crate::Metrics>,
     ownership: Arc<Ownership>,
     target: Arc<dyn Rebalance>,
     ready: Arc<ReadyParts>,
@@ -318,7 +319,6 @@ pub async fn run(
 ) {
     let mut m = Runner {
         api,
-        metrics,
         ownership,
         target,
         config,
@@ -372,7 +372,6 @@ pub async fn run(
 
 struct Runner {
     api: Api<Lease>,
-    metrics: Arc<crate::Metrics>,
     ownership: Arc<Ownership>,
     target: Arc<dyn Rebalance>,
     config: MembershipConfig,
@@ -448,8 +447,7 @@ impl Runner {
                 Err(e) => Err(e),
             },
         };
-        self.metrics
-            .lease_renewal(if result.is_ok() { "success" } else { "failure" });
+        self.target.lease_renewed(result.is_ok());
         match result {
             Ok(lease) => {
                 self.own = Some(lease);

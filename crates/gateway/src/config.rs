@@ -55,8 +55,9 @@ pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 /// a flag wins over its variable. Durations are written like 500ms, 2s, 1m.
 #[derive(FromArgs, Debug, Default, PartialEq)]
 pub struct Cli {
-    /// listen address HOST:PORT of the device API, and nothing else (":8080" = all
-    /// interfaces; env APOLLO_ADDR; default :8080)
+    /// listen address HOST:PORT of the device API (":8080" = all interfaces; env
+    /// APOLLO_ADDR; default :8080); it also takes reports forwarded by other replicas unless
+    /// --peer-addr is set
     #[argh(option)]
     pub addr: Option<String>,
     /// listen address HOST:PORT of /healthz, /readyz and /metrics (env APOLLO_METRICS_ADDR;
@@ -161,8 +162,14 @@ pub struct Cli {
     /// apollo-gateway-<id> (env APOLLO_GATEWAY_ID; default: POD_NAME, then the hostname)
     #[argh(option)]
     pub id: Option<String>,
+    /// listen address HOST:PORT of the peer listener: plain HTTP, reports forwarded by other
+    /// replicas only (signed with the replica key), which the device listener then no longer
+    /// takes; needed for several replicas with TLS (env APOLLO_PEER_ADDR; default: none)
+    #[argh(option)]
+    pub peer_addr: Option<String>,
     /// URL other replicas reach this one at, for forwarded reports (env
-    /// APOLLO_ADVERTISE_URL; default: http://POD_IP:<port of --addr>, else the bound address)
+    /// APOLLO_ADVERTISE_URL; default: http://POD_IP:<port of --peer-addr, else of --addr>,
+    /// else the bound address)
     #[argh(option)]
     pub advertise_url: Option<String>,
     /// duration of this replica's Lease; renewed every quarter of it, writes stop after two
@@ -315,6 +322,16 @@ impl Cli {
         let metrics_text = flag_or_env(self.metrics_addr.clone(), env, "APOLLO_METRICS_ADDR")?
             .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string());
         let metrics_addr = parse_addr(&metrics_text)?;
+        let peer_addr = match flag_or_env(self.peer_addr.clone(), env, "APOLLO_PEER_ADDR")?
+            .filter(|a| !a.is_empty())
+        {
+            Some(text) => Some(parse_addr(&text).map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "invalid --peer-addr {text:?}: expected HOST:PORT or :PORT"
+                ))
+            })?),
+            None => None,
+        };
         let kubeconfig = flag_or_env(self.kubeconfig.clone(), env, "APOLLO_KUBECONFIG")?;
         let namespace = flag_or_env(self.namespace.clone(), env, "APOLLO_NAMESPACE")?
             .filter(|ns| !ns.is_empty());
@@ -443,7 +460,8 @@ impl Cli {
                     } else {
                         ip
                     };
-                    format!("http://{host}:{}", addr.port())
+                    let port = peer_addr.unwrap_or(addr).port();
+                    format!("http://{host}:{port}")
                 }),
             };
         let lease_duration = duration(self.lease_duration, env, "APOLLO_LEASE_DURATION")?
@@ -458,6 +476,7 @@ impl Cli {
             reload_interval,
             addr,
             metrics_addr,
+            peer_addr,
             namespace,
             keys,
             heartbeat_interval,
@@ -563,6 +582,12 @@ impl Settings {
         if self.addr.port() != 0 && self.addr == self.metrics_addr {
             return invalid("--addr and --metrics-addr must differ".into());
         }
+        if let Some(peer) = self.peer_addr
+            && peer.port() != 0
+            && (peer == self.addr || peer == self.metrics_addr)
+        {
+            return invalid("--peer-addr must differ from --addr and --metrics-addr".into());
+        }
         Ok(())
     }
 }
@@ -657,6 +682,72 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn peer_listener_flag_and_the_advertise_url_it_implies() {
+        let f = key_file();
+        let key = f.path().to_str().unwrap();
+        // Without it: no peer listener, the advertise URL names the device port (as before).
+        let pod = MapEnv::from_pairs([("APOLLO_MASTER_KEY_FILE", key), ("POD_IP", "10.1.2.3")]);
+        let c = parse(&[]).unwrap().serve_config(&pod).unwrap();
+        assert_eq!(c.settings.peer_addr, None);
+        assert_eq!(
+            c.settings.advertise_url.as_deref(),
+            Some("http://10.1.2.3:8080")
+        );
+        // The flag: the default advertise URL follows the peer port.
+        let c = parse(&["--peer-addr=:8081"])
+            .unwrap()
+            .serve_config(&pod)
+            .unwrap();
+        assert_eq!(c.settings.peer_addr, Some("0.0.0.0:8081".parse().unwrap()));
+        assert_eq!(
+            c.settings.advertise_url.as_deref(),
+            Some("http://10.1.2.3:8081")
+        );
+        // The env twin, and the flag winning over it.
+        let env = MapEnv::from_pairs([
+            ("APOLLO_MASTER_KEY_FILE", key),
+            ("POD_IP", "fd00::7"),
+            ("APOLLO_PEER_ADDR", "127.0.0.1:7000"),
+        ]);
+        let c = parse(&[]).unwrap().serve_config(&env).unwrap();
+        assert_eq!(
+            c.settings.peer_addr,
+            Some("127.0.0.1:7000".parse().unwrap())
+        );
+        assert_eq!(
+            c.settings.advertise_url.as_deref(),
+            Some("http://[fd00::7]:7000")
+        );
+        let c = parse(&["--peer-addr", ":7001"])
+            .unwrap()
+            .serve_config(&env)
+            .unwrap();
+        assert_eq!(c.settings.peer_addr, Some("0.0.0.0:7001".parse().unwrap()));
+        // An explicit advertise URL still wins.
+        let c = parse(&["--peer-addr=:8081", "--advertise-url=http://gw-0.gw:9999"])
+            .unwrap()
+            .serve_config(&pod)
+            .unwrap();
+        assert_eq!(
+            c.settings.advertise_url.as_deref(),
+            Some("http://gw-0.gw:9999")
+        );
+        // Errors name the flag.
+        for args in [
+            vec!["--peer-addr", "nonsense"],
+            vec!["--peer-addr", ":8080"],
+            vec!["--peer-addr", ":9090"],
+        ] {
+            let err = parse(&args)
+                .unwrap()
+                .serve_config(&pod)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--peer-addr"), "{args:?}: {err}");
         }
     }
 

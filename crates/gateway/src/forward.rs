@@ -10,7 +10,9 @@
 //!   most [`MAX_BATCH`] reports, one `POST /v1/replicas/reports` per owner and batch, signed
 //!   with the replica key ([`apollo_protocol::replica`]). A failed batch is dropped, not
 //!   retried: by then the member set has usually changed.
-//! - **Receiver** ([`handle`]). Authentication comes first, from the headers alone (the
+//! - **Receiver** ([`handle`], on the peer listener with `--peer-addr`, else on the device
+//!   listener; plain HTTP either way: the signature, not the transport, authenticates and
+//!   protects a batch, and reports are not secret). Authentication comes first, from the headers alone (the
 //!   signature covers the body's declared SHA-256), then the body is read up to
 //!   [`MAX_FORWARD_BODY`] (413 above, by `Content-Length` or while reading) and checked
 //!   against the signed hash; at most [`MAX_INFLIGHT`] bodies are held at once (503 beyond),
@@ -41,7 +43,8 @@ use tokio::time::Instant;
 use crate::http::HttpState;
 use crate::liveness::Agent;
 
-/// The route of forwarded reports (device listener).
+/// The route of forwarded reports (the peer listener with `--peer-addr`, else the device
+/// listener).
 pub const FORWARD_PATH: &str = "/v1/replicas/reports";
 /// Most reports queued for all peers together.
 pub const MAX_QUEUED: usize = 100_000;

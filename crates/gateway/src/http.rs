@@ -1,5 +1,9 @@
 //! The HTTP servers (hyper 1, HTTP/1.1): the device API of `docs/PROTOCOL.md` on the device
-//! listener (nothing else), and `/healthz`, `/readyz`, `/metrics` on the metrics listener.
+//! listener, `/healthz`, `/readyz`, `/metrics` on the metrics listener, and the replica route
+//! ([`crate::forward::FORWARD_PATH`]) on the peer listener when there is one (`--peer-addr`,
+//! plain HTTP whatever the device listener speaks), else on the device listener. Every
+//! listener runs the same [`serve`] loop, so the peer listener has the device listener's
+//! pre-authentication bounds (below) with its own connection limits.
 //!
 //! Hardening: at most `max_connections` open connections (further ones wait in the accept
 //! backlog) and at most `max_connections_per_address` from one source address (more are
@@ -97,6 +101,9 @@ pub struct HttpState {
     pub forwarder: Arc<crate::forward::Forwarder>,
     /// Limits of forwarded batches received.
     pub inbound: crate::forward::Inbound,
+    /// Whether the device listener serves the replica route (no peer listener: `false` once
+    /// `--peer-addr` is set, and the route is `404` there like any unknown one).
+    pub forward_on_devices: bool,
 }
 
 /// Listener settings.
@@ -112,10 +119,12 @@ pub struct ListenerLimits {
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The device API only.
+    /// The device API (and the replica route while [`HttpState::forward_on_devices`]).
     Devices,
     /// `/healthz`, `/readyz` and `/metrics` only.
     Metrics,
+    /// The replica route only (`--peer-addr`).
+    Peers,
 }
 
 fn json_response(status: u16, body: Bytes) -> Resp {
@@ -326,7 +335,7 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Res
             req.uri().query().map(str::to_owned),
         )
     });
-    let route = if req.uri().path() == crate::forward::FORWARD_PATH {
+    let route = if state.forward_on_devices && req.uri().path() == crate::forward::FORWARD_PATH {
         None
     } else {
         Some(match parse_device_route(req.uri().path()) {
@@ -366,6 +375,29 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Res
             "request"
         );
     }
+    Ok(resp)
+}
+
+/// Answers one request of the peer listener: the replica route, nothing else.
+pub async fn handle_peers(
+    state: Arc<HttpState>,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
+    let (route, resp) = if req.uri().path() == crate::forward::FORWARD_PATH {
+        (
+            "replicas",
+            Box::pin(crate::forward::handle(&state, req)).await,
+        )
+    } else {
+        (
+            "other",
+            error(
+                404,
+                "no such route: this listener serves /v1/replicas/reports only",
+            ),
+        )
+    };
+    state.metrics.http(route, resp.status().as_u16());
     Ok(resp)
 }
 
@@ -859,6 +891,7 @@ async fn serve_connection<I>(
             match role {
                 Role::Devices => handle(state, req).await,
                 Role::Metrics => handle_metrics(state, req).await,
+                Role::Peers => handle_peers(state, req).await,
             }
         }
     });

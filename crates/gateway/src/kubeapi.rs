@@ -6,6 +6,11 @@
 //! retry of 429/503/504 answers: that retry backs off exponentially up to minutes per request,
 //! which would hold a status writer long after an outage ends. The gateway's own writers and
 //! event worker retry with a 5 s cap instead, and the watcher has its own backoff.
+//!
+//! [`clients`] builds two such clients from one configuration ([`Clients`]): one for the
+//! watch, status writes and Events, and one for membership (the replica's Lease), each with
+//! its own connection pool, so that status writers queued at scale (or stuck on a slow API
+//! server connection) cannot delay a Lease renewal and fence a healthy replica.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,12 +74,41 @@ impl tower::Service<Request<Body>> for Counting {
     }
 }
 
-/// A client for `kubeconfig` ([`apollo_kube::client::config`]: `Some("")` in-cluster,
-/// `Some(path)` that file, `None` kube's inference) without kube's built-in retry.
-pub async fn client(kubeconfig: Option<&str>) -> Result<kube::Client, apollo_kube::KubeError> {
+/// The configuration for `kubeconfig` ([`apollo_kube::client::config`]: `Some("")`
+/// in-cluster, `Some(path)` that file, `None` kube's inference) without kube's built-in retry.
+async fn config(kubeconfig: Option<&str>) -> Result<kube::Config, apollo_kube::KubeError> {
     let mut config = apollo_kube::client::config(kubeconfig).await?;
     config.default_retry = false;
-    apollo_kube::client::client_from(config)
+    Ok(config)
+}
+
+/// A client for `kubeconfig` without kube's built-in retry (see [`config`]).
+pub async fn client(kubeconfig: Option<&str>) -> Result<kube::Client, apollo_kube::KubeError> {
+    apollo_kube::client::client_from(config(kubeconfig).await?)
+}
+
+/// The gateway's Kubernetes clients: same identity and server, separate connection pools.
+#[derive(Clone)]
+pub struct Clients {
+    /// The DeviceProcess watch, status writes and Events (counted by verb).
+    pub api: kube::Client,
+    /// Membership only: the replica's Lease (create, renew, release) and the member list.
+    pub membership: kube::Client,
+}
+
+impl std::fmt::Debug for Clients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clients").finish_non_exhaustive()
+    }
+}
+
+/// Both [`Clients`] for `kubeconfig`, from one configuration (see [`config`]).
+pub async fn clients(kubeconfig: Option<&str>) -> Result<Clients, apollo_kube::KubeError> {
+    let config = config(kubeconfig).await?;
+    Ok(Clients {
+        api: apollo_kube::client::client_from(config.clone())?,
+        membership: apollo_kube::client::client_from(config)?,
+    })
 }
 
 /// `client` with every request counted in `metrics`.

@@ -17,8 +17,9 @@
 //! - [`liveness`]: in-memory table of reports; the sweeper marks silent devices stale once.
 //! - [`status`]: computes each DeviceProcess's status from liveness and writes `/status` only
 //!   on a change, coalesced per object, retried until it lands; [`events`] on transitions.
-//! - [`http`]: the hardened HTTP/1.1 server of the protocol (device listener) and of
-//!   `/healthz`, `/readyz`, `/metrics` (metrics listener); [`limits`]: what unauthenticated
+//! - [`http`]: the hardened HTTP/1.1 server of the protocol (device listener), of
+//!   `/healthz`, `/readyz`, `/metrics` (metrics listener) and of forwarded reports (peer
+//!   listener, `--peer-addr`); [`limits`]: what unauthenticated
 //!   clients can make it hold; [`metrics`]: the Prometheus families.
 //! - [`sync`]: the DeviceProcess watch and the sweeper; [`kubeapi`]: API request counting.
 //! - [`config`] and [`keys`]: the command line (argh + `APOLLO_*` env twins) and the `keys`
@@ -75,10 +76,13 @@ pub const REPLAY_CACHE_CAPACITY: usize = 2_000_000;
 /// Everything the gateway needs besides its Kubernetes client.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Listen address of the device API (nothing else is served there).
+    /// Listen address of the device API (and of forwarded reports without `peer_addr`).
     pub addr: SocketAddr,
     /// Listen address of `/healthz`, `/readyz` and `/metrics`.
     pub metrics_addr: SocketAddr,
+    /// Listen address of the peer listener (plain HTTP, forwarded reports only); `None`: the
+    /// device listener serves forwarded reports.
+    pub peer_addr: Option<SocketAddr>,
     /// Namespace served; `None`: the client's default namespace.
     pub namespace: Option<String>,
     /// Master keys (current first).
@@ -128,8 +132,8 @@ pub struct Settings {
     /// This replica's id (its Lease is `apollo-gateway-<id>`); `None`: `instance`, else
     /// `apollo-gateway`.
     pub id: Option<String>,
-    /// The URL other replicas reach this one at; `None`: `http://` + the bound device
-    /// address (127.0.0.1 for an unspecified address).
+    /// The URL other replicas reach this one at; `None`: `http://` + the bound peer address,
+    /// else the bound device address (127.0.0.1 for an unspecified address).
     pub advertise_url: Option<String>,
     /// Duration of the replica's Lease (renewed every quarter of it).
     pub lease_duration: Duration,
@@ -142,6 +146,7 @@ impl Settings {
         Settings {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_addr: None,
             namespace: None,
             keys,
             heartbeat_interval: config::DEFAULT_HEARTBEAT,
@@ -261,11 +266,20 @@ fn start_tls(
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
+/// Binds a listener; the address it got.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listen = |source| Error::Listen { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(listen)?;
+    let bound = listener.local_addr().map_err(listen)?;
+    Ok((listener, bound))
+}
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
     addr: SocketAddr,
     metrics_addr: SocketAddr,
+    peer_addr: Option<SocketAddr>,
     namespace: String,
     shutdown: watch::Sender<bool>,
     grace: Duration,
@@ -278,9 +292,10 @@ pub struct Gateway {
     ownership: Arc<membership::Ownership>,
 }
 
-/// Connects membership changes to the status controller.
+/// Connects membership changes to the status controller, and counts Lease renewals.
 struct Rebalancer {
     status: Arc<status::StatusController>,
+    metrics: Arc<Metrics>,
 }
 
 impl membership::Rebalance for Rebalancer {
@@ -291,12 +306,19 @@ impl membership::Rebalance for Rebalancer {
     fn writes_idle(&self) -> bool {
         self.status.writes_idle()
     }
+
+    fn lease_renewed(&self, ok: bool) {
+        self.metrics
+            .lease_renewal(if ok { "success" } else { "failure" });
+    }
 }
 
 impl Gateway {
-    /// Binds the listener and starts every task: the watch, the sweeper, the status writers,
-    /// the event worker and the HTTP server. Readiness follows the first complete list.
-    pub async fn start(settings: Settings, client: kube::Client) -> Result<Gateway, Error> {
+    /// Binds the listeners and starts every task: the watch, the sweeper, the status writers,
+    /// the event worker, membership and the HTTP servers. Readiness follows the first complete
+    /// list and the first membership round. Membership uses `clients.membership` alone (its own
+    /// connection pool: see [`kubeapi`]).
+    pub async fn start(settings: Settings, clients: kubeapi::Clients) -> Result<Gateway, Error> {
         settings.validate()?;
         if settings.header_timeout <= settings.heartbeat_interval {
             tracing::warn!(
@@ -311,46 +333,35 @@ impl Gateway {
         let mut tasks = JoinSet::new();
         let credentials = start_revocations(&settings, &mut tasks, &shutdown)?;
         let tls = start_tls(&settings, &mut tasks, &shutdown)?;
-        // Lease traffic (membership) is not counted with the DeviceProcess and Event requests.
-        let raw_client = client.clone();
+        // Lease traffic (membership) has its own client and is not counted with the
+        // DeviceProcess and Event requests.
+        let kubeapi::Clients {
+            api: client,
+            membership: membership_client,
+        } = clients;
         let client = kubeapi::counting_client(client, metrics.clone());
         let namespace = settings
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_string());
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: settings.addr,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen {
-            addr: settings.addr,
-            source,
-        })?;
-        let metrics_listener =
-            TcpListener::bind(settings.metrics_addr)
-                .await
-                .map_err(|source| Error::Listen {
-                    addr: settings.metrics_addr,
-                    source,
-                })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .map_err(|source| Error::Listen {
-                addr: settings.metrics_addr,
-                source,
-            })?;
+        let (listener, addr) = bind(settings.addr).await?;
+        let (metrics_listener, metrics_addr) = bind(settings.metrics_addr).await?;
+        let peer_listener = match settings.peer_addr {
+            Some(peer_addr) => Some(bind(peer_addr).await?),
+            None => None,
+        };
+        let peer_addr = peer_listener.as_ref().map(|(_, a)| *a);
         let readiness = Readiness::new();
         let ready_parts = membership::ReadyParts::new(readiness.clone());
         let id = settings.replica_id();
         let advertise_url = settings.advertise_url.clone().unwrap_or_else(|| {
-            let ip = if addr.ip().is_unspecified() {
+            let reached = peer_addr.unwrap_or(addr);
+            let ip = if reached.ip().is_unspecified() {
                 std::net::IpAddr::from([127, 0, 0, 1])
             } else {
-                addr.ip()
+                reached.ip()
             };
-            format!("http://{}", SocketAddr::new(ip, addr.port()))
+            format!("http://{}", SocketAddr::new(ip, reached.port()))
         });
         let ownership = membership::Ownership::new(&id);
         let instance = settings
@@ -381,10 +392,11 @@ impl Gateway {
             lease_duration: settings.lease_duration,
         };
         tasks.spawn(membership::run(
-            Api::namespaced(raw_client.clone(), &namespace),
+            Api::namespaced(membership_client, &namespace),
             ownership.clone(),
             Arc::new(Rebalancer {
                 status: status.clone(),
+                metrics: metrics.clone(),
             }),
             ready_parts.clone(),
             membership_config,
@@ -438,12 +450,14 @@ impl Gateway {
             ownership: ownership.clone(),
             forwarder,
             inbound: forward::Inbound::new(settings.auth_skew),
+            forward_on_devices: peer_listener.is_none(),
         });
         let tls_on = tls.is_some();
-        if tls_on {
+        if tls_on && peer_listener.is_none() {
             tracing::warn!(
-                "TLS on the device listener: peers cannot forward reports to this replica \
-                 (forwarding speaks plain HTTP); run one replica with TLS"
+                "TLS on the device listener and no --peer-addr: peers cannot forward reports \
+                 to this replica (forwarding speaks plain HTTP); set --peer-addr to run \
+                 several replicas with TLS"
             );
         }
         tasks.spawn(http::serve(
@@ -459,6 +473,22 @@ impl Gateway {
             },
             shutdown.clone(),
         ));
+        if let Some((peer_listener, _)) = peer_listener {
+            // Plain HTTP: batches are authenticated and replay-protected by their signature.
+            tasks.spawn(http::serve(
+                peer_listener,
+                None,
+                state.clone(),
+                http::Role::Peers,
+                http::ListenerLimits {
+                    header_timeout: settings.header_timeout,
+                    max_connections: limits::PEER_MAX_CONNECTIONS,
+                    max_connections_per_address: limits::PEER_PER_ADDRESS,
+                    grace: settings.shutdown_grace,
+                },
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(http::serve(
             metrics_listener,
             None,
@@ -475,6 +505,7 @@ impl Gateway {
         tracing::info!(
             %addr,
             %metrics_addr,
+            peer_addr = ?peer_addr,
             max_connections = settings.max_connections,
             namespace,
             tls = tls_on,
@@ -490,6 +521,7 @@ impl Gateway {
         Ok(Gateway {
             addr,
             metrics_addr,
+            peer_addr,
             namespace,
             shutdown: shutdown_tx,
             grace: settings.shutdown_grace,
@@ -511,6 +543,11 @@ impl Gateway {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The bound address of the peer listener (`None` without `--peer-addr`).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     /// The bound address of `/healthz`, `/readyz` and `/metrics`.

@@ -46,6 +46,11 @@ pub const DEFAULT_BODY_BUDGET: usize = 16 * 1024 * 1024;
 pub const METRICS_MAX_CONNECTIONS: usize = 256;
 /// Open connections of the metrics listener per source address.
 pub const METRICS_PER_ADDRESS: usize = 64;
+/// Open connections of the peer listener (`--peer-addr`): replicas are few, each sends a few
+/// batches at once, and at most [`crate::forward::MAX_INFLIGHT`] bodies are read at once.
+pub const PEER_MAX_CONNECTIONS: usize = 256;
+/// Open connections of the peer listener per source address (one replica).
+pub const PEER_PER_ADDRESS: usize = 64;
 /// How often repeated accept errors are logged (with a count).
 pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -57,8 +57,8 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let client = apollo_gateway::kubeapi::client(config.kubeconfig.as_deref()).await?;
-        let gateway = Gateway::start(config.settings, client).await?;
+        let clients = apollo_gateway::kubeapi::clients(config.kubeconfig.as_deref()).await?;
+        let gateway = Gateway::start(config.settings, clients).await?;
         gateway.run_until(apollo_process::shutdown::signal()).await;
         Ok(())
     })

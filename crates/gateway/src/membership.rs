@@ -303,6 +303,8 @@ pub trait Rebalance: Send + Sync {
     fn rebalance(&self, old: &[Member], new: &[Member]);
     /// Whether queued status writes are all done (for the release at shutdown).
     fn writes_idle(&self) -> bool;
+    /// A renewal (or the creation) of the own Lease succeeded or failed.
+    fn lease_renewed(&self, _ok: bool) {}
 }
 
 /// Runs membership until shutdown, then releases the Lease.
@@ -445,6 +447,7 @@ impl Runner {
                 Err(e) => Err(e),
             },
         };
+        self.target.lease_renewed(result.is_ok());
         match result {
             Ok(lease) => {
                 self.own = Some(lease);

@@ -21,6 +21,7 @@
 //! | `apollo_gateway_owned_devices` | gauge | — (devices with DeviceProcesses this replica owns) |
 //! | `apollo_gateway_lease_held` | gauge | — (1 while its Lease is renewed within the write fence) |
 //! | `apollo_gateway_forwarded_reports_total` | counter | `result` (sent, dropped: queue full or owner unreachable, received) |
+//! | `apollo_gateway_lease_renewals_total` | counter | `result` (success, failure): renewals (and creations) of the own member Lease |
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -98,6 +99,7 @@ pub struct Metrics {
     pub owned_devices: Gauge,
     pub lease_held: Gauge,
     pub forwarded: Family<ResultLabels, Counter>,
+    pub lease_renewals: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -120,6 +122,12 @@ impl Metrics {
         let owned_devices = Gauge::default();
         let lease_held = Gauge::default();
         let forwarded = Family::<ResultLabels, Counter>::default();
+        let lease_renewals = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "apollo_gateway_lease_renewals",
+            "Renewals of this replica's member Lease, by result (success, failure)",
+            lease_renewals.clone(),
+        );
         registry.register(
             "apollo_gateway_members",
             "Gateway replicas in this replica's member set (itself included)",
@@ -220,6 +228,7 @@ impl Metrics {
             owned_devices,
             lease_held,
             forwarded,
+            lease_renewals,
         })
     }
 
@@ -297,6 +306,13 @@ impl Metrics {
             .inc_by(n);
     }
 
+    /// Counts a renewal of the own Lease (`success` or `failure`).
+    pub fn lease_renewal(&self, result: &'static str) {
+        self.lease_renewals
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
     /// Value of a counter family member, for tests and logs.
     pub fn status_writes_of(&self, result: &'static str) -> u64 {
         self.status_writes
@@ -326,6 +342,7 @@ mod tests {
         m.status_write_queue.set(7);
         m.ready.set(1);
         m.forward("sent", 3);
+        m.lease_renewal("failure");
         let text = m.encode();
         for needle in [
             "apollo_gateway_http_requests_total{route=\"desired\",code=\"200\"} 1",
@@ -343,10 +360,11 @@ mod tests {
             "apollo_gateway_owned_devices 0",
             "apollo_gateway_lease_held 0",
             "apollo_gateway_forwarded_reports_total{result=\"sent\"} 3",
+            "apollo_gateway_lease_renewals_total{result=\"failure\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
-        assert_eq!(families, 15, "{text}");
+        assert_eq!(families, 16, "{text}");
     }
 }

@@ -14,6 +14,10 @@
 //!   stops writing and its devices move to the others, then come back when the cut heals;
 //!   no flap, no Event. (A replica cut off from the agents but not the API keeps its devices
 //!   and gets their reports forwarded: the scale-out test, whose agents never talk to gw-c.)
+//! - Two replicas serving TLS on the device port with peer listeners (`--peer-addr`): agents
+//!   talking HTTPS to one replica only get every DeviceProcess connected and observed,
+//!   written by its owner (reports forwarded over the plain-HTTP peer listener), and the TLS
+//!   device port refuses the replica route.
 
 #[path = "it/common/mod.rs"]
 mod common;
@@ -69,8 +73,20 @@ impl Replica {
     }
 
     fn spawn_with(h: &Harness, key_file: &Path, id: &str, kubeconfig: &Path) -> Replica {
+        Self::spawn_args(h, key_file, id, kubeconfig, &[])
+    }
+
+    /// [`Replica::spawn_with`] with more command-line flags.
+    fn spawn_args(
+        h: &Harness,
+        key_file: &Path,
+        id: &str,
+        kubeconfig: &Path,
+        extra: &[String],
+    ) -> Replica {
         let (port, metrics_port) = (free_port(), free_port());
         let mut child = Command::new(BIN)
+            .args(extra)
             .arg(format!("--addr=127.0.0.1:{port}"))
             .arg(format!("--metrics-addr=127.0.0.1:{metrics_port}"))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -690,5 +706,119 @@ async fn a_replica_cut_off_from_the_api_stops_writing_and_its_devices_move() {
         agent.stop().await;
     }
     drop((a, b, c, proxy));
+    h.env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serving_tls_forward_reports_over_the_peer_listener() {
+    let _serial = SERIAL.lock().await;
+    const DEVICES: usize = 20;
+    let (h, dir, key_file) = setup(DEVICES).await;
+    if h.skip_on_real_cluster("runs gateways with the in-process cluster's kubeconfig") {
+        return;
+    }
+    let (ca, cert, key) = ca_and_leaf();
+    let (cert_file, tls_key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&tls_key_file, key).unwrap();
+    let kubeconfig = h.env.dev().unwrap().kubeconfig(User::Gateway);
+    let spawn = |id: &str| {
+        let peer = free_port();
+        let r = Replica::spawn_args(
+            &h,
+            &key_file,
+            id,
+            &kubeconfig,
+            &[
+                format!("--tls-cert-file={}", cert_file.display()),
+                format!("--tls-key-file={}", tls_key_file.display()),
+                format!("--peer-addr=127.0.0.1:{peer}"),
+            ],
+        );
+        (r, peer)
+    };
+    let (a, _) = spawn("gw-a");
+    let (b, b_peer) = spawn("gw-b");
+    wait_members(&[&a, &b], 2.0, Duration::from_secs(30)).await;
+    wait_until(
+        "every device owned once",
+        Duration::from_secs(20),
+        || async { owned_total(&[&a, &b]).await == DEVICES as f64 },
+    )
+    .await;
+    let owned_by_b = b.metric("apollo_gateway_owned_devices").await.unwrap();
+    assert!(
+        owned_by_b > 0.0,
+        "gw-b owns nothing: the test would prove nothing"
+    );
+    let since = log_now();
+    // Every agent talks HTTPS to gw-a only: gw-b's devices are connected only if gw-a's
+    // forwarded reports reach gw-b (the advertise URL defaults to its peer port).
+    let observer = Observer::start(&h).await;
+    let a_url = format!("https://localhost:{}", a.addr.port());
+    let agents: Vec<RunningAgent> = (0..DEVICES)
+        .map(|i| {
+            RunningAgent::start_with_ca(&a_url, h.master.derive(&format!("dev-{i:03}")), Some(&ca))
+        })
+        .collect();
+    wait_until(
+        "every DeviceProcess connected and observed",
+        Duration::from_secs(60),
+        || async { observer.count(healthy) == DEVICES },
+    )
+    .await;
+    let received = b
+        .metric("apollo_gateway_forwarded_reports_total{result=\"received\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(received > 0.0, "gw-b received no forwarded report");
+    assert_eq!(
+        b.metric("apollo_gateway_http_requests_total{route=\"report\",code=\"200\"}")
+            .await
+            .unwrap_or(0.0),
+        0.0,
+        "an agent talked to gw-b"
+    );
+    // gw-b, not gw-a, wrote the status of the devices it owns.
+    let by_b = b.writes(&since).len();
+    assert!(by_b > 0, "gw-b wrote no status");
+    // One writer per object (its owner; gw-b's reports all came forwarded).
+    for (object, seq) in writers(&[&a, &b], &since) {
+        assert_eq!(seq.len(), 1, "{object} written by {seq:?}");
+    }
+    // The TLS device port no longer serves the replica route, even correctly signed.
+    let ring = apollo_protocol::keys::MasterKeyRing::from(h.master.clone());
+    let body = br#"{"reports":[]}"#;
+    let path = apollo_gateway::forward::FORWARD_PATH;
+    let mut headers: Vec<(String, String)> = apollo_protocol::replica::sign_replica_request(
+        &ring,
+        "gw-a",
+        "POST",
+        path,
+        body,
+        apollo_protocol::auth::unix_now(),
+        &apollo_protocol::auth::generate_nonce(),
+    )
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    headers.push(("Content-Type".into(), "application/json".into()));
+    let request = build_request("POST", path, &headers, body);
+    let (status, _) = https_request(
+        b.addr,
+        &ca,
+        &[&tokio_rustls::rustls::version::TLS13],
+        &request,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    // The same request on the (plain) peer listener is accepted.
+    let peer: SocketAddr = format!("127.0.0.1:{b_peer}").parse().unwrap();
+    assert_eq!(raw_request(peer, &request).await.unwrap().status, 200);
+    for agent in agents {
+        agent.stop().await;
+    }
+    drop((a, b));
     h.env.cleanup().await;
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use apollo_gateway::tls::TlsFiles;
-use common::{Harness, RunningAgent, TestDevice, wait_until};
+use common::{Harness, RunningAgent, TestDevice, ca_and_leaf, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(20);
@@ -254,22 +254,6 @@ async fn revoking_one_device_key_without_restart() {
     h.env.cleanup().await;
 }
 
-/// A CA and a "localhost" certificate signed by it, as PEM (ca, cert, key).
-fn ca_and_leaf() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
-}
-
 /// An unsigned device request over TLS trusting only `ca_pem` (the device listener answers
 /// it `401`): the status line and the TLS version, or the error.
 async fn https_probe(
@@ -277,38 +261,13 @@ async fn https_probe(
     ca_pem: &str,
     versions: &[&'static tokio_rustls::rustls::SupportedProtocolVersion],
 ) -> Result<(String, tokio_rustls::rustls::ProtocolVersion), String> {
-    use rustls_pki_types::pem::PemObject;
-    use tokio_rustls::rustls;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(versions)
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let version = tls.get_ref().1.protocol_version().unwrap();
-    tls.write_all(
+    common::https_request(
+        addr,
+        ca_pem,
+        versions,
         b"GET /v1/devices/dev-x/desired HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
     .await
-    .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out).await;
-    let text = String::from_utf8_lossy(&out);
-    Ok((text.lines().next().unwrap_or("").to_string(), version))
 }
 
 static TLS_FILES: OnceLock<TlsFiles> = OnceLock::new();

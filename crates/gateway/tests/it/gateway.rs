@@ -837,10 +837,10 @@ async fn readiness_and_graceful_shutdown() {
     if h.skip_on_real_cluster("needs fault injection") {
         return;
     }
-    let client = h.gateway_client().await;
+    let clients = h.gateway_clients().await;
     let faults = h.env.dev().unwrap().faults();
     faults.refuse_connections(Duration::from_secs(2));
-    let gw = Gateway::start(settings(&h.master, h.env.namespace()), client)
+    let gw = Gateway::start(settings(&h.master, h.env.namespace()), clients)
         .await
         .expect("starts without the API server");
     let addr = gw.local_addr();

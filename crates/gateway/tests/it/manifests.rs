@@ -214,6 +214,24 @@ fn services() {
     );
     let spec = svc.spec.unwrap();
     assert_eq!(spec.ports.as_ref().unwrap()[0].port, 8080);
+    // Devices reach the device port only; peers reach each other's pod IPs (the peer port is
+    // in no Service).
+    for file in [
+        "k8s/gateway/service.yaml",
+        "k8s/gateway/service-nodeport.yaml",
+    ] {
+        let svc: Service = serde_json::from_value(of_kind(&docs(file), "Service")).unwrap();
+        for p in svc.spec.unwrap().ports.unwrap() {
+            let target = p.target_port.map(|t| match t {
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s,
+                k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(i) => i.to_string(),
+            });
+            assert!(
+                !matches!(target.as_deref(), Some("peer" | "8081")),
+                "{file} exposes the peer port"
+            );
+        }
+    }
     let np: Service = serde_json::from_value(of_kind(
         &docs("k8s/gateway/service-nodeport.yaml"),
         "Service",
@@ -328,16 +346,51 @@ fn replicas_spread_with_a_disruption_budget_and_an_advertise_url() {
             .find(|e| e.name == name)
             .and_then(|e| e.value.clone())
     };
-    // The advertise URL reaches the device port (the container port named http).
-    let url = value("APOLLO_ADVERTISE_URL").expect("advertise URL");
-    let port = c
-        .ports
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|p| p.name.as_deref() == Some("http"))
-        .unwrap();
-    assert_eq!(url, format!("http://$(POD_IP):{}", port.container_port));
+    // Peers reach the peer listener: the container port named `peer` is --peer-addr's, and
+    // the advertise URL the binary derives from POD_IP follows it (none set by hand).
+    assert_eq!(value("APOLLO_ADVERTISE_URL"), None);
+    let port = |name: &str| {
+        c.ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no container port {name}"))
+            .container_port
+    };
+    let peer_port = port("peer");
+    assert_ne!(peer_port, port("http"));
+    let args = c.args.clone().unwrap();
+    assert!(
+        args.contains(&format!("--peer-addr=:{peer_port}")),
+        "{args:?}"
+    );
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        key.path(),
+        format!(
+            "{}\n",
+            apollo_protocol::keys::MasterKey::new("k1", [1; 32]).unwrap()
+        ),
+    )
+    .unwrap();
+    let split = apollo_gateway::config::split_equals(args.iter().cloned());
+    let refs: Vec<&str> = split.iter().map(String::as_str).collect();
+    let cli =
+        <apollo_gateway::config::Cli as argh::FromArgs>::from_args(&["apollo-gateway"], &refs)
+            .unwrap();
+    let env = apollo_process::env::MapEnv::from_pairs([
+        ("APOLLO_MASTER_KEY_FILE", key.path().to_str().unwrap()),
+        ("POD_IP", "10.0.0.7"),
+    ]);
+    let mut cli = cli;
+    cli.master_key_file = None;
+    cli.revocation_file = None;
+    let config = cli.serve_config(&env).expect("deployment args resolve");
+    assert_eq!(
+        config.settings.advertise_url,
+        Some(format!("http://10.0.0.7:{peer_port}"))
+    );
     assert_eq!(value("APOLLO_LEASE_DURATION").as_deref(), Some("15s"));
     // Readiness on the metrics listener (cache and membership).
     let probe = c
@@ -370,7 +423,7 @@ fn replicas_spread_with_a_disruption_budget_and_an_advertise_url() {
     ))
     .unwrap();
     assert!(kustomization.contains("gateway/pdb.yaml"));
-    // TLS: one replica (forwarding between replicas is plain HTTP).
+    // TLS keeps the replicas: forwarding goes to the plain-HTTP peer listener.
     let patch = &docs("k8s/patches/gateway-tls.yaml")[0];
-    assert_eq!(patch["spec"]["replicas"], 1);
+    assert!(patch["spec"]["replicas"].is_null(), "{patch}");
 }

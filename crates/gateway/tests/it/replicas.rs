@@ -1,7 +1,9 @@
 //! The replica route (`POST /v1/replicas/reports`, forwarded reports) is attack surface on
-//! the device listener: authentication from the headers before any body byte is read,
-//! bounded bodies, replay protection, a device key is not a replica key, and a valid batch
-//! reaches the owner's liveness and status.
+//! the device listener, or on the peer listener with `--peer-addr`: authentication from the
+//! headers before any body byte is read, bounded bodies, replay protection, a device key is
+//! not a replica key, and a valid batch reaches the owner's liveness and status. With a peer
+//! listener the device listener no longer serves the route, the peer listener serves nothing
+//! else, and it has the device listener's pre-authentication bounds.
 
 use crate::common;
 
@@ -43,6 +45,69 @@ fn report(instance: &str, observed: Vec<ObservedProcess>) -> Report {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
     let h = Harness::start().await;
+    assert_eq!(h.gw().peer_addr(), None);
+    hostile_input_and_a_peer(&h, h.addr).await;
+    h.env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_listener_alone_serves_the_replica_route_with_the_same_bounds() {
+    let h = Harness::start_with(|s| s.peer_addr = Some(([127, 0, 0, 1], 0).into())).await;
+    let peer = h.gw().peer_addr().expect("a peer listener");
+    assert_ne!(peer, h.addr);
+    // The device listener: the replica route is an unknown route, even correctly signed.
+    let ring = MasterKeyRing::from(h.master.clone());
+    let body = br#"{"reports":[]}"#;
+    let headers = signed(&ring, body, &generate_nonce());
+    let r = raw_request(h.addr, &build_request("POST", FORWARD_PATH, &headers, body))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    // ... and the same signed request is accepted on the peer listener.
+    let r = raw_request(peer, &build_request("POST", FORWARD_PATH, &headers, body))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // The peer listener serves nothing else: no device API, no metrics.
+    let dev = h.device("dev-x");
+    let path = dev.desired_path();
+    let auth = auth_headers(&dev.key, "GET", &path, b"", unix_now(), &generate_nonce());
+    for (method, path, headers) in [
+        ("GET", path.as_str(), auth),
+        ("GET", "/metrics", vec![]),
+        ("GET", "/healthz", vec![]),
+    ] {
+        let r = raw_request(peer, &build_request(method, path, &headers, b""))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 404, "{method} {path} on the peer listener");
+    }
+    // Pre-authentication bounds: a head over the 8 KiB buffer is refused...
+    let huge = format!(
+        "POST {FORWARD_PATH} HTTP/1.1\r\nHost: gw\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(apollo_gateway::limits::HEAD_BUFFER)
+    );
+    let r = raw_request(peer, huge.as_bytes()).await.unwrap();
+    assert_eq!(r.status, 431);
+    // ... and a head never finished is cut at the header timeout (800 ms in these tests).
+    let mut slow = tokio::net::TcpStream::connect(peer).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    slow.write_all(b"POST /v1/replicas/reports HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "an unfinished head keeps the connection open"
+    );
+    // The whole hostile-input suite, on the peer listener.
+    hostile_input_and_a_peer(&h, peer).await;
+    h.env.cleanup().await;
+}
+
+/// Hostile batches refused, a valid one accepted and applied, on the listener at `addr`.
+async fn hostile_input_and_a_peer(h: &Harness, addr: std::net::SocketAddr) {
     let ring = MasterKeyRing::from(h.master.clone());
     let dp = h.create_dp("dp-fw", "dev-fw", "x").await;
     let hash = apollo_api::spec_hash(&dp.spec);
@@ -54,7 +119,7 @@ async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
     )
     .into_bytes();
     req.extend_from_slice(b"{");
-    let r = raw_request(h.addr, &req).await.unwrap();
+    let r = raw_request(addr, &req).await.unwrap();
     assert_eq!(r.status, 401);
     assert!(
         started.elapsed() < Duration::from_millis(700),
@@ -71,13 +136,13 @@ async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
         unix_now(),
         &generate_nonce(),
     );
-    let r = raw_request(h.addr, &build_request("POST", FORWARD_PATH, &dev, body))
+    let r = raw_request(addr, &build_request("POST", FORWARD_PATH, &dev, body))
         .await
         .unwrap();
     assert_eq!(r.status, 401);
 
     // Wrong method.
-    let r = raw_request(h.addr, &build_request("GET", FORWARD_PATH, &[], b""))
+    let r = raw_request(addr, &build_request("GET", FORWARD_PATH, &[], b""))
         .await
         .unwrap();
     assert_eq!(r.status, 405);
@@ -85,7 +150,7 @@ async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
     // Signed, but over the size limit (by Content-Length): 413 unread.
     let big = vec![b' '; apollo_gateway::forward::MAX_FORWARD_BODY + 1];
     let r = raw_request(
-        h.addr,
+        addr,
         &build_request(
             "POST",
             FORWARD_PATH,
@@ -99,7 +164,7 @@ async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
 
     // Signed for another body: 401.
     let r = raw_request(
-        h.addr,
+        addr,
         &build_request(
             "POST",
             FORWARD_PATH,
@@ -123,7 +188,7 @@ async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
     };
     let many = serde_json::to_vec(&many).unwrap();
     let r = raw_request(
-        h.addr,
+        addr,
         &build_request(
             "POST",
             FORWARD_PATH,
@@ -160,12 +225,9 @@ async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
     let body = serde_json::to_vec(&batch).unwrap();
     let nonce = generate_nonce();
     let headers = signed(&ring, &body, &nonce);
-    let r = raw_request(
-        h.addr,
-        &build_request("POST", FORWARD_PATH, &headers, &body),
-    )
-    .await
-    .unwrap();
+    let r = raw_request(addr, &build_request("POST", FORWARD_PATH, &headers, &body))
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["accepted"], 1);
     h.wait_status(
@@ -184,17 +246,104 @@ async fn the_replica_route_refuses_hostile_input_and_accepts_a_peer() {
     )
     .await;
     // The same request again: a replay.
-    let r = raw_request(
-        h.addr,
-        &build_request("POST", FORWARD_PATH, &headers, &body),
-    )
-    .await
-    .unwrap();
+    let r = raw_request(addr, &build_request("POST", FORWARD_PATH, &headers, &body))
+        .await
+        .unwrap();
     assert_eq!(r.status, 401);
     let metrics = h.gw().metrics().encode();
     assert!(
         metrics.contains("apollo_gateway_forwarded_reports_total{result=\"received\"} 1"),
         "{metrics}"
     );
+}
+
+/// Membership has its own API client (its own connection pool): with every request of the
+/// main client hanging (its API server address is a socket that accepts and never answers),
+/// the Lease is still renewed round after round and the write fence holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_proceed_while_every_main_client_request_hangs() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let mut h = Harness::start().await;
+    h.stop_gateway().await;
+    if h.skip_on_real_cluster("rewrites the in-process cluster's kubeconfig") {
+        return;
+    }
+    // A black hole: accepts connections, holds them, never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hole.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(stream);
+        }
+    });
+    let kubeconfig = h
+        .env
+        .dev()
+        .unwrap()
+        .kubeconfig(apollo_devcluster::User::Gateway);
+    let text = std::fs::read_to_string(&kubeconfig).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .unwrap()
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let hung = dir.path().join("hung.kubeconfig");
+    std::fs::write(
+        &hung,
+        text.replace(&server, &format!("https://{hole_addr}")),
+    )
+    .unwrap();
+    let clients = apollo_gateway::kubeapi::Clients {
+        api: apollo_gateway::kubeapi::client(Some(hung.to_str().unwrap()))
+            .await
+            .unwrap(),
+        membership: apollo_gateway::kubeapi::client(Some(kubeconfig.to_str().unwrap()))
+            .await
+            .unwrap(),
+    };
+    let mut s = settings(&h.master, h.env.namespace());
+    s.id = Some("gw-hung".into());
+    s.lease_duration = Duration::from_secs(1);
+    let gw = apollo_gateway::Gateway::start(s, clients).await.unwrap();
+    let leases: kube::Api<Lease> = kube::Api::namespaced(h.env.admin().await, h.env.namespace());
+    let name = apollo_gateway::membership::MembershipConfig::lease_name("gw-hung");
+    let renewals = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    wait_until(
+        "three renewals of the Lease while the main client hangs",
+        Duration::from_secs(10),
+        || {
+            let (leases, name, renewals) = (leases.clone(), name.clone(), renewals.clone());
+            async move {
+                if let Ok(Some(l)) = leases.get_opt(&name).await
+                    && let Some(t) = l.spec.and_then(|s| s.renew_time)
+                {
+                    renewals.lock().unwrap().insert(t.0.to_string());
+                }
+                renewals.lock().unwrap().len() >= 3
+            }
+        },
+    )
+    .await;
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the main client never tried: the test would prove nothing"
+    );
+    assert!(
+        !gw.is_ready(),
+        "the watch cannot have synced through the black hole"
+    );
+    assert!(
+        gw.ownership().write_deadline().is_some(),
+        "the write fence lapsed"
+    );
+    gw.shutdown().await;
+    holder.abort();
     h.env.cleanup().await;
 }

@@ -125,8 +125,8 @@ impl Harness {
         if let Some(a) = addr {
             s.addr = a;
         }
-        let client = self.gateway_client().await;
-        let gw = Gateway::start(s, client).await.expect("gateway starts");
+        let clients = self.gateway_clients().await;
+        let gw = Gateway::start(s, clients).await.expect("gateway starts");
         self.addr = gw.local_addr();
         self.metrics_addr = gw.metrics_addr();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -140,16 +140,19 @@ impl Harness {
         self.gateway = Some(gw);
     }
 
-    /// A client as the gateway's ServiceAccount, built the way the binary builds it.
+    /// Clients as the gateway's ServiceAccount, built the way the binary builds them.
     /// On a real cluster (`APOLLO_TEST_KUBECONFIG`): admin impersonating the ServiceAccount.
-    pub async fn gateway_client(&self) -> kube::Client {
+    pub async fn gateway_clients(&self) -> apollo_gateway::kubeapi::Clients {
         let Some(dev) = self.env.dev() else {
-            return self.env.as_user(User::Gateway).await;
+            return apollo_gateway::kubeapi::Clients {
+                api: self.env.as_user(User::Gateway).await,
+                membership: self.env.as_user(User::Gateway).await,
+            };
         };
         let kubeconfig = dev.kubeconfig(User::Gateway);
-        apollo_gateway::kubeapi::client(Some(&kubeconfig.display().to_string()))
+        apollo_gateway::kubeapi::clients(Some(&kubeconfig.display().to_string()))
             .await
-            .expect("gateway client")
+            .expect("gateway clients")
     }
 
     /// Whether the in-process cluster (request counters, fault injection) is available.
@@ -440,6 +443,59 @@ impl TestDevice {
     }
 }
 
+/// A CA and a "localhost" certificate signed by it, as PEM (ca, cert, key).
+pub fn ca_and_leaf() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) over TLS to "localhost" at
+/// `addr`, trusting only `ca_pem`: the response's status line and the TLS version, or the
+/// error.
+pub async fn https_request(
+    addr: SocketAddr,
+    ca_pem: &str,
+    versions: &[&'static tokio_rustls::rustls::SupportedProtocolVersion],
+    request: &[u8],
+) -> Result<(String, tokio_rustls::rustls::ProtocolVersion), String> {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let version = tls.get_ref().1.protocol_version().unwrap();
+    tls.write_all(request).await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    Ok((text.lines().next().unwrap_or("").to_string(), version))
+}
+
 /// An apollo-agent running in-process.
 pub struct RunningAgent {
     pub agent: std::sync::Arc<apollo_agent::Agent>,
@@ -449,8 +505,14 @@ pub struct RunningAgent {
 
 impl RunningAgent {
     pub fn start(base_url: &str, key: DeviceKey) -> RunningAgent {
+        Self::start_with_ca(base_url, key, None)
+    }
+
+    /// [`RunningAgent::start`] trusting `ca_pem` for `https://` URLs.
+    pub fn start_with_ca(base_url: &str, key: DeviceKey, ca_pem: Option<&str>) -> RunningAgent {
         let device = key.device().to_string();
         let mut config = apollo_agent::Config::new(&device, base_url, key);
+        config.gateway_ca = ca_pem.map(|c| c.as_bytes().to_vec());
         config.long_poll = Duration::from_secs(5);
         config.initial_heartbeat = HEARTBEAT;
         config.heartbeat_min = Duration::from_millis(50);

@@ -238,8 +238,8 @@ pub struct DeriveCommand {
 pub enum ConfigError {
     #[error(transparent)]
     Runtime(#[from] apollo_process::ConfigError),
-    #[error("invalid --addr {0:?}: expected HOST:PORT or :PORT")]
-    Addr(String),
+    #[error("invalid {flag} {value:?}: expected HOST:PORT or :PORT")]
+    Addr { flag: &'static str, value: String },
     #[error("a master key ring is required: --master-key-file or APOLLO_MASTER_KEY_FILE")]
     MissingMasterKey,
     #[error("cannot read master key file {path}: {source}")]
@@ -275,9 +275,12 @@ pub fn split_equals(args: impl IntoIterator<Item = String>) -> Vec<String> {
     apollo_process::args::split_equals(args.clone(), SWITCHES).unwrap_or(args)
 }
 
-/// Parses a listen address: `:8080` (all interfaces), `HOST:PORT`, `localhost:PORT`.
-pub fn parse_addr(text: &str) -> Result<SocketAddr, ConfigError> {
-    let bad = || ConfigError::Addr(text.to_string());
+/// Parses the listen address given to `flag`: `:8080` (all interfaces), `HOST:PORT`, `localhost:PORT`.
+pub fn parse_addr(flag: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = || ConfigError::Addr {
+        flag,
+        value: text.to_string(),
+    };
     let text = text.trim();
     if let Some(port) = text.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| bad())?;
@@ -318,18 +321,14 @@ impl Cli {
     pub fn serve_config(&self, env: &dyn Env) -> Result<ServeConfig, ConfigError> {
         let addr_text = flag_or_env(self.addr.clone(), env, "APOLLO_ADDR")?
             .unwrap_or_else(|| DEFAULT_ADDR.to_string());
-        let addr = parse_addr(&addr_text)?;
+        let addr = parse_addr("--addr", &addr_text)?;
         let metrics_text = flag_or_env(self.metrics_addr.clone(), env, "APOLLO_METRICS_ADDR")?
             .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string());
-        let metrics_addr = parse_addr(&metrics_text)?;
+        let metrics_addr = parse_addr("--metrics-addr", &metrics_text)?;
         let peer_addr = match flag_or_env(self.peer_addr.clone(), env, "APOLLO_PEER_ADDR")?
             .filter(|a| !a.is_empty())
         {
-            Some(text) => Some(parse_addr(&text).map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "invalid --peer-addr {text:?}: expected HOST:PORT or :PORT"
-                ))
-            })?),
+            Some(text) => Some(parse_addr("--peer-addr", &text)?),
             None => None,
         };
         let kubeconfig = flag_or_env(self.kubeconfig.clone(), env, "APOLLO_KUBECONFIG")?;
@@ -906,6 +905,15 @@ mod tests {
             .serve_config(&none)
             .unwrap_err();
         assert!(err.to_string().contains("nonsense"), "{err}");
+        assert!(err.to_string().starts_with("invalid --addr "), "{err}");
+        let err = parse(&["--master-key-file", path, "--metrics-addr", "nonsense"])
+            .unwrap()
+            .serve_config(&none)
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid --metrics-addr "),
+            "{err}"
+        );
         let err = parse(&[
             "--master-key-file",
             path,
@@ -1026,16 +1034,19 @@ mod tests {
     #[test]
     fn addresses() {
         assert_eq!(
-            parse_addr(":8080").unwrap(),
+            parse_addr("--addr", ":8080").unwrap(),
             "0.0.0.0:8080".parse().unwrap()
         );
         assert_eq!(
-            parse_addr("localhost:1").unwrap(),
+            parse_addr("--addr", "localhost:1").unwrap(),
             "127.0.0.1:1".parse().unwrap()
         );
-        assert_eq!(parse_addr("[::]:80").unwrap(), "[::]:80".parse().unwrap());
+        assert_eq!(
+            parse_addr("--addr", "[::]:80").unwrap(),
+            "[::]:80".parse().unwrap()
+        );
         for bad in ["", "8080", ":", ":99999", "host"] {
-            assert!(parse_addr(bad).is_err(), "{bad}");
+            assert!(parse_addr("--addr", bad).is_err(), "{bad}");
         }
     }
 

@@ -196,46 +196,24 @@ impl App {
             identity: self.identity(),
         };
 
-        let Some(le) = self.config.leader_election.clone() else {
-            self.leading.send_replace(true);
-            self.metrics.leader.set(1);
-            let (caches, run) = controller::build(
-                self.client.clone(),
-                settings,
-                self.metrics.clone(),
-                stopped(),
-            );
-            let readiness = self.readiness.clone();
-            let sync = tokio::spawn(async move {
-                if caches.synced().await {
-                    tracing::info!("caches synced");
-                    readiness.set_ready(true);
+        // With leader election a standby replica is healthy and ready (its job is to wait
+        // for the Lease) and runs the controller only once it leads; without it, this
+        // replica runs the controller at once and is ready when the caches have synced.
+        let mut elector = match self.config.leader_election.clone() {
+            Some(le) => {
+                let mut elector = leader::LeaderElector::new(self.client.clone(), le);
+                self.readiness.set_ready(true);
+                tokio::select! {
+                    () = elector.acquire() => {}
+                    () = stopped() => {
+                        tracing::info!("stopped before acquiring the leader lease");
+                        return Ok(());
+                    }
                 }
-            });
-            let stop = stopped();
-            tokio::select! {
-                () = run => {}
-                () = async { stop.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-                    tracing::warn!("running reconciles did not finish in time; stopping anyway");
-                }
+                Some(elector)
             }
-            sync.abort();
-            self.metrics.leader.set(0);
-            self.leading.send_replace(false);
-            tracing::info!("controller stopped");
-            return Ok(());
+            None => None,
         };
-
-        let mut elector = leader::LeaderElector::new(self.client.clone(), le);
-        // A standby replica is healthy and ready: its job is to wait for the Lease.
-        self.readiness.set_ready(true);
-        tokio::select! {
-            () = elector.acquire() => {}
-            () = stopped() => {
-                tracing::info!("stopped before acquiring the leader lease");
-                return Ok(());
-            }
-        }
         self.leading.send_replace(true);
         self.metrics.leader.set(1);
         let (caches, run) = controller::build(
@@ -244,20 +222,30 @@ impl App {
             self.metrics.clone(),
             stopped(),
         );
+        let readiness = elector.is_none().then(|| self.readiness.clone());
         let sync = tokio::spawn(async move {
             if caches.synced().await {
                 tracing::info!("caches synced");
+                if let Some(readiness) = readiness {
+                    readiness.set_ready(true);
+                }
             }
         });
         let mut run = Box::pin(run);
         let stop = stopped();
+        let held = async {
+            match elector.as_mut() {
+                Some(elector) => elector.hold().await,
+                None => std::future::pending().await,
+            }
+        };
         let lost = tokio::select! {
             () = &mut run => false,
             () = async { stop.await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
                 tracing::warn!("running reconciles did not finish in time; stopping anyway");
                 false
             }
-            () = elector.hold() => true,
+            () = held => true,
         };
         sync.abort();
         self.metrics.leader.set(0);
@@ -268,10 +256,12 @@ impl App {
             // The process exits and is restarted as a candidate.
             return Err(Error::LostLeadership);
         }
-        match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "could not release the leader lease"),
-            Err(_) => tracing::warn!("timed out releasing the leader lease"),
+        if let Some(mut elector) = elector {
+            match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "could not release the leader lease"),
+                Err(_) => tracing::warn!("timed out releasing the leader lease"),
+            }
         }
         tracing::info!("controller stopped");
         Ok(())

@@ -624,14 +624,7 @@ async fn a_replica_cut_off_from_the_api_stops_writing_and_its_devices_move() {
     }
     // gw-c reaches the API server through the proxy.
     let kubeconfig = h.env.dev().unwrap().kubeconfig(User::Gateway);
-    let text = std::fs::read_to_string(&kubeconfig).unwrap();
-    let server = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server:"))
-        .unwrap()
-        .trim()
-        .trim_matches('"')
-        .to_string();
+    let (text, server) = common::kubeconfig_server(&kubeconfig);
     let upstream: SocketAddr = server
         .trim_start_matches("https://")
         .trim_end_matches('/')

@@ -285,14 +285,7 @@ async fn lease_renewals_proceed_while_every_main_client_request_hangs() {
         .dev()
         .unwrap()
         .kubeconfig(apollo_devcluster::User::Gateway);
-    let text = std::fs::read_to_string(&kubeconfig).unwrap();
-    let server = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server:"))
-        .unwrap()
-        .trim()
-        .trim_matches('"')
-        .to_string();
+    let (text, server) = common::kubeconfig_server(&kubeconfig);
     let dir = tempfile::tempdir().unwrap();
     let hung = dir.path().join("hung.kubeconfig");
     std::fs::write(

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use apollo_api::{DeviceProcess, DeviceProcessSpec};
@@ -441,6 +441,20 @@ impl TestDevice {
         )
         .await
     }
+}
+
+/// A kubeconfig's text and the API server URL it names (`server:`), for tests that point a
+/// copy of it somewhere else.
+pub fn kubeconfig_server(path: &Path) -> (String, String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .expect("a server: line")
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    (text, server)
 }
 
 /// A CA and a "localhost" certificate signed by it, as PEM (ca, cert, key).

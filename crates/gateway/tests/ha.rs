@@ -30,14 +30,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apollo_api::DeviceProcess;
 use apollo_devcluster::User;
+use apollo_devcluster::testing::DeviceProcessObserver;
 use common::*;
-use futures::StreamExt;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
-use kube::runtime::{WatchStreamExt, watcher};
 
 const BIN: &str = env!("CARGO_BIN_EXE_apollo-gateway");
 
@@ -183,82 +181,6 @@ impl Drop for Replica {
     }
 }
 
-/// Watches DeviceProcesses: the latest of each, and every object ever seen with
-/// `AgentConnected=False`.
-struct Observer {
-    latest: Arc<Mutex<HashMap<String, DeviceProcess>>>,
-    disconnected: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Observer {
-    async fn start(h: &Harness) -> Observer {
-        let api: Api<DeviceProcess> = h.dps().await;
-        let latest = Arc::new(Mutex::new(HashMap::new()));
-        let disconnected = Arc::new(Mutex::new(Vec::new()));
-        let (l, d) = (latest.clone(), disconnected.clone());
-        let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(
-                // With backoff: once the API server is gone every attempt fails at once, and
-                // a stream that never returns Pending would keep its worker thread (and the
-                // runtime's shutdown) busy forever.
-                watcher::watcher(api, watcher::Config::default()).default_backoff()
-            );
-            while let Some(ev) = stream.next().await {
-                let dp = match ev {
-                    Ok(watcher::Event::Apply(dp)) | Ok(watcher::Event::InitApply(dp)) => dp,
-                    _ => continue,
-                };
-                let name = dp.metadata.name.clone().unwrap_or_default();
-                if cond_status(&dp, "AgentConnected").as_deref() == Some("False") {
-                    d.lock().unwrap().push(name.clone());
-                }
-                l.lock().unwrap().insert(name, dp);
-            }
-        });
-        Observer {
-            latest,
-            disconnected,
-            task,
-        }
-    }
-
-    fn count(&self, pred: impl Fn(&DeviceProcess) -> bool) -> usize {
-        self.latest
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|d| pred(d))
-            .count()
-    }
-
-    fn disconnected(&self) -> Vec<String> {
-        self.disconnected.lock().unwrap().clone()
-    }
-
-    /// Checks every 100 ms for `window` that no DeviceProcess has shown
-    /// `AgentConnected=False` (the watch records every version, so a flap between checks
-    /// counts too).
-    async fn hold_without_flap(&self, window: Duration) {
-        let until = Instant::now() + window;
-        while Instant::now() < until {
-            assert!(self.disconnected().is_empty(), "{:?}", self.disconnected());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Observer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn healthy(dp: &DeviceProcess) -> bool {
-    cond_status(dp, "AgentConnected").as_deref() == Some("True")
-        && cond_status(dp, "SpecObserved").as_deref() == Some("True")
-}
-
 /// Events in the namespace by (type, reason).
 async fn event_counts(h: &Harness) -> BTreeMap<(String, String), usize> {
     let api: Api<Event> = Api::namespaced(h.env.admin().await, h.env.namespace());
@@ -375,12 +297,12 @@ async fn three_replicas_survive_a_sigkill_without_a_flap() {
     .await;
     // From now on the member set is stable until the kill: writes are counted from here.
     let stable = log_now();
-    let observer = Observer::start(&h).await;
+    let observer = DeviceProcessObserver::start(h.dps().await);
     let agents = start_agents(&h, &[&a, &b, &c], DEVICES).await;
     wait_until(
         "every DeviceProcess connected and observed",
         Duration::from_secs(60),
-        || async { observer.count(healthy) == DEVICES },
+        || async { observer.connected_and_observed() == DEVICES },
     )
     .await;
     // Every transition's Events posted: one AgentConnected and one SpecObserved each.
@@ -428,8 +350,8 @@ async fn three_replicas_survive_a_sigkill_without_a_flap() {
         "ownership moved in {failover:?}, more than lease + heartbeat"
     );
     // Three stale windows later: still nobody disconnected, no Event at all.
-    observer.hold_without_flap(STALE_AFTER * 2).await;
-    assert_eq!(observer.count(healthy), DEVICES);
+    observer.hold_without_flap(STALE_AFTER * 2).await.unwrap();
+    assert_eq!(observer.connected_and_observed(), DEVICES);
     assert_eq!(
         event_counts(&h).await,
         expected,
@@ -466,10 +388,10 @@ async fn scaling_two_to_three_moves_devices_without_a_flap() {
     let a = Replica::spawn(&h, &key_file, "gw-a");
     let b = Replica::spawn(&h, &key_file, "gw-b");
     wait_members(&[&a, &b], 2.0, Duration::from_secs(30)).await;
-    let observer = Observer::start(&h).await;
+    let observer = DeviceProcessObserver::start(h.dps().await);
     let agents = start_agents(&h, &[&a, &b], DEVICES).await;
     wait_until("all healthy", Duration::from_secs(60), || async {
-        observer.count(healthy) == DEVICES
+        observer.connected_and_observed() == DEVICES
     })
     .await;
     wait_until("initial Events", Duration::from_secs(30), || async {
@@ -494,8 +416,8 @@ async fn scaling_two_to_three_moves_devices_without_a_flap() {
         joined.elapsed().as_millis()
     );
     // Agents still talk to gw-a and gw-b only: gw-c learns of its devices by forwarding.
-    observer.hold_without_flap(STALE_AFTER * 2).await;
-    assert_eq!(observer.count(healthy), DEVICES);
+    observer.hold_without_flap(STALE_AFTER * 2).await.unwrap();
+    assert_eq!(observer.connected_and_observed(), DEVICES);
     assert_eq!(
         event_counts(&h).await,
         before,
@@ -530,13 +452,13 @@ async fn a_real_agent_fails_over_to_the_next_url() {
     let mut a = Replica::spawn(&h, &key_file, "gw-a");
     let b = Replica::spawn(&h, &key_file, "gw-b");
     wait_members(&[&a, &b], 2.0, Duration::from_secs(30)).await;
-    let observer = Observer::start(&h).await;
+    let observer = DeviceProcessObserver::start(h.dps().await);
     let agent = RunningAgent::start(
         &format!("{},{}", a.url(), b.url()),
         h.master.derive("dev-000"),
     );
     wait_until("healthy", Duration::from_secs(20), || async {
-        observer.count(healthy) == 1
+        observer.connected_and_observed() == 1
     })
     .await;
     let ok_before = b
@@ -554,8 +476,8 @@ async fn a_real_agent_fails_over_to_the_next_url() {
     })
     .await;
     eprintln!("agent failed over in {} ms", killed.elapsed().as_millis());
-    observer.hold_without_flap(STALE_AFTER * 2).await;
-    assert_eq!(observer.count(healthy), 1);
+    observer.hold_without_flap(STALE_AFTER * 2).await.unwrap();
+    assert_eq!(observer.connected_and_observed(), 1);
     agent.stop().await;
     drop(b);
     h.env.cleanup().await;
@@ -641,10 +563,10 @@ async fn a_replica_cut_off_from_the_api_stops_writing_and_its_devices_move() {
     let b = Replica::spawn(&h, &key_file, "gw-b");
     let c = Replica::spawn_with(&h, &key_file, "gw-c", &proxied);
     wait_members(&[&a, &b, &c], 3.0, Duration::from_secs(30)).await;
-    let observer = Observer::start(&h).await;
+    let observer = DeviceProcessObserver::start(h.dps().await);
     let agents = start_agents(&h, &[&a, &b, &c], DEVICES).await;
     wait_until("all healthy", Duration::from_secs(60), || async {
-        observer.count(healthy) == DEVICES
+        observer.connected_and_observed() == DEVICES
     })
     .await;
     wait_until("initial Events", Duration::from_secs(30), || async {
@@ -673,8 +595,8 @@ async fn a_replica_cut_off_from_the_api_stops_writing_and_its_devices_move() {
         "partition: gw-a and gw-b own all {DEVICES} devices {} ms after gw-c was cut off",
         cut_at.elapsed().as_millis()
     );
-    observer.hold_without_flap(STALE_AFTER * 2).await;
-    assert_eq!(observer.count(healthy), DEVICES);
+    observer.hold_without_flap(STALE_AFTER * 2).await.unwrap();
+    assert_eq!(observer.connected_and_observed(), DEVICES);
     assert!(c.writes(&cut_log).is_empty(), "gw-c wrote while cut off");
     // Heal: gw-c renews, rejoins and owns its share again, still without a flap or an Event.
     proxy.set(false);
@@ -688,8 +610,8 @@ async fn a_replica_cut_off_from_the_api_stops_writing_and_its_devices_move() {
         },
     )
     .await;
-    observer.hold_without_flap(STALE_AFTER * 2).await;
-    assert_eq!(observer.count(healthy), DEVICES);
+    observer.hold_without_flap(STALE_AFTER * 2).await.unwrap();
+    assert_eq!(observer.connected_and_observed(), DEVICES);
     assert_eq!(
         event_counts(&h).await,
         before,
@@ -747,7 +669,7 @@ async fn replicas_serving_tls_forward_reports_over_the_peer_listener() {
     let since = log_now();
     // Every agent talks HTTPS to gw-a only: gw-b's devices are connected only if gw-a's
     // forwarded reports reach gw-b (the advertise URL defaults to its peer port).
-    let observer = Observer::start(&h).await;
+    let observer = DeviceProcessObserver::start(h.dps().await);
     let a_url = format!("https://localhost:{}", a.addr.port());
     let agents: Vec<RunningAgent> = (0..DEVICES)
         .map(|i| {
@@ -757,7 +679,7 @@ async fn replicas_serving_tls_forward_reports_over_the_peer_listener() {
     wait_until(
         "every DeviceProcess connected and observed",
         Duration::from_secs(60),
-        || async { observer.count(healthy) == DEVICES },
+        || async { observer.connected_and_observed() == DEVICES },
     )
     .await;
     let received = b

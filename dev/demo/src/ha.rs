@@ -30,16 +30,14 @@
 //! Everything runs under a run name of its own (`apollo-ha-<pid>-<hex>`) and is removed at
 //! the end, on failure and on Ctrl-C, by [`crate::containers::Created`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail, ensure};
-use apollo_api::DeviceProcess;
-use futures::StreamExt as _;
+use apollo_devcluster::testing::DeviceProcessObserver;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
-use kube::runtime::{WatchStreamExt, watcher};
 
 use crate::agents::ComposeAgents;
 use crate::app::Shared;
@@ -185,99 +183,16 @@ fn bad_writers(
         .collect()
 }
 
-/// Watches the DeviceProcesses: the latest of each, and every one ever seen with
-/// `AgentConnected=False`.
-struct Observer {
-    latest: Arc<Mutex<HashMap<String, DeviceProcess>>>,
-    disconnected: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-fn condition(dp: &DeviceProcess, type_: &str) -> Option<String> {
-    dp.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.clone())
-}
-
-fn healthy(dp: &DeviceProcess) -> bool {
-    condition(dp, "AgentConnected").as_deref() == Some("True")
-        && condition(dp, "SpecObserved").as_deref() == Some("True")
-}
-
-impl Observer {
-    fn start(api: Api<DeviceProcess>) -> Observer {
-        let latest = Arc::new(Mutex::new(HashMap::new()));
-        let disconnected = Arc::new(Mutex::new(Vec::new()));
-        let (l, d) = (latest.clone(), disconnected.clone());
-        let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(
-                // With backoff: once the API server is gone every attempt fails at once, and
-                // a stream that never returns Pending would keep its worker thread (and the
-                // runtime's shutdown) busy forever.
-                watcher::watcher(api, watcher::Config::default()).default_backoff()
-            );
-            while let Some(ev) = stream.next().await {
-                let dp = match ev {
-                    Ok(watcher::Event::Apply(dp)) | Ok(watcher::Event::InitApply(dp)) => dp,
-                    _ => continue,
-                };
-                let name = dp.metadata.name.clone().unwrap_or_default();
-                if condition(&dp, "AgentConnected").as_deref() == Some("False") {
-                    lock(&d).push(name.clone());
-                }
-                lock(&l).insert(name, dp);
-            }
-        });
-        Observer {
-            latest,
-            disconnected,
-            task,
-        }
-    }
-
-    fn healthy(&self) -> usize {
-        lock(&self.latest).values().filter(|d| healthy(d)).count()
-    }
-
-    fn disconnected(&self) -> Vec<String> {
-        lock(&self.disconnected).clone()
-    }
-
-    /// Watches for `period`: fails as soon as a DeviceProcess shows `AgentConnected=False`
-    /// (a flap), and unless all `n` are connected and observed at the end.
-    async fn hold(&self, period: Duration, n: usize) -> Result<()> {
-        let until = Instant::now() + period;
-        while Instant::now() < until {
-            let d = self.disconnected();
-            ensure!(
-                d.is_empty(),
-                "AgentConnected=False seen on {}",
-                d.join(", ")
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let d = self.disconnected();
-        ensure!(
-            d.is_empty(),
-            "AgentConnected=False seen on {}",
-            d.join(", ")
-        );
-        let ok = self.healthy();
-        ensure!(
-            ok == n,
-            "{ok} of {n} DeviceProcesses connected and observed"
-        );
-        Ok(())
-    }
-}
-
-impl Drop for Observer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Watches for `period`: fails as soon as a DeviceProcess shows `AgentConnected=False`
+/// (a flap), and unless all `n` are connected and observed at the end.
+async fn hold(observer: &DeviceProcessObserver, period: Duration, n: usize) -> Result<()> {
+    observer.hold_without_flap(period).await?;
+    let ok = observer.connected_and_observed();
+    ensure!(
+        ok == n,
+        "{ok} of {n} DeviceProcesses connected and observed"
+    );
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -319,7 +234,7 @@ struct Ha {
     lease: Duration,
     /// The network separating the replicas from the API server.
     api_network: String,
-    observer: Option<Observer>,
+    observer: Option<DeviceProcessObserver>,
     /// The gateway's Events once every agent connected (nothing may add to them).
     baseline: BTreeMap<(String, String), usize>,
     /// When the member set was last stable (status writes are compared from there).
@@ -416,7 +331,7 @@ impl Ha {
             .ok_or_else(|| anyhow!("no gateway answers: {}", self.show_views(&views)))
     }
 
-    fn observer(&self) -> Result<&Observer> {
+    fn observer(&self) -> Result<&DeviceProcessObserver> {
         self.observer
             .as_ref()
             .ok_or_else(|| anyhow!("the DeviceProcess watch was not started (step 2 failed)"))
@@ -482,7 +397,7 @@ async fn step1_share(ha: &mut Ha, step: &Step) -> Result<()> {
 }
 
 async fn step2_connected(ha: &mut Ha, step: &Step) -> Result<()> {
-    let observer = Observer::start(ha.kube.device_processes());
+    let observer = DeviceProcessObserver::start(ha.kube.device_processes());
     let up = ha.compose.run(&["up", "-d"]).await?;
     step.did(&format!("$ {}\n{up}", ha.compose.display(&["up", "-d"])));
     let n = ha.n();
@@ -492,10 +407,15 @@ async fn step2_connected(ha: &mut Ha, step: &Step) -> Result<()> {
     ));
     let t = Instant::now();
     poll_until(SETTLE, ha.timings.poll, || async {
-        (observer.healthy() == n).then_some(())
+        (observer.connected_and_observed() == n).then_some(())
     })
     .await
-    .ok_or_else(|| anyhow!("{} of {n} connected and observed", observer.healthy()))?;
+    .ok_or_else(|| {
+        anyhow!(
+            "{} of {n} connected and observed",
+            observer.connected_and_observed()
+        )
+    })?;
     let want: BTreeMap<(String, String), usize> = [
         (("Normal".into(), "AgentConnected".into()), n),
         (("Normal".into(), "SpecObserved".into()), n),
@@ -571,11 +491,11 @@ async fn step4_no_flap(ha: &mut Ha, step: &Step) -> Result<()> {
         secs(ha.quiet()),
         ha.n()
     ));
-    ha.observer()?.hold(ha.quiet(), ha.n()).await?;
+    hold(ha.observer()?, ha.quiet(), ha.n()).await?;
     step.saw(&format!(
         "no AgentConnected=False in {} s; {} of {} connected and observed",
         secs(ha.quiet()),
-        ha.observer()?.healthy(),
+        ha.observer()?.connected_and_observed(),
         ha.n()
     ));
     ha.no_new_events(step).await?;
@@ -613,7 +533,7 @@ async fn step5_restart(ha: &mut Ha, step: &Step) -> Result<()> {
         secs(took),
         ha.show_views(&views)
     ));
-    ha.observer()?.hold(ha.quiet(), ha.n()).await?;
+    hold(ha.observer()?, ha.quiet(), ha.n()).await?;
     ha.no_new_events(step).await?;
     let seqs = ha.writers(since).await?;
     let bad = bad_writers(&seqs, |seq| seq.len() == 2 && seq[1] == g.id);
@@ -690,7 +610,7 @@ async fn step6_disconnect(ha: &mut Ha, step: &Step) -> Result<()> {
         secs(ha.in_time()),
         secs(OBSERVING)
     );
-    ha.observer()?.hold(ha.quiet(), ha.n()).await?;
+    hold(ha.observer()?, ha.quiet(), ha.n()).await?;
     ha.no_new_events(step).await?;
     let written = g.writes(cut_at).await?;
     ensure!(
@@ -740,7 +660,7 @@ async fn step7_reconnect(ha: &mut Ha, step: &Step) -> Result<()> {
         g.id,
         views[target].map(|(_, o)| o)
     );
-    ha.observer()?.hold(ha.quiet(), ha.n()).await?;
+    hold(ha.observer()?, ha.quiet(), ha.n()).await?;
     ha.no_new_events(step).await?;
     let seqs = ha.writers(cut_at).await?;
     let bad = bad_writers(&seqs, |seq| seq.len() == 2 && seq[1] == g.id);

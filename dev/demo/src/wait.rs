@@ -2,26 +2,24 @@
 //! or the deadline (the expectation) passes. Never a fixed sleep standing in for a check.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use apollo_devcluster::testing::poll_every;
 
 /// Calls `f` every `interval` until it returns `Some`, or `deadline` has passed (then `None`).
-/// `f` is always called at least once, and once more at the deadline.
+/// `f` is always called at least once, and once more at the deadline. The runbook's form of
+/// the testkit's [`poll_every`] (an `Option` instead of a `Result`).
 pub async fn poll_until<T, F, Fut>(deadline: Duration, interval: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let end = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        let now = Instant::now();
-        if now >= end {
-            return None;
-        }
-        tokio::time::sleep(interval.min(end - now)).await;
-    }
+    poll_every(interval, deadline, || {
+        let check = f();
+        async move { check.await.ok_or(()) }
+    })
+    .await
+    .ok()
 }
 
 /// Seconds with one decimal, as the report prints durations.
@@ -31,6 +29,8 @@ pub fn secs(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[tokio::test]

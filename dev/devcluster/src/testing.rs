@@ -3,7 +3,11 @@
 //!
 //! Also the test suites' one way to wait for a condition: [`poll_until`] (a deadline, never a
 //! fixed sleep standing in for synchronisation). Each crate's test helpers wrap it with the
-//! failure message their tests want.
+//! failure message their tests want. [`poll_every`] is the same with its own interval.
+//!
+//! And the one [`DeviceProcessObserver`]: a watch that records every DeviceProcess version
+//! showing `AgentConnected=False`, for the "no flap" checks of the gateway's replica tests and
+//! the demo's high-availability scenarios.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +18,9 @@ use rand::Rng;
 
 use crate::{DevCluster, Error, Options, User};
 
+mod observer;
+pub use observer::{DeviceProcessObserver, Flapped, condition_status, connected_and_observed};
+
 /// How often [`poll_until`] checks again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -21,7 +28,21 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// returns the last `Err` (the state last seen, for the test's failure message). `check` runs at
 /// least once, and once more after the deadline has passed, so a condition that became true
 /// while the test was descheduled still counts.
-pub async fn poll_until<T, E, F, Fut>(within: Duration, mut check: F) -> Result<T, E>
+pub async fn poll_until<T, E, F, Fut>(within: Duration, check: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    poll_every(POLL_INTERVAL, within, check).await
+}
+
+/// [`poll_until`] with its own interval (a runbook polls at the pace its timings set). The last
+/// wait before the deadline is cut short, so the final check happens at the deadline.
+pub async fn poll_every<T, E, F, Fut>(
+    interval: Duration,
+    within: Duration,
+    mut check: F,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -32,7 +53,10 @@ where
         match check().await {
             Ok(value) => return Ok(value),
             Err(last) if past => return Err(last),
-            Err(_) => tokio::time::sleep(POLL_INTERVAL).await,
+            Err(_) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(interval.min(left)).await;
+            }
         }
     }
 }

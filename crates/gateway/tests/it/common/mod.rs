@@ -276,12 +276,9 @@ pub fn spec(device: &str, arg: &str) -> DeviceProcessSpec {
     apollo_api::samples::shell_process(device, arg)
 }
 
-pub fn cond_status(dp: &DeviceProcess, type_: &str) -> Option<String> {
-    dp.status
-        .as_ref()
-        .and_then(|s| s.condition(type_))
-        .map(|c| c.status.clone())
-}
+/// The status of a DeviceProcess's condition (the testkit's, under the name these tests use).
+#[allow(unused_imports)] // not every test binary that includes this module reads conditions
+pub use apollo_devcluster::testing::condition_status as cond_status;
 
 /// A raw HTTP answer.
 #[derive(Debug, Clone)]

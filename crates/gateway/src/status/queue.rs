@@ -1,0 +1,147 @@
+//! The write queue: names of objects whose target differs from their live status, each queued
+//! at most once (coalesced), and the delay queue holding objects until their write interval
+//! (`--status-write-interval`) has passed since their last write landed.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{Notify, watch};
+
+use super::StatusController;
+use super::table::Obj;
+
+#[derive(Debug, Default)]
+pub(super) struct WorkQueue {
+    inner: Mutex<(VecDeque<String>, HashSet<String>)>,
+    pub(super) notify: Notify,
+}
+
+impl WorkQueue {
+    pub(super) fn push(&self, name: &str) {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if q.1.insert(name.to_string()) {
+            q.0.push_back(name.to_string());
+            drop(q);
+            self.notify.notify_one();
+        }
+    }
+
+    pub(super) fn try_pop(&self) -> Option<String> {
+        let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let name = q.0.pop_front()?;
+        q.1.remove(&name);
+        Some(name)
+    }
+
+    pub(super) async fn pop(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(name) = self.try_pop() {
+                // More work queued: wake another writer (one stored permit covers one waiter).
+                if self.len() > 0 {
+                    self.notify.notify_one();
+                }
+                return name;
+            }
+            notified.await;
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.len()
+    }
+}
+
+/// Objects waiting for their write interval to pass, earliest first.
+#[derive(Debug, Default)]
+pub(super) struct DelayQueue {
+    pub(super) heap: Mutex<BinaryHeap<Reverse<(tokio::time::Instant, String)>>>,
+    pub(super) notify: Notify,
+}
+
+impl StatusController {
+    /// Queues a write of `obj`, or delays it until its write interval has passed.
+    pub(super) fn enqueue(&self, obj: &mut Obj, name: &str) {
+        if obj.delayed {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        match obj.last_write.map(|t| t + self.write_interval) {
+            Some(at) if at > now && !self.flushing.load(Ordering::SeqCst) => {
+                obj.delayed = true;
+                let mut heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
+                heap.push(Reverse((at, name.to_string())));
+                drop(heap);
+                self.delayed.notify.notify_one();
+            }
+            _ => self.queue.push(name),
+        }
+    }
+
+    /// Moves delayed objects whose interval has passed (all of them with `all`) to the
+    /// write queue.
+    fn release_delayed(&self, now: tokio::time::Instant, all: bool) {
+        let due: Vec<String> = {
+            let mut heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
+            let mut due = Vec::new();
+            while let Some(Reverse((at, _))) = heap.peek() {
+                if !all && *at > now {
+                    break;
+                }
+                if let Some(Reverse((_, name))) = heap.pop() {
+                    due.push(name);
+                }
+            }
+            due
+        };
+        if due.is_empty() {
+            return;
+        }
+        let mut state = self.lock();
+        for name in due {
+            if let Some(obj) = state.objects.get_mut(&name) {
+                obj.delayed = false;
+                if obj.pending.is_some() && !obj.inflight {
+                    self.queue.push(&name);
+                }
+            }
+        }
+    }
+
+    /// Releases delayed writes when their interval has passed; at shutdown releases all of
+    /// them at once (the writers flush them within the grace period).
+    pub async fn run_delays(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let notified = self.delayed.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let next = {
+                let heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
+                heap.peek().map(|Reverse((at, _))| *at)
+            };
+            let sleep = async {
+                match next {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => self.release_delayed(tokio::time::Instant::now(), false),
+                _ = notified => {}
+                _ = crate::stopped(&mut shutdown) => {
+                    self.flush_delayed();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stops delaying writes and queues every delayed one (shutdown).
+    pub(super) fn flush_delayed(&self) {
+        self.flushing.store(true, Ordering::SeqCst);
+        self.release_delayed(tokio::time::Instant::now(), true);
+    }
+}

@@ -1,0 +1,170 @@
+//! The status controller's object table: per DeviceProcess its live and target views of the
+//! gateway-owned status, write bookkeeping, and the index of objects per device.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use apollo_api::AgentInfo;
+use apollo_api::conditions::status as cs;
+use apollo_protocol::wire::ObservedProcess;
+
+use super::compute::View;
+use crate::liveness::Agent;
+
+/// One DeviceProcess as the status controller tracks it.
+#[derive(Debug)]
+pub(super) struct Obj {
+    pub(super) namespace: Arc<str>,
+    pub(super) uid: String,
+    pub(super) device: String,
+    pub(super) generation: i64,
+    pub(super) spec_hash: String,
+    pub(super) resource_version: String,
+    pub(super) live: View,
+    /// The target when it differs from `live` (in the steady state it does not, so each
+    /// object holds one view).
+    pub(super) pending: Option<Box<View>>,
+    pub(super) inflight: bool,
+    /// When the last write of this object landed.
+    pub(super) last_write: Option<tokio::time::Instant>,
+    /// Waiting in the delay queue for its write interval to pass.
+    pub(super) delayed: bool,
+}
+
+impl Obj {
+    pub(super) fn target(&self) -> &View {
+        self.pending.as_deref().unwrap_or(&self.live)
+    }
+
+    pub(super) fn set_target(&mut self, target: View) {
+        self.pending = (target != self.live).then(|| Box::new(target));
+    }
+
+    /// A new live view; the target stays what it was.
+    pub(super) fn set_live(&mut self, live: View) {
+        if live == self.live {
+            return;
+        }
+        let old = std::mem::replace(&mut self.live, live);
+        let target = self.pending.take().map(|b| *b).unwrap_or(old);
+        self.set_target(target);
+    }
+}
+
+/// Every tracked DeviceProcess of the namespace, indexed by name and by device.
+#[derive(Debug, Default)]
+pub(super) struct State {
+    pub(super) objects: HashMap<String, Obj>,
+    /// Object names per device (usually one: a Vec is smaller than a set).
+    pub(super) by_device: HashMap<String, Vec<String>>,
+    pub(super) synced: bool,
+    /// The namespace of the objects, shared by all of them.
+    pub(super) namespace: Option<Arc<str>>,
+}
+
+/// Removes `name` from the objects of `device`.
+pub(super) fn unindex(by_device: &mut HashMap<String, Vec<String>>, device: &str, name: &str) {
+    if let Some(names) = by_device.get_mut(device) {
+        names.retain(|n| n != name);
+        if names.is_empty() {
+            by_device.remove(device);
+        }
+    }
+}
+
+/// Whether resourceVersion `a` is older than `b` (both numeric, as on every real server;
+/// otherwise never).
+pub(super) fn older(a: &str, b: &str) -> bool {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(a), Ok(b)) => a < b,
+        _ => false,
+    }
+}
+
+/// The agent view a device's objects' status shows (as at a restart): `None` unless one of
+/// them says `AgentConnected=True`.
+pub(super) fn seed_of(state: &State, names: &[String]) -> Option<Agent> {
+    let mut info: Option<AgentInfo> = None;
+    let mut observed = Vec::new();
+    for name in names {
+        let Some(obj) = state.objects.get(name) else {
+            continue;
+        };
+        let connected = obj
+            .live
+            .connected
+            .as_ref()
+            .is_some_and(|c| c.status == cs::TRUE);
+        if !connected {
+            continue;
+        }
+        if info.is_none() {
+            info = Some(obj.live.agent.clone().unwrap_or_default());
+        }
+        if let Some(hash) = &obj.live.observed_spec_hash {
+            observed.push(ObservedProcess {
+                name: name.clone(),
+                spec_hash: hash.clone(),
+                generation: obj.live.observed_generation,
+            });
+        }
+    }
+    info.map(|i| Agent::new(i.instance_id, i.version, observed, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::compute::compute;
+    use crate::status::fixtures::{H1, H2, WINDOW, agent, facts, ts};
+
+    #[test]
+    fn target_survives_live_updates() {
+        let a = compute(
+            &View::default(),
+            facts(H1),
+            Some(&agent("i1", Some(H1))),
+            WINDOW,
+            ts(0),
+        );
+        let b = compute(&a, facts(H2), Some(&agent("i1", Some(H1))), WINDOW, ts(1));
+        let mut obj = Obj {
+            namespace: Arc::from("default"),
+            uid: String::new(),
+            device: "d".into(),
+            generation: 1,
+            spec_hash: H1.into(),
+            resource_version: "1".into(),
+            live: a.clone(),
+            pending: None,
+            inflight: false,
+            last_write: None,
+            delayed: false,
+        };
+        assert_eq!(obj.target(), &a);
+        // Someone else changes the live status: our target (= the old live) stays.
+        obj.set_live(View::default());
+        assert_eq!(obj.target(), &a);
+        assert!(obj.pending.is_some());
+        // Our write lands: one view again.
+        obj.set_live(a.clone());
+        assert!(obj.pending.is_none());
+        obj.set_target(b.clone());
+        assert_eq!(obj.target(), &b);
+        obj.set_live(a.clone());
+        assert_eq!(
+            obj.target(),
+            &b,
+            "an older echo does not replace the target"
+        );
+        obj.set_live(b.clone());
+        assert!(obj.pending.is_none());
+    }
+
+    #[test]
+    fn resource_versions() {
+        assert!(older("5", "10"));
+        assert!(!older("10", "5"));
+        assert!(!older("abc", "5"));
+    }
+}

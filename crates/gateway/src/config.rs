@@ -40,6 +40,9 @@ pub const DEFAULT_MAX_LONG_POLLS: usize = 120_000;
 pub const DEFAULT_MAX_LONG_POLLS_PER_DEVICE: usize = 4;
 /// Default `--status-write-interval`.
 pub const DEFAULT_STATUS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a spec change's `SpecObserved=False` waits for a connected agent to report the
+/// new hash (`--observe-grace`).
+pub const DEFAULT_OBSERVE_GRACE: Duration = Duration::from_secs(2);
 /// Default `--event-interval`.
 pub const DEFAULT_EVENT_INTERVAL: Duration = Duration::from_secs(60);
 /// Default `--status-workers`.
@@ -121,6 +124,11 @@ pub struct Cli {
     /// written together, latest state (env APOLLO_STATUS_WRITE_INTERVAL; default 1s)
     #[argh(option)]
     pub status_write_interval: Option<HumanDuration>,
+    /// how long the SpecObserved=False of a spec change waits for a connected agent to report
+    /// the new hash, so that a rollout costs one status write per device; 0 writes it at once
+    /// (env APOLLO_OBSERVE_GRACE; default 2s)
+    #[argh(option)]
+    pub observe_grace: Option<HumanDuration>,
     /// least time between two Events with the same DeviceProcess and reason; repeats in
     /// between are counted into the next one (env APOLLO_EVENT_INTERVAL; default 1m)
     #[argh(option)]
@@ -395,6 +403,8 @@ impl Cli {
             "APOLLO_STATUS_WRITE_INTERVAL",
         )?
         .unwrap_or(DEFAULT_STATUS_WRITE_INTERVAL);
+        let observe_grace = duration(self.observe_grace, env, "APOLLO_OBSERVE_GRACE")?
+            .unwrap_or(DEFAULT_OBSERVE_GRACE);
         let event_interval = duration(self.event_interval, env, "APOLLO_EVENT_INTERVAL")?
             .unwrap_or(DEFAULT_EVENT_INTERVAL);
         let status_workers = flag_or_env(self.status_workers, env, "APOLLO_STATUS_WORKERS")?
@@ -489,6 +499,7 @@ impl Cli {
             max_long_polls,
             max_long_polls_per_device,
             status_write_interval,
+            observe_grace,
             event_interval,
             status_workers,
             shutdown_grace,
@@ -769,6 +780,7 @@ mod tests {
         assert_eq!(s.max_long_polls_per_device, 4);
         assert_eq!(s.unauthenticated_body_budget, 16 << 20);
         assert_eq!(s.status_write_interval, Duration::from_secs(1));
+        assert_eq!(s.observe_grace, Duration::from_secs(2));
         assert_eq!(s.event_interval, Duration::from_secs(60));
         // --max-connections follows the memory limit: half of it at 24 KiB per connection.
         let env = MapEnv::from_pairs([
@@ -850,6 +862,7 @@ mod tests {
             ("APOLLO_UNAUTHENTICATED_BODY_BUDGET", "1Mi"),
             ("APOLLO_MAX_LONG_POLLS_PER_DEVICE", "2"),
             ("APOLLO_STATUS_WRITE_INTERVAL", "250ms"),
+            ("APOLLO_OBSERVE_GRACE", "0s"),
             ("APOLLO_EVENT_INTERVAL", "5s"),
             ("APOLLO_STATUS_WORKERS", "2"),
             ("APOLLO_SHUTDOWN_GRACE", "3s"),
@@ -869,6 +882,7 @@ mod tests {
         assert_eq!(s.unauthenticated_body_budget, 1 << 20);
         assert_eq!(s.max_long_polls_per_device, 2);
         assert_eq!(s.status_write_interval, Duration::from_millis(250));
+        assert_eq!(s.observe_grace, Duration::ZERO);
         assert_eq!(s.event_interval, Duration::from_secs(5));
         assert_eq!(s.status_workers, 2);
         assert_eq!(s.shutdown_grace, Duration::from_secs(3));

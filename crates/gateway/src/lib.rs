@@ -110,6 +110,9 @@ pub struct Settings {
     pub max_long_polls_per_device: usize,
     /// Least time between two status writes of one DeviceProcess.
     pub status_write_interval: Duration,
+    /// How long a spec change's `SpecObserved=False` waits for a connected agent to report
+    /// the new hash.
+    pub observe_grace: Duration,
     /// Least time between two Events of one DeviceProcess with the same reason (repeats in
     /// between are aggregated into the next one's count).
     pub event_interval: Duration,
@@ -160,6 +163,7 @@ impl Settings {
             max_long_polls: config::DEFAULT_MAX_LONG_POLLS,
             max_long_polls_per_device: config::DEFAULT_MAX_LONG_POLLS_PER_DEVICE,
             status_write_interval: config::DEFAULT_STATUS_WRITE_INTERVAL,
+            observe_grace: config::DEFAULT_OBSERVE_GRACE,
             event_interval: config::DEFAULT_EVENT_INTERVAL,
             status_workers: config::DEFAULT_STATUS_WORKERS,
             shutdown_grace: config::DEFAULT_SHUTDOWN_GRACE,
@@ -379,13 +383,16 @@ impl Gateway {
             metrics.clone(),
         ));
         let desired = Arc::new(desired::DesiredStore::new());
-        let status = Arc::new(status::StatusController::with_ownership(
-            liveness.clone(),
-            recorder,
-            metrics.clone(),
-            settings.status_write_interval,
-            ownership.clone(),
-        ));
+        let status = Arc::new(
+            status::StatusController::with_ownership(
+                liveness.clone(),
+                recorder,
+                metrics.clone(),
+                settings.status_write_interval,
+                ownership.clone(),
+            )
+            .with_observe_grace(settings.observe_grace),
+        );
         let membership_config = membership::MembershipConfig {
             id: id.clone(),
             advertise_url: advertise_url.clone(),

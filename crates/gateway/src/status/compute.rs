@@ -107,6 +107,17 @@ impl View {
     fn status_of(c: &Option<Cond>) -> &str {
         c.as_ref().map(|c| c.status.as_str()).unwrap_or("")
     }
+
+    /// Whether the view waits on the agent: it is connected and has not yet reported the
+    /// object's current spec hash (`SpecObserved=False`, `SpecHashMismatch`), as right after
+    /// a spec change.
+    pub fn awaits_agent(&self) -> bool {
+        Self::status_of(&self.connected) == cs::TRUE
+            && self
+                .spec_observed
+                .as_ref()
+                .is_some_and(|c| c.status == cs::FALSE && c.reason == reasons::SPEC_HASH_MISMATCH)
+    }
 }
 
 /// What [`compute`] needs of a DeviceProcess.
@@ -357,6 +368,11 @@ mod tests {
             "SpecHashMismatch"
         );
         assert!(transitions(&v1, &v2, "d", WINDOW).is_empty());
+        assert!(!v1.awaits_agent());
+        assert!(
+            v2.awaits_agent(),
+            "connected, spec changed: waits on the agent"
+        );
         let a2 = agent("i1", Some(H2));
         let v3 = compute(&v2, facts(H2), Some(&a2), WINDOW, ts(601));
         assert_eq!(status(&v3.spec_observed), "True");
@@ -372,6 +388,10 @@ mod tests {
         assert_eq!(v4.connected.as_ref().unwrap().reason, "HeartbeatMissed");
         assert_eq!(v4.connected.as_ref().unwrap().last_transition, ts(700));
         assert_eq!(status(&v4.spec_observed), "True");
+        assert!(!v3.awaits_agent());
+        let v4b = compute(&v4, facts(H1), Some(&stale), WINDOW, ts(701));
+        assert_eq!(status(&v4b.spec_observed), "False");
+        assert!(!v4b.awaits_agent(), "a stale agent is not waited on");
         let evs = transitions(&v3, &v4, "d", WINDOW);
         assert_eq!(evs.len(), 1);
         assert_eq!((evs[0].type_, evs[0].reason), ("Warning", "AgentStale"));

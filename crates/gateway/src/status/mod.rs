@@ -62,6 +62,8 @@ pub struct StatusController {
     queue: WorkQueue,
     delayed: DelayQueue,
     write_interval: Duration,
+    /// How long a spec change's mismatch waits for a connected agent (`--observe-grace`).
+    observe_grace: Duration,
     /// Set at shutdown: the interval no longer delays writes.
     flushing: std::sync::atomic::AtomicBool,
     liveness: Arc<Liveness>,
@@ -104,11 +106,20 @@ impl StatusController {
             queue: WorkQueue::default(),
             delayed: DelayQueue::default(),
             write_interval,
+            observe_grace: Duration::ZERO,
             flushing: std::sync::atomic::AtomicBool::new(false),
             liveness,
             recorder,
             metrics,
         }
+    }
+
+    /// Holds the `SpecObserved=False` of a spec change for up to `grace` while the device's
+    /// agent is connected: an agent that reports the new hash within it costs one status
+    /// write instead of two (zero: written at once, the default here).
+    pub fn with_observe_grace(mut self, grace: Duration) -> Self {
+        self.observe_grace = grace;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

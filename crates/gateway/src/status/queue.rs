@@ -1,6 +1,8 @@
 //! The write queue: names of objects whose target differs from their live status, each queued
 //! at most once (coalesced), and the delay queue holding objects until their write interval
-//! (`--status-write-interval`) has passed since their last write landed.
+//! (`--status-write-interval`) has passed since their last write landed, or until a connected
+//! agent has had `--observe-grace` to report a changed spec (so that a rollout costs one
+//! status write per device, not a `SpecObserved=False` write followed by a `True` one).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
@@ -11,7 +13,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{Notify, watch};
 
 use super::StatusController;
-use super::table::Obj;
+use super::table::{Delay, Obj};
 
 #[derive(Debug, Default)]
 pub(super) struct WorkQueue {
@@ -63,36 +65,56 @@ pub(super) struct DelayQueue {
 }
 
 impl StatusController {
-    /// Queues a write of `obj`, or delays it until its write interval has passed.
+    /// Queues a write of `obj`, or delays it: until its write interval has passed since its
+    /// last write, or, for a spec change's mismatch while the agent is connected, until the
+    /// agent has reported the new hash or the observe grace is over (whichever comes first).
     pub(super) fn enqueue(&self, obj: &mut Obj, name: &str) {
-        if obj.delayed {
-            return;
-        }
         let now = tokio::time::Instant::now();
-        match obj.last_write.map(|t| t + self.write_interval) {
-            Some(at) if at > now && !self.flushing.load(Ordering::SeqCst) => {
-                obj.delayed = true;
+        let flushing = self.flushing.load(Ordering::SeqCst);
+        let awaits_agent = obj.target().awaits_agent();
+        if !awaits_agent {
+            obj.hold_until = None;
+        }
+        match obj.delayed {
+            Some((_, Delay::Interval)) => return,
+            Some((_, Delay::Hold)) if awaits_agent && !flushing => return,
+            // The agent reported (or went away): the held write goes now; the delay queue's
+            // entry finds nothing to release.
+            Some((_, Delay::Hold)) => obj.delayed = None,
+            None => {}
+        }
+        let interval = obj.last_write.map(|t| t + self.write_interval);
+        let delay = match (interval, obj.hold_until) {
+            _ if flushing => None,
+            (Some(at), _) if at > now => Some((at, Delay::Interval)),
+            (_, Some(at)) if at > now && awaits_agent => Some((at, Delay::Hold)),
+            _ => None,
+        };
+        match delay {
+            Some((at, why)) => {
+                obj.delayed = Some((at, why));
                 let mut heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
                 heap.push(Reverse((at, name.to_string())));
                 drop(heap);
                 self.delayed.notify.notify_one();
             }
-            _ => self.queue.push(name),
+            None => self.queue.push(name),
         }
     }
 
-    /// Moves delayed objects whose interval has passed (all of them with `all`) to the
-    /// write queue.
+    /// Moves delayed objects whose time has come (all of them with `all`) on: to the write
+    /// queue, or back to the delay queue for a later reason (a hold that outlasts the
+    /// interval). An entry whose object is no longer delayed until that time is stale.
     fn release_delayed(&self, now: tokio::time::Instant, all: bool) {
-        let due: Vec<String> = {
+        let due: Vec<(tokio::time::Instant, String)> = {
             let mut heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
             let mut due = Vec::new();
             while let Some(Reverse((at, _))) = heap.peek() {
                 if !all && *at > now {
                     break;
                 }
-                if let Some(Reverse((_, name))) = heap.pop() {
-                    due.push(name);
+                if let Some(Reverse(entry)) = heap.pop() {
+                    due.push(entry);
                 }
             }
             due
@@ -101,11 +123,14 @@ impl StatusController {
             return;
         }
         let mut state = self.lock();
-        for name in due {
+        for (at, name) in due {
             if let Some(obj) = state.objects.get_mut(&name) {
-                obj.delayed = false;
+                if !all && obj.delayed.map(|(until, _)| until) != Some(at) {
+                    continue;
+                }
+                obj.delayed = None;
                 if obj.pending.is_some() && !obj.inflight {
-                    self.queue.push(&name);
+                    self.enqueue(obj, &name);
                 }
             }
         }

@@ -27,8 +27,21 @@ pub(super) struct Obj {
     pub(super) inflight: bool,
     /// When the last write of this object landed.
     pub(super) last_write: Option<tokio::time::Instant>,
-    /// Waiting in the delay queue for its write interval to pass.
-    pub(super) delayed: bool,
+    /// Until when a spec change's `SpecObserved=False` waits for the connected agent to
+    /// report the new hash (`--observe-grace`).
+    pub(super) hold_until: Option<tokio::time::Instant>,
+    /// Waiting in the delay queue: until when, and why.
+    pub(super) delayed: Option<(tokio::time::Instant, Delay)>,
+}
+
+/// Why a write waits in the delay queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Delay {
+    /// The write interval since the object's last write has not passed.
+    Interval,
+    /// A spec change's mismatch, held for the agent to report the new hash: cut short as soon
+    /// as the target no longer awaits the agent.
+    Hold,
 }
 
 impl Obj {
@@ -139,7 +152,8 @@ mod tests {
             pending: None,
             inflight: false,
             last_write: None,
-            delayed: false,
+            hold_until: None,
+            delayed: None,
         };
         assert_eq!(obj.target(), &a);
         // Someone else changes the live status: our target (= the old live) stays.

@@ -39,7 +39,11 @@ impl StatusController {
                 }
                 obj.uid = dp.uid().unwrap_or_default();
                 obj.generation = dp.metadata.generation.unwrap_or(0);
-                obj.spec_hash = apollo_api::spec_hash(&dp.spec);
+                let spec_hash = apollo_api::spec_hash(&dp.spec);
+                if spec_hash != obj.spec_hash && state.synced && !self.observe_grace.is_zero() {
+                    obj.hold_until = Some(tokio::time::Instant::now() + self.observe_grace);
+                }
+                obj.spec_hash = spec_hash;
                 obj.resource_version = rv;
                 obj.set_live(View::from_status(dp.status.as_ref()));
                 if !state.synced {
@@ -75,7 +79,8 @@ impl StatusController {
                         live,
                         inflight: false,
                         last_write: None,
-                        delayed: false,
+                        hold_until: None,
+                        delayed: None,
                     },
                 );
             }

@@ -1247,3 +1247,83 @@ async fn flapping_device_is_coalesced() {
     h.stop_gateway().await;
     h.env.cleanup().await;
 }
+
+/// A spec change costs one status write when the connected agent reports the new hash within
+/// the observe grace: the `SpecObserved=False` is held, then replaced by the observation. An
+/// agent that does not report gets the mismatch written once the grace is over.
+#[tokio::test]
+async fn a_spec_change_observed_within_the_grace_costs_one_status_write() {
+    let mut h = Harness::start_with(|s| {
+        // No write interval: only the observe grace can hold a write.
+        s.status_write_interval = Duration::ZERO;
+        // Long enough that a loaded machine cannot make the report miss it.
+        s.observe_grace = Duration::from_secs(20);
+    })
+    .await;
+    let dp = h.create_dp("dp-roll", "dev-roll", "v1").await;
+    let dev = h.device("dev-roll");
+    assert_eq!(
+        dev.report("i1", &[("dp-roll", &spec_hash(&dp.spec))])
+            .await
+            .status,
+        200
+    );
+    h.wait_status("dp-roll", "observed v1", T, observed).await;
+    wait_until("converged", T, || async { h.gw().status().converged() }).await;
+    let before = h.gateway_writes();
+
+    let dp = h.set_arg("dp-roll", "v2").await;
+    let new_hash = spec_hash(&dp.spec);
+    // The gateway has seen the new spec: its mismatch waits in the delay queue, unwritten.
+    wait_until("the mismatch is held", T, || async {
+        let status = h.gw().status();
+        status.target("dp-roll").is_some_and(|v| v.awaits_agent()) && status.delayed() == 1
+    })
+    .await;
+    assert_eq!(h.gateway_writes(), before, "nothing written while held");
+    assert_eq!(
+        dev.report("i1", &[("dp-roll", &new_hash)]).await.status,
+        200
+    );
+    h.wait_status("dp-roll", "observed v2", T, |dp| {
+        observed(dp)
+            && dp.status.as_ref().unwrap().observed_spec_hash.as_deref() == Some(new_hash.as_str())
+    })
+    .await;
+    wait_until("converged", T, || async { h.gw().status().converged() }).await;
+    assert_eq!(
+        h.gateway_writes() - before,
+        1,
+        "one write for the spec change"
+    );
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_spec_change_the_agent_does_not_report_is_written_after_the_grace() {
+    let mut h = Harness::start_with(|s| {
+        s.status_write_interval = Duration::from_millis(100);
+        s.observe_grace = Duration::from_millis(300);
+    })
+    .await;
+    let dp = h.create_dp("dp-slow", "dev-slow", "v1").await;
+    let dev = h.device("dev-slow");
+    assert_eq!(
+        dev.report("i1", &[("dp-slow", &spec_hash(&dp.spec))])
+            .await
+            .status,
+        200
+    );
+    h.wait_status("dp-slow", "observed v1", T, observed).await;
+    h.set_arg("dp-slow", "v2").await;
+    h.wait_status("dp-slow", "SpecObserved=False, SpecHashMismatch", T, |dp| {
+        dp.status
+            .as_ref()
+            .and_then(|s| s.condition(SPEC_OBSERVED))
+            .is_some_and(|c| c.status == "False" && c.reason == "SpecHashMismatch")
+    })
+    .await;
+    h.stop_gateway().await;
+    h.env.cleanup().await;
+}

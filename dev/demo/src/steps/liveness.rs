@@ -205,6 +205,17 @@ pub(super) async fn step7_stale(demo: &mut Demo, step: &Step) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Step 8
 
+/// The runbook deployment's `metadata.generation` (a desired change would move it).
+async fn deployment_generation(demo: &Demo) -> Result<Option<i64>> {
+    Ok(demo
+        .kube
+        .deployments()
+        .get(DEPLOYMENT)
+        .await?
+        .metadata
+        .generation)
+}
+
 pub(super) async fn step8_reconnect(demo: &mut Demo, step: &Step) -> Result<()> {
     let device = demo
         .devices
@@ -213,13 +224,7 @@ pub(super) async fn step8_reconnect(demo: &mut Demo, step: &Step) -> Result<()> 
         .ok_or_else(|| anyhow!("no device"))?;
     let name = demo.dp_name(&device);
     let before = demo.kube.device_processes().get(&name).await?;
-    let dpd_gen = demo
-        .kube
-        .deployments()
-        .get(DEPLOYMENT)
-        .await?
-        .metadata
-        .generation;
+    let dpd_gen = deployment_generation(demo).await?;
     let hash = apollo_api::spec_hash(&before.spec);
     step.expect(&format!(
         "within {} s of the restart: {name} AgentConnected=True (heartbeat-only reconnect), \
@@ -245,13 +250,7 @@ pub(super) async fn step8_reconnect(demo: &mut Demo, step: &Step) -> Result<()> 
     r.map_err(|e| anyhow!(e))?;
     let took = t0.elapsed();
     let after = demo.kube.device_processes().get(&name).await?;
-    let dpd_gen_after = demo
-        .kube
-        .deployments()
-        .get(DEPLOYMENT)
-        .await?
-        .metadata
-        .generation;
+    let dpd_gen_after = deployment_generation(demo).await?;
     let events = demo.kube.events_for("DeviceProcess", &name).await?;
     show_events(demo, step, &name, &events).await;
     ensure!(

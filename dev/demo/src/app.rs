@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::agents::{Agents, ComposeAgents, LocalAgents};
-use crate::cli::{ClusterArgs, LocalArgs, Timings, flag_duration};
+use crate::cli::{ClusterArgs, CommonFlags, LocalArgs, Timings, flag_duration};
 use crate::cluster::{Kube, server_url};
 use crate::httpc::Http;
 use crate::kubectl::{Kubectl, is_executable, which};
@@ -307,20 +307,16 @@ pub fn header(out: &Out, lines: &[String]) {
 }
 
 /// `apollo-demo local`.
-pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
+pub async fn local(args: &LocalArgs, common: &CommonFlags, shared: &Shared) -> Result<()> {
     let out = &shared.out;
-    let timings = Timings::from_flags(
-        args.fast,
-        args.heartbeat.as_deref(),
-        args.stale_after.as_deref(),
-    )?;
+    let timings = common.timings()?;
     let existing = args
         .kubeconfig
         .clone()
         .or_else(|| std::env::var_os("APOLLO_DEMO_KUBECONFIG").map(PathBuf::from));
-    let repo = find_repo(args.repo.as_deref())?;
+    let repo = find_repo(common.repo.as_deref())?;
     let bins = locate_bins(args.bin_dir.as_deref(), &repo, existing.is_none())?;
-    let ns = args.namespace.clone();
+    let ns = common.namespace.clone();
     header(
         out,
         &[
@@ -500,7 +496,7 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
     let mut demo = Demo::new(
         shared,
         kube,
-        Kubectl::new(kubectl_bin(args.no_kubectl), &admin, &ns),
+        Kubectl::new(kubectl_bin(common.no_kubectl), &admin, &ns),
         Http::new(&gateway_url),
         Http::new(&format!("http://{gateway_metrics_addr}")),
         agents,
@@ -512,7 +508,7 @@ pub async fn local(args: &LocalArgs, shared: &Shared) -> Result<()> {
         Some(local),
         keys_dir,
     );
-    run_steps(shared, &mut demo, args.pause).await;
+    run_steps(shared, &mut demo, common.pause).await;
     if let Some(n) = args.rollout_devices {
         crate::rollout::run_step(shared, &mut demo, TITLES.len() + 1, n).await;
     }
@@ -548,29 +544,20 @@ async fn save_scrapes(shared: &Shared, demo: &Demo) {
 }
 
 /// `apollo-demo cluster`.
-pub async fn cluster(args: &ClusterArgs, shared: &Shared) -> Result<()> {
+pub async fn cluster(args: &ClusterArgs, common: &CommonFlags, shared: &Shared) -> Result<()> {
     let out = &shared.out;
-    let timings = Timings::from_flags(
-        false,
-        Some(args.heartbeat.as_str()),
-        args.stale_after.as_deref(),
-    )?;
-    let timings = Timings {
-        // Compose agents keep their default 30 s long poll.
-        long_poll: None,
-        ..timings
-    };
+    let timings = common.timings()?.for_compose_agents();
     if args.agents != "compose" {
         bail!("--agents {:?} is not supported: use compose", args.agents);
     }
-    let repo = find_repo(args.repo.as_deref())?;
+    let repo = find_repo(common.repo.as_deref())?;
     let kubeconfig = args
         .kubeconfig
         .clone()
         .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".kube/config")))
         .ok_or_else(|| anyhow!("no kubeconfig: pass --kubeconfig"))?;
-    let ns = args.namespace.clone();
+    let ns = common.namespace.clone();
     header(
         out,
         &[
@@ -598,7 +585,7 @@ pub async fn cluster(args: &ClusterArgs, shared: &Shared) -> Result<()> {
     let mut demo = Demo::new(
         shared,
         kube,
-        Kubectl::new(kubectl_bin(args.no_kubectl), &kubeconfig, &ns),
+        Kubectl::new(kubectl_bin(common.no_kubectl), &kubeconfig, &ns),
         Http::new(&args.gateway_url),
         Http::new(&args.gateway_metrics_url),
         agents,
@@ -610,7 +597,7 @@ pub async fn cluster(args: &ClusterArgs, shared: &Shared) -> Result<()> {
         None,
         keys_dir,
     );
-    run_steps(shared, &mut demo, args.pause).await;
+    run_steps(shared, &mut demo, common.pause).await;
     Ok(())
 }
 

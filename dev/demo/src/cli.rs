@@ -23,6 +23,89 @@ pub enum Cmd {
     ContainersHa(ContainersHaArgs),
 }
 
+impl Cmd {
+    /// The flags every mode shares, in one form.
+    pub fn common(&self) -> CommonFlags {
+        match self {
+            Cmd::Local(a) => CommonFlags {
+                logs_dir: a.logs_dir.clone(),
+                namespace: a.namespace.clone(),
+                repo: a.repo.clone(),
+                fast: a.fast,
+                heartbeat: a.heartbeat.clone(),
+                stale_after: a.stale_after.clone(),
+                no_kubectl: a.no_kubectl,
+                pause: a.pause,
+            },
+            Cmd::Cluster(a) => CommonFlags {
+                logs_dir: a.logs_dir.clone(),
+                namespace: a.namespace.clone(),
+                repo: a.repo.clone(),
+                fast: false,
+                heartbeat: Some(a.heartbeat.clone()),
+                stale_after: a.stale_after.clone(),
+                no_kubectl: a.no_kubectl,
+                pause: a.pause,
+            },
+            Cmd::Containers(a) => CommonFlags {
+                logs_dir: a.logs_dir.clone(),
+                namespace: a.namespace.clone(),
+                repo: a.repo.clone(),
+                fast: a.fast,
+                heartbeat: a.heartbeat.clone(),
+                stale_after: a.stale_after.clone(),
+                no_kubectl: a.no_kubectl,
+                pause: a.pause,
+            },
+            Cmd::ContainersHa(a) => CommonFlags {
+                logs_dir: a.logs_dir.clone(),
+                namespace: a.namespace.clone(),
+                repo: a.repo.clone(),
+                // The replica scenarios always run at the short timings their flags set.
+                fast: true,
+                heartbeat: Some(a.heartbeat.clone()),
+                stale_after: Some(a.stale_after.clone()),
+                no_kubectl: true,
+                pause: false,
+            },
+        }
+    }
+}
+
+/// The flags of the modes that mean the same in each. argh cannot flatten one struct into
+/// several subcommands, so each subcommand declares them (with help text of its own) and
+/// [`Cmd::common`] gathers them here; the modes read them from here only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommonFlags {
+    /// `--logs-dir`.
+    pub logs_dir: Option<PathBuf>,
+    /// `--namespace`.
+    pub namespace: String,
+    /// `--repo`.
+    pub repo: Option<PathBuf>,
+    /// `--fast`: the short timings.
+    pub fast: bool,
+    /// `--heartbeat`: overrides the heartbeat `fast` selects.
+    pub heartbeat: Option<String>,
+    /// `--stale-after`: overrides the stale window (default 3 x heartbeat).
+    pub stale_after: Option<String>,
+    /// `--no-kubectl`.
+    pub no_kubectl: bool,
+    /// `--pause`: wait for Enter before each step.
+    pub pause: bool,
+}
+
+impl CommonFlags {
+    /// The timings the flags select.
+    pub fn timings(&self) -> Result<Timings> {
+        Timings::from_flags(
+            self.fast,
+            self.heartbeat.as_deref(),
+            self.stale_after.as_deref(),
+        )
+    }
+}
+
 /// run everything as local processes: the development API server (unless --kubeconfig names
 /// an existing cluster), controller, gateway and two agents; no containers, no network
 #[derive(FromArgs, Debug, Default)]
@@ -251,6 +334,15 @@ impl Timings {
         }
     }
 
+    /// These timings for agents in docker compose, which run as compose.nix describes them:
+    /// with their default 30 s long poll.
+    pub fn for_compose_agents(self) -> Timings {
+        Timings {
+            long_poll: None,
+            ..self
+        }
+    }
+
     /// Earliest acceptable stale transition after the agent stopped: its last heartbeat may
     /// have been up to one (jittered) heartbeat before the stop.
     pub fn stale_min(&self) -> Duration {
@@ -319,6 +411,41 @@ mod tests {
         assert!(Timings::from_flags(false, Some("soon"), None).is_err());
         assert_eq!(flag_duration(Duration::from_millis(1500)), "1500ms");
         assert_eq!(flag_duration(Duration::from_secs(30)), "30s");
+    }
+
+    #[test]
+    fn every_mode_gathers_its_common_flags() {
+        let cli = Cli::from_args(
+            &["apollo-demo"],
+            &[
+                "containers",
+                "--namespace",
+                "n",
+                "--heartbeat",
+                "2s",
+                "--pause",
+            ],
+        )
+        .unwrap();
+        let c = cli.cmd.common();
+        assert_eq!(
+            (
+                c.namespace.as_str(),
+                c.heartbeat.as_deref(),
+                c.pause,
+                c.fast
+            ),
+            ("n", Some("2s"), true, false)
+        );
+        let cli = Cli::from_args(&["apollo-demo"], &["cluster"]).unwrap();
+        let t = cli.cmd.common().timings().unwrap();
+        assert_eq!(t.heartbeat, Duration::from_secs(10));
+        let cli = Cli::from_args(&["apollo-demo"], &["containers-ha"]).unwrap();
+        let t = cli.cmd.common().timings().unwrap();
+        assert_eq!(
+            (t.heartbeat, t.stale, t.fast),
+            (Duration::from_secs(1), Duration::from_secs(5), true)
+        );
     }
 
     #[test]

@@ -900,26 +900,21 @@ pub(crate) fn private_dir(run: &str) -> Result<PathBuf> {
 }
 
 /// `apollo-demo containers`.
-pub async fn demo(args: &crate::cli::ContainersArgs, shared: &crate::app::Shared) -> Result<()> {
+pub async fn demo(
+    args: &crate::cli::ContainersArgs,
+    common: &crate::cli::CommonFlags,
+    shared: &crate::app::Shared,
+) -> Result<()> {
     use crate::agents::Agents;
     use crate::app::{devices, find_repo, header, kubectl_bin, run_steps};
     let out = &shared.out;
-    let timings = Timings::from_flags(
-        args.fast,
-        args.heartbeat.as_deref(),
-        args.stale_after.as_deref(),
-    )?;
-    let timings = Timings {
-        // Compose agents run as compose.nix describes them: their default 30 s long poll.
-        long_poll: None,
-        ..timings
-    };
+    let timings = common.timings()?.for_compose_agents();
     let engine = check_engine().await?;
     let cli = crate::compose::ComposeCli::detect().await?;
-    let repo = find_repo(args.repo.as_deref())?;
+    let repo = find_repo(common.repo.as_deref())?;
     let images = Images::tagged(&args.image_tag);
     let image_lines = images.check().await?;
-    let ns = args.namespace.clone();
+    let ns = common.namespace.clone();
     let run = run_name();
     let gateway_host_port = match args.gateway_port {
         Some(p) => p,
@@ -936,7 +931,11 @@ pub async fn demo(args: &crate::cli::ContainersArgs, shared: &crate::app::Shared
             flag_duration(timings.heartbeat),
             flag_duration(timings.stale),
             flag_duration(timings.within),
-            if args.fast { " (--fast)" } else { " (runbook)" }
+            if common.fast {
+                " (--fast)"
+            } else {
+                " (runbook)"
+            }
         ),
         format!("logs: {}", shared.logs_dir.display()),
         format!("repository: {}", repo.display()),
@@ -999,7 +998,7 @@ pub async fn demo(args: &crate::cli::ContainersArgs, shared: &crate::app::Shared
     let mut demo = crate::steps::Demo::new(
         shared,
         kube,
-        crate::kubectl::Kubectl::new(kubectl_bin(args.no_kubectl), &admin, &ns),
+        crate::kubectl::Kubectl::new(kubectl_bin(common.no_kubectl), &admin, &ns),
         Http::new(&stack.gateway_local_url()),
         Http::new(&stack.gateway_metrics_local_url()),
         Agents::Compose(compose),
@@ -1015,7 +1014,7 @@ pub async fn demo(args: &crate::cli::ContainersArgs, shared: &crate::app::Shared
         stack,
         master_key: keys_dir.join("master.key"),
     });
-    run_steps(shared, &mut demo, args.pause).await;
+    run_steps(shared, &mut demo, common.pause).await;
     Ok(())
 }
 

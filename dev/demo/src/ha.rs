@@ -41,7 +41,7 @@ use kube::api::{Api, ListParams};
 
 use crate::agents::ComposeAgents;
 use crate::app::Shared;
-use crate::cli::{ContainersHaArgs, Timings, flag_duration, parse_duration};
+use crate::cli::{CommonFlags, ContainersHaArgs, Timings, flag_duration, parse_duration};
 use crate::cluster::Kube;
 use crate::containers::{
     GATEWAY_PORT, GatewayContainer, Images, Stack, check_engine, docker, private_dir,
@@ -719,23 +719,18 @@ fn agents_compose(
 }
 
 /// `apollo-demo containers-ha`.
-pub async fn run(args: &ContainersHaArgs, shared: &Shared) -> Result<()> {
+pub async fn run(args: &ContainersHaArgs, common: &CommonFlags, shared: &Shared) -> Result<()> {
     use crate::app::{find_repo, header};
     let out = &shared.out;
-    let heartbeat = parse_duration(&args.heartbeat)?;
-    let stale = parse_duration(&args.stale_after)?;
+    let timings = common.timings()?.for_compose_agents();
     let lease = parse_duration(&args.lease_duration)?;
     ensure!(args.devices >= 3, "--devices must be at least 3");
-    let timings = Timings {
-        long_poll: None,
-        ..Timings::with(heartbeat, Some(stale), true)
-    };
     let engine = check_engine().await?;
     let cli = crate::compose::ComposeCli::detect().await?;
-    let repo = find_repo(args.repo.as_deref())?;
+    let repo = find_repo(common.repo.as_deref())?;
     let images = Images::tagged(&args.image_tag);
     let image_lines = images.check().await?;
-    let ns = args.namespace.clone();
+    let ns = common.namespace.clone();
     let run = run_name_with("apollo-ha");
     let devs = devices(args.devices);
     let mut lines = vec![
@@ -745,8 +740,8 @@ pub async fn run(args: &ContainersHaArgs, shared: &Shared) -> Result<()> {
         ),
         format!(
             "timings: heartbeat {}, stale window {}, Lease duration {}; {} devices",
-            flag_duration(heartbeat),
-            flag_duration(stale),
+            flag_duration(timings.heartbeat),
+            flag_duration(timings.stale),
             flag_duration(lease),
             devs.len()
         ),

@@ -71,22 +71,19 @@ fn logs_dir(explicit: Option<&PathBuf>) -> Result<PathBuf> {
 }
 
 async fn run(cli: cli::Cli) -> Result<ExitCode> {
-    let (logs, hold) = match &cli.cmd {
-        cli::Cmd::Local(a) => (logs_dir(a.logs_dir.as_ref())?, a.hold),
-        cli::Cmd::Cluster(a) => (logs_dir(a.logs_dir.as_ref())?, false),
-        cli::Cmd::Containers(a) => (logs_dir(a.logs_dir.as_ref())?, false),
-        cli::Cmd::ContainersHa(a) => (logs_dir(a.logs_dir.as_ref())?, false),
-    };
+    let common = cli.cmd.common();
+    let logs = logs_dir(common.logs_dir.as_ref())?;
+    let hold = matches!(&cli.cmd, cli::Cmd::Local(a) if a.hold);
     let shared = match &cli.cmd {
         cli::Cmd::ContainersHa(_) => app::Shared::with_titles(&logs, &ha::TITLES)?,
         _ => app::Shared::new(&logs)?,
     };
     let work = async {
         match &cli.cmd {
-            cli::Cmd::Local(a) => app::local(a, &shared).await,
-            cli::Cmd::Cluster(a) => app::cluster(a, &shared).await,
-            cli::Cmd::Containers(a) => containers::demo(a, &shared).await,
-            cli::Cmd::ContainersHa(a) => ha::run(a, &shared).await,
+            cli::Cmd::Local(a) => app::local(a, &common, &shared).await,
+            cli::Cmd::Cluster(a) => app::cluster(a, &common, &shared).await,
+            cli::Cmd::Containers(a) => containers::demo(a, &common, &shared).await,
+            cli::Cmd::ContainersHa(a) => ha::run(a, &common, &shared).await,
         }
     };
     let outcome = tokio::select! {

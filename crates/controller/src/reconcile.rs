@@ -709,11 +709,19 @@ async fn fan_out(
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await;
+    let mut updated: Vec<(String, ObjectReference)> = Vec::new();
     for outcome in outcomes {
         match outcome {
-            Outcome::Applied { device, object } => {
+            Outcome::Applied {
+                device,
+                object,
+                updated: was_update,
+            } => {
                 if let Some(rv) = rv_of(&object.metadata) {
                     writes.expect.insert(object.name_any(), Expect::AtLeast(rv));
+                }
+                if was_update {
+                    updated.push((device.clone(), object.object_ref(&())));
                 }
                 current.push((device, *object));
             }
@@ -726,6 +734,7 @@ async fn fan_out(
             Outcome::Failed(failure) => writes.failures.push(failure),
         }
     }
+    publish_updated(ctx, regarding, updated).await;
     for (_device, message) in p.conflicts {
         writes.failures.push(Failure {
             class: ErrorKind::NameConflict,
@@ -873,6 +882,8 @@ enum Outcome {
     Applied {
         device: String,
         object: Box<DeviceProcess>,
+        /// An existing DeviceProcess given the current template (not a creation).
+        updated: bool,
     },
     Deleted {
         name: String,
@@ -898,42 +909,33 @@ async fn apply_one(
         .await
     {
         Ok(applied) => {
-            let (reason, action, note) = if item.exists() {
-                (
-                    "Updated",
-                    "Update",
-                    format!(
-                        "Updated DeviceProcess {dp_name} for device {} to the current template",
-                        item.device
-                    ),
-                )
-            } else {
-                (
-                    "Created",
-                    "Create",
-                    format!("Created DeviceProcess {dp_name} for device {}", item.device),
-                )
-            };
+            let updated = item.exists();
             tracing::info!(
                 deployment = %key,
                 deviceprocess = %dp_name,
                 device = %item.device,
                 "DeviceProcess {}",
-                reason.to_ascii_lowercase()
+                if updated { "updated" } else { "created" }
             );
-            ctx.recorder
-                .publish(
-                    regarding,
-                    Some(applied.object_ref(&())),
-                    EventType::Normal,
-                    reason,
-                    action,
-                    note,
-                )
-                .await;
+            // A creation is an Event of its own; updates are summed up per reconcile
+            // ([`publish_updated`]): a rollout of thousands of devices costs a few Events,
+            // not one API write per device on top of the device's own.
+            if !updated {
+                ctx.recorder
+                    .publish(
+                        regarding,
+                        Some(applied.object_ref(&())),
+                        EventType::Normal,
+                        "Created",
+                        "Create",
+                        format!("Created DeviceProcess {dp_name} for device {}", item.device),
+                    )
+                    .await;
+            }
             Outcome::Applied {
                 device: item.device,
                 object: Box::new(applied),
+                updated,
             }
         }
         Err(error) => Outcome::Failed(Failure {
@@ -1017,6 +1019,58 @@ async fn delete_one(
     }
 }
 
+/// One `Normal Updated` Event for the DeviceProcesses a reconcile gave the current template:
+/// with one, it names it and points `related` at it (as a creation's does); with more, it
+/// counts them and names as many as fit the Event's note, in device order.
+async fn publish_updated(
+    ctx: &Context,
+    regarding: &ObjectReference,
+    mut updated: Vec<(String, ObjectReference)>,
+) {
+    updated.sort_by(|a, b| a.0.cmp(&b.0));
+    let (note, related) = match updated.as_slice() {
+        [] => return,
+        [(device, object)] => (
+            format!(
+                "Updated DeviceProcess {} for device {device} to the current template",
+                object.name.as_deref().unwrap_or_default()
+            ),
+            Some(object.clone()),
+        ),
+        all => (updated_note(all), None),
+    };
+    ctx.recorder
+        .publish(
+            regarding,
+            related,
+            EventType::Normal,
+            "Updated",
+            "Update",
+            note,
+        )
+        .await;
+}
+
+/// Longest note of a summed-up `Updated` Event before "and N more" (the API allows 1 KiB).
+const UPDATED_NOTE_BUDGET: usize = 900;
+
+fn updated_note(updated: &[(String, ObjectReference)]) -> String {
+    let mut note = format!(
+        "Updated {} DeviceProcesses to the current template:",
+        updated.len()
+    );
+    for (i, (_, object)) in updated.iter().enumerate() {
+        let name = object.name.as_deref().unwrap_or_default();
+        if note.len() + name.len() + 2 > UPDATED_NOTE_BUDGET {
+            note.push_str(&format!(" and {} more", updated.len() - i));
+            return note;
+        }
+        note.push_str(if i == 0 { " " } else { ", " });
+        note.push_str(name);
+    }
+    note
+}
+
 async fn publish_invalid(ctx: &Context, regarding: &ObjectReference, err: &SpecError) {
     ctx.recorder
         .publish(
@@ -1036,6 +1090,37 @@ async fn publish_invalid(ctx: &Context, regarding: &ObjectReference, err: &SpecE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summed_up_update_event_counts_every_device_and_fits_the_note() {
+        let updated = |n: usize| -> Vec<(String, ObjectReference)> {
+            (0..n)
+                .map(|i| {
+                    let name = format!("demo-logger-tor1-{i:04}");
+                    (
+                        format!("tor1-{i:04}"),
+                        ObjectReference {
+                            name: Some(name),
+                            ..ObjectReference::default()
+                        },
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            updated_note(&updated(2)),
+            "Updated 2 DeviceProcesses to the current template: demo-logger-tor1-0000, demo-logger-tor1-0001"
+        );
+        let note = updated_note(&updated(10_000));
+        assert!(note.len() <= 1024, "{} bytes", note.len());
+        assert!(note.starts_with("Updated 10000 DeviceProcesses"), "{note}");
+        let named = note.matches("demo-logger-tor1-").count();
+        assert!(named > 10, "{note}");
+        assert!(
+            note.ends_with(&format!(" and {} more", 10_000 - named)),
+            "{note}"
+        );
+    }
 
     #[test]
     fn classifies_api_errors() {

@@ -505,6 +505,25 @@ async fn ten_devices_two_at_a_time() {
     );
     // The initial fan-out completed once too.
     assert_eq!(count_reason(&events, "RolloutComplete"), 2, "{events:?}");
+    // `Updated` Events sum a reconcile's updates up: every device counted once, the first
+    // two (updated together) in one Event.
+    let updated: Vec<usize> = events_for(&env, "fleet")
+        .await
+        .into_iter()
+        .filter(|e| e.1 == "Updated")
+        .map(|e| {
+            if e.2.starts_with("Updated DeviceProcess ") {
+                1
+            } else {
+                e.2.strip_prefix("Updated ")
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("an Updated note: {}", e.2))
+            }
+        })
+        .collect();
+    assert_eq!(updated.iter().sum::<usize>(), 10, "{updated:?}");
+    assert!(updated.contains(&2), "{updated:?}");
     drop(agents);
     ctl.stop().await.unwrap();
     env.cleanup().await;

@@ -125,7 +125,7 @@ pub struct Cli {
     #[argh(option)]
     pub status_write_interval: Option<HumanDuration>,
     /// how long the SpecObserved=False of a spec change waits for a connected agent to report
-    /// the new hash, so that a rollout costs one status write per device; 0 writes it at once
+    /// the new hash, so that a rollout costs one status write per device; 0s writes it at once
     /// (env APOLLO_OBSERVE_GRACE; default 2s)
     #[argh(option)]
     pub observe_grace: Option<HumanDuration>,

@@ -29,7 +29,9 @@
 //! measure report handling CPU alone, e.g. `--devices 2000 --heartbeats 24000 --rounds 3
 //! --cpu-only OLD NEW`; the summary prints each binary's figures over the rounds. `--wrap CMD`
 //! starts each gateway under `CMD` (split on spaces, e.g. `--wrap "valgrind --tool=callgrind
-//! --callgrind-out-file=/tmp/cg.%p"` for an instruction profile); `--before-heartbeats CMD` and
+//! --callgrind-out-file=/tmp/cg.%p"` for an instruction profile; the wrapper must run the gateway
+//! in its own process, as valgrind does: one that forks it, like `perf record`, leaves the
+//! gateway running when it is stopped); `--before-heartbeats CMD` and
 //! `--after-heartbeats CMD` run `CMD PID` around the heartbeats (with callgrind
 //! `"callgrind_control -z"` and `"callgrind_control -d"`: a profile of the heartbeats alone).
 //!

@@ -21,6 +21,20 @@
 //! 6. with `--idle`, one more idle keep-alive connection per device (an agent's heartbeat
 //!    connection between two heartbeats): RSS again.
 //!
+//! `--rate R` paces the heartbeats of step 4 at R per second in all (as a fleet's heartbeats
+//! arrive, each on its own; unpaced, the gateway finds many requests per wake-up and the
+//! per-request figure is lower).
+//!
+//! `--cpu-only` stops after step 4 (no long polls, no descriptor-hungry steps): the cheap way to
+//! measure report handling CPU alone, e.g. `--devices 2000 --heartbeats 24000 --rounds 3
+//! --cpu-only OLD NEW`; the summary prints each binary's figures over the rounds. `--wrap CMD`
+//! starts each gateway under `CMD` (split on spaces, e.g. `--wrap "valgrind --tool=callgrind
+//! --callgrind-out-file=/tmp/cg.%p"` for an instruction profile; the wrapper must run the gateway
+//! in its own process, as valgrind does: one that forks it, like `perf record`, leaves the
+//! gateway running when it is stopped); `--before-heartbeats CMD` and
+//! `--after-heartbeats CMD` run `CMD PID` around the heartbeats (with callgrind
+//! `"callgrind_control -z"` and `"callgrind_control -d"`: a profile of the heartbeats alone).
+//!
 //! Memory per device, everything included = (RSS at 5 − baseline process) ÷ devices. The kernel
 //! memory of the sockets is not in the RSS; `/proc/net/sockstat` (`mem`, pages) is printed
 //! alongside.
@@ -56,6 +70,14 @@ struct Args {
     heartbeats: usize,
     rounds: usize,
     idle: bool,
+    cpu_only: bool,
+    /// Heartbeats per second over all connections (`None`: each connection as fast as the
+    /// gateway answers).
+    rate: Option<f64>,
+    wrap: Vec<String>,
+    /// Commands run with the gateway's pid appended right before and after the heartbeats.
+    before_heartbeats: Vec<String>,
+    after_heartbeats: Vec<String>,
     gateways: Vec<PathBuf>,
 }
 
@@ -65,6 +87,11 @@ fn args() -> anyhow::Result<Args> {
         heartbeats: 20_000,
         rounds: 1,
         idle: false,
+        cpu_only: false,
+        rate: None,
+        wrap: Vec::new(),
+        before_heartbeats: Vec::new(),
+        after_heartbeats: Vec::new(),
         gateways: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -80,6 +107,21 @@ fn args() -> anyhow::Result<Args> {
             "--heartbeats" => a.heartbeats = num("--heartbeats")?,
             "--rounds" => a.rounds = num("--rounds")?,
             "--idle" => a.idle = true,
+            "--cpu-only" => a.cpu_only = true,
+            "--rate" => a.rate = Some(num("--rate")? as f64),
+            "--wrap" | "--before-heartbeats" | "--after-heartbeats" => {
+                let words = it
+                    .next()
+                    .with_context(|| format!("{arg} needs a value"))?
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                match arg.as_str() {
+                    "--wrap" => a.wrap = words,
+                    "--before-heartbeats" => a.before_heartbeats = words,
+                    _ => a.after_heartbeats = words,
+                }
+            }
             s if s.starts_with("--") => bail!("unknown flag {s}"),
             path => a.gateways.push(PathBuf::from(path)),
         }
@@ -314,6 +356,7 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 
 impl Gateway {
     async fn start(
+        wrap: &[String],
         bin: &Path,
         kubeconfig: &Path,
         key_file: &Path,
@@ -323,7 +366,15 @@ impl Gateway {
         let addr = free_port()?;
         let metrics = free_port()?;
         let out = std::fs::File::create(log)?;
-        let child = Command::new(bin)
+        let mut cmd = match wrap.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args([
                 "--kubeconfig",
                 &kubeconfig.display().to_string(),
@@ -366,9 +417,11 @@ impl Gateway {
             metrics,
         };
         let start = Instant::now();
+        // Under an instruction profiler, everything is tens of times slower.
+        let limit = Duration::from_secs(if wrap.is_empty() { 120 } else { 900 });
         while gw.metric("apollo_gateway_ready").await != Some(1.0) {
-            if start.elapsed() > Duration::from_secs(120) {
-                bail!("gateway not ready after 120 s (log: {})", log.display());
+            if start.elapsed() > limit {
+                bail!("gateway not ready after {limit:?} (log: {})", log.display());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -414,7 +467,11 @@ fn mib(b: u64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
     let n = args.devices;
-    raise_fd_limit((2 * n + 1_000) as u64)?;
+    raise_fd_limit(if args.cpu_only {
+        1_000
+    } else {
+        (2 * n + 1_000) as u64
+    })?;
     let dir = tempfile::tempdir()?;
     let dev = DevCluster::start(Options {
         dir: dir.path().join("cluster"),
@@ -461,7 +518,15 @@ async fn main() -> anyhow::Result<()> {
     // Warm-up: the first contact of every device and the status writes it causes, once.
     {
         let log = dir.path().join("warmup.log");
-        let gw = Gateway::start(&args.gateways[0], &kubeconfig, &key_file, NAMESPACE, &log).await?;
+        let gw = Gateway::start(
+            &args.wrap,
+            &args.gateways[0],
+            &kubeconfig,
+            &key_file,
+            NAMESPACE,
+            &log,
+        )
+        .await?;
         let t = Instant::now();
         first_contact(&gw, &keys).await?;
         drain(&gw, Duration::from_secs(900)).await;
@@ -470,21 +535,88 @@ async fn main() -> anyhow::Result<()> {
             t.elapsed().as_secs_f64()
         );
     }
+    // Per binary: (ms per 1,000 heartbeats, the same without the idle rate, user, system).
+    let mut figures: Vec<Vec<Cpu>> = vec![Vec::new(); args.gateways.len()];
     for round in 0..args.rounds {
-        for bin in &args.gateways {
+        for (b, bin) in args.gateways.iter().enumerate() {
             println!("== round {} · {}", round + 1, bin.display());
             let log = dir.path().join("gateway.log");
-            let base = Gateway::start(bin, &kubeconfig, &key_file, EMPTY_NAMESPACE, &log).await?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let baseline = sample(base.pid()).0;
-            drop(base);
-            let gw = Gateway::start(bin, &kubeconfig, &key_file, NAMESPACE, &log).await?;
+            let baseline = if args.cpu_only {
+                0
+            } else {
+                let base = Gateway::start(
+                    &args.wrap,
+                    bin,
+                    &kubeconfig,
+                    &key_file,
+                    EMPTY_NAMESPACE,
+                    &log,
+                )
+                .await?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let baseline = sample(base.pid()).0;
+                drop(base);
+                baseline
+            };
+            let mut gw =
+                Gateway::start(&args.wrap, bin, &kubeconfig, &key_file, NAMESPACE, &log).await?;
             gw.settle().await;
             let ready = sample(gw.pid()).0;
-            run(&gw, &keys, &args, baseline, ready).await?;
+            figures[b].push(run(&gw, &keys, &args, baseline, ready).await?);
+            if !args.wrap.is_empty() {
+                // A profiler writes its output on a clean exit: SIGTERM, then wait.
+                if let Some(pid) = gw.child.id() {
+                    let _ = std::process::Command::new("kill")
+                        .arg(pid.to_string())
+                        .status();
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(300), gw.child.wait()).await;
+            }
         }
     }
+    println!("== gateway CPU per 1,000 heartbeats (ms), median [min–max] over the rounds");
+    for (bin, f) in args.gateways.iter().zip(&figures) {
+        let stat = |pick: fn(&Cpu) -> f64| {
+            let mut v: Vec<f64> = f.iter().map(pick).collect();
+            v.sort_by(f64::total_cmp);
+            format!("{:.1} [{:.1}–{:.1}]", v[v.len() / 2], v[0], v[v.len() - 1])
+        };
+        println!(
+            "  {}: {} (without the idle rate {}; user {}, system {})",
+            bin.display(),
+            stat(|c| c.gross),
+            stat(|c| c.net),
+            stat(|c| c.user),
+            stat(|c| c.system),
+        );
+    }
     Ok(())
+}
+
+/// Runs `cmd pid` (nothing when `cmd` is empty); a failure is printed, not fatal.
+fn hook(cmd: &[String], pid: u32) {
+    let Some((program, rest)) = cmd.split_first() else {
+        return;
+    };
+    match std::process::Command::new(program)
+        .args(rest)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        Ok(s) => println!("  {program}: {s}"),
+        Err(e) => println!("  {program}: {e}"),
+    }
+}
+
+/// Gateway CPU of one heartbeat run, ms per 1,000 heartbeats.
+#[derive(Debug, Clone, Copy)]
+struct Cpu {
+    gross: f64,
+    net: f64,
+    user: f64,
+    system: f64,
 }
 
 /// Every device: GET (200, its ETag and document) and a report, over 16 shared keep-alive
@@ -546,7 +678,7 @@ async fn run(
     args: &Args,
     baseline: u64,
     ready: u64,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Cpu> {
     let n = keys.len();
     let addr = gw.addr;
     let t = Instant::now();
@@ -567,15 +699,24 @@ async fn run(
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_rate =
         sample(gw.pid()).1.saturating_sub(idle0).as_secs_f64() / t.elapsed().as_secs_f64();
+    hook(&args.before_heartbeats, gw.pid());
     let cpu0 = sample(gw.pid()).1;
     let (user0, sys0) = user_sys(gw.pid());
     let t = Instant::now();
     let mut tasks = Vec::new();
+    let rate = args.rate;
     for c in 0..16 {
         let devices = devices.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(source(c), addr).await?;
+            // Paced: each connection's heartbeats a period apart, the connections staggered.
+            let period = rate.map(|r| Duration::from_secs_f64(16.0 / r));
+            let start = tokio::time::Instant::now()
+                + period.map_or(Duration::ZERO, |p| p.mul_f64(c as f64 / 16.0));
             for k in 0..per_conn {
+                if let Some(p) = period {
+                    tokio::time::sleep_until(start + p * k as u32).await;
+                }
                 let d = &devices[(k * 16 + c) % devices.len()];
                 let pq = format!("/v1/devices/{}/report", d.key.device());
                 let r = conn
@@ -594,6 +735,7 @@ async fn run(
     let wall = t.elapsed();
     let cpu = sample(gw.pid()).1.saturating_sub(cpu0);
     let (user1, sys1) = user_sys(gw.pid());
+    hook(&args.after_heartbeats, gw.pid());
     let beats = per_conn * 16;
     let net = (cpu.as_secs_f64() - idle_rate * wall.as_secs_f64()).max(0.0);
     println!(
@@ -605,11 +747,19 @@ async fn run(
         net * 1e6 / beats as f64,
         idle_rate * 1e3,
     );
+    let figures = Cpu {
+        gross: cpu.as_secs_f64() * 1e6 / beats as f64,
+        net: net * 1e6 / beats as f64,
+        user: (user1 - user0) as f64 * 10.0 * 1000.0 / beats as f64,
+        system: (sys1 - sys0) as f64 * 10.0 * 1000.0 / beats as f64,
+    };
     println!(
         "    of which user {:.1} ms, system {:.1} ms per 1,000",
-        (user1 - user0) as f64 * 10.0 * 1000.0 / beats as f64,
-        (sys1 - sys0) as f64 * 10.0 * 1000.0 / beats as f64,
+        figures.user, figures.system,
     );
+    if args.cpu_only {
+        return Ok(figures);
+    }
     gw.settle().await;
 
     // Long polls, one connection each, held.
@@ -705,5 +855,5 @@ async fn run(
         drop(idles);
     }
     drop(held);
-    Ok(())
+    Ok(figures)
 }

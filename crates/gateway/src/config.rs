@@ -102,7 +102,7 @@ pub struct Cli {
     pub memory_limit: Option<String>,
     /// most open client connections; further ones wait in the accept backlog (env
     /// APOLLO_MAX_CONNECTIONS; default: half the memory limit at 24 KiB each, 150000 without
-    /// a limit)
+    /// a limit, and at most the open-file limit less 640 descriptors)
     #[argh(option)]
     pub max_connections: Option<usize>,
     /// most open connections from one source address, IPv6 per /64; more are closed at once
@@ -367,7 +367,12 @@ impl Cli {
             None => limits::cgroup_memory_limit(),
         };
         let max_connections = flag_or_env(self.max_connections, env, "APOLLO_MAX_CONNECTIONS")?
-            .unwrap_or_else(|| limits::default_max_connections(memory_limit));
+            .unwrap_or_else(|| {
+                limits::descriptor_bound(
+                    limits::default_max_connections(memory_limit),
+                    limits::open_file_limit(),
+                )
+            });
         let max_connections_per_address = flag_or_env(
             self.max_connections_per_address,
             env,
@@ -788,12 +793,20 @@ mod tests {
             ("APOLLO_MEMORY_LIMIT", "1Gi"),
         ]);
         let c = parse(&[]).unwrap().serve_config(&env).unwrap();
-        assert_eq!(c.settings.max_connections, 21_845);
+        // ... and the open-file limit, less the reserve.
+        let fds = limits::open_file_limit();
+        assert_eq!(
+            c.settings.max_connections,
+            limits::descriptor_bound(21_845, fds)
+        );
         let c = parse(&["--memory-limit", "256Mi"])
             .unwrap()
             .serve_config(&env)
             .unwrap();
-        assert_eq!(c.settings.max_connections, 5_461);
+        assert_eq!(
+            c.settings.max_connections,
+            limits::descriptor_bound(5_461, fds)
+        );
         let err = parse(&["--memory-limit", "lots"])
             .unwrap()
             .serve_config(&env)

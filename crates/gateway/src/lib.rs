@@ -514,6 +514,7 @@ impl Gateway {
             %metrics_addr,
             peer_addr = ?peer_addr,
             max_connections = settings.max_connections,
+            open_file_limit = ?limits::open_file_limit(),
             namespace,
             tls = tls_on,
             min_auth_version = settings.min_auth_version.as_str(),

@@ -8,7 +8,8 @@
 //! - [`BodyBudget`]: a global budget of request-body bytes buffered before the signature is
 //!   checked; a request that does not fit gets `503` + `Retry-After` without being read.
 //! - [`default_max_connections`]: `--max-connections` derived from the memory the gateway is
-//!   given (`--memory-limit`, else the cgroup limit).
+//!   given (`--memory-limit`, else the cgroup limit), then bounded by the descriptor limit
+//!   ([`descriptor_bound`], [`open_file_limit`]).
 //! - [`AcceptErrors`]: accept failures (e.g. `EMFILE` past the descriptor limit) back off
 //!   exponentially and are logged once per interval with a count.
 
@@ -78,6 +79,35 @@ pub fn cgroup_memory_limit() -> Option<u64> {
     let n: u64 = text.trim().parse().ok()?;
     // cgroup v1 says "unlimited" with a huge number.
     (n < (1 << 60)).then_some(n)
+}
+
+/// Descriptors `--max-connections` leaves to everything else when it follows the descriptor
+/// limit: the metrics and peer listeners' connections ([`METRICS_MAX_CONNECTIONS`],
+/// [`PEER_MAX_CONNECTIONS`]), the listeners, the API client's connections, the key and
+/// revocation files, the runtime's epoll and wake-up descriptors.
+pub const RESERVED_DESCRIPTORS: u64 = (METRICS_MAX_CONNECTIONS + PEER_MAX_CONNECTIONS) as u64 + 128;
+
+/// Fewest connections a descriptor-bound default allows (as with the memory-bound default).
+const MIN_MAX_CONNECTIONS: usize = 64;
+
+/// The default `--max-connections` under the soft `RLIMIT_NOFILE` (`None`: unknown or
+/// unlimited): `default`, but at most the limit less [`RESERVED_DESCRIPTORS`] (and at least
+/// 64), so connections past it wait in the accept backlog instead of failing `accept` with
+/// `EMFILE`.
+pub fn descriptor_bound(default: usize, open_files: Option<u64>) -> usize {
+    match open_files {
+        Some(limit) => {
+            let room = limit.saturating_sub(RESERVED_DESCRIPTORS);
+            let room = usize::try_from(room).unwrap_or(usize::MAX);
+            default.min(room.max(MIN_MAX_CONNECTIONS))
+        }
+        None => default,
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of this process; `None` when unlimited.
+pub fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// Parses a memory quantity: plain bytes or a Kubernetes binary/decimal suffix
@@ -275,6 +305,26 @@ mod tests {
             default_max_connections(Some(u64::MAX)),
             UNLIMITED_MAX_CONNECTIONS
         );
+    }
+
+    #[test]
+    fn max_connections_from_descriptors() {
+        // Unknown or unlimited: the memory-bound default as is.
+        assert_eq!(descriptor_bound(150_000, None), 150_000);
+        // A high soft limit leaves the default as is; a lower one: the limit less the reserve.
+        assert_eq!(descriptor_bound(150_000, Some(1_048_576)), 150_000);
+        assert_eq!(
+            descriptor_bound(150_000, Some(20_000)),
+            20_000 - RESERVED_DESCRIPTORS as usize
+        );
+        // The memory bound is lower: it stays.
+        assert_eq!(descriptor_bound(21_845, Some(1_048_576)), 21_845);
+        // A limit at or under the reserve still allows a few connections.
+        assert_eq!(descriptor_bound(150_000, Some(1_024)), 1_024 - 640);
+        assert_eq!(descriptor_bound(150_000, Some(100)), 64);
+        assert_eq!(descriptor_bound(10, Some(100)), 10);
+        assert_eq!(descriptor_bound(150_000, Some(0)), 64);
+        assert_eq!(descriptor_bound(150_000, Some(u64::MAX)), 150_000);
     }
 
     #[test]

@@ -151,7 +151,36 @@ impl AuthError {
 
 /// Lowercase hex SHA-256 of `body` (the empty body hashes to `e3b0c442...b855`).
 pub fn body_sha256_hex(body: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA256, body).as_ref())
+    let mut out = String::with_capacity(64);
+    push_hex(
+        &mut out,
+        ring::digest::digest(&ring::digest::SHA256, body).as_ref(),
+    );
+    out
+}
+
+/// Appends `bytes` in lowercase hex (what `hex::encode` gives, without its per-character
+/// iterator: this runs several times per request).
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+}
+
+/// Joins canonical lines with `\n` into one string allocated once.
+fn join_lines(lines: &[&str]) -> String {
+    let len = lines.iter().map(|l| l.len() + 1).sum::<usize>();
+    let mut out = String::with_capacity(len);
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// The canonical request string: nine lines joined by `\n`, no trailing newline:
@@ -166,7 +195,7 @@ pub fn canonical_request(
     device: &str,
     key_id: &str,
 ) -> String {
-    [
+    join_lines(&[
         REQUEST_LABEL,
         method,
         path_and_query,
@@ -176,8 +205,7 @@ pub fn canonical_request(
         device,
         key_id,
         PROTOCOL_VERSION,
-    ]
-    .join("\n")
+    ])
 }
 
 /// The canonical request string of signature version 2: ten lines joined by `\n`, no trailing
@@ -194,7 +222,7 @@ pub fn canonical_request_v2(
     key_id: &str,
     if_none_match: Option<&str>,
 ) -> String {
-    [
+    join_lines(&[
         REQUEST_LABEL,
         method,
         path_and_query,
@@ -205,8 +233,7 @@ pub fn canonical_request_v2(
         key_id,
         if_none_match.unwrap_or(""),
         AuthVersion::V2.as_str(),
-    ]
-    .join("\n")
+    ])
 }
 
 /// The canonical response string of signature version 2: nine lines joined by `\n`, no
@@ -221,7 +248,7 @@ pub fn canonical_response_v2(
     key_id: &str,
     request_if_none_match: Option<&str>,
 ) -> String {
-    [
+    join_lines(&[
         RESPONSE_LABEL,
         &status.to_string(),
         request_nonce,
@@ -231,8 +258,7 @@ pub fn canonical_response_v2(
         key_id,
         request_if_none_match.unwrap_or(""),
         AuthVersion::V2.as_str(),
-    ]
-    .join("\n")
+    ])
 }
 
 /// The canonical response string: eight lines joined by `\n`, no trailing newline:
@@ -246,7 +272,7 @@ pub fn canonical_response(
     device: &str,
     key_id: &str,
 ) -> String {
-    [
+    join_lines(&[
         RESPONSE_LABEL,
         &status.to_string(),
         request_nonce,
@@ -255,12 +281,16 @@ pub fn canonical_response(
         device,
         key_id,
         PROTOCOL_VERSION,
-    ]
-    .join("\n")
+    ])
 }
 
 pub(crate) fn sign_hex(key: &DeviceKey, message: &str) -> String {
-    hex::encode(hmac::sign(key.hmac_key(), message.as_bytes()).as_ref())
+    let mut out = String::with_capacity(64);
+    push_hex(
+        &mut out,
+        hmac::sign(key.hmac_key(), message.as_bytes()).as_ref(),
+    );
+    out
 }
 
 pub(crate) fn verify_hex(
@@ -1084,6 +1114,22 @@ mod tests {
         // The response is signed with the key the request used.
         let v = verify(&overlap, "d", "GET", pq, &h_old, b"", NOW).unwrap();
         assert_eq!(v.device_key, old.derive("d"));
+    }
+
+    #[test]
+    fn hex_and_lines_as_before() {
+        // The canonical strings' building blocks give what `hex::encode` and `join` gave.
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut out = String::new();
+        push_hex(&mut out, &bytes);
+        assert_eq!(out, hex::encode(&bytes));
+        assert_eq!(
+            body_sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        for lines in [&[][..], &["a"], &["a", "", "bc", ""]] {
+            assert_eq!(join_lines(lines), lines.join("\n"));
+        }
     }
 
     #[test]

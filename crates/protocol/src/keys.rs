@@ -112,11 +112,21 @@ fn decode_secret(text: &str) -> Result<[u8; KEY_LEN], KeyError> {
 }
 
 /// A master key with its key id.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct MasterKey {
     id: String,
     secret: [u8; KEY_LEN],
+    /// The HMAC key of `secret`, set up once: deriving a device key (on every request the
+    /// gateway verifies) then costs the derivation's HMAC only.
+    hmac: hmac::Key,
 }
+
+impl PartialEq for MasterKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id && self.secret == other.secret
+    }
+}
+impl Eq for MasterKey {}
 
 impl MasterKey {
     /// A master key from its parts.
@@ -127,6 +137,7 @@ impl MasterKey {
         Ok(MasterKey {
             id: id.to_string(),
             secret,
+            hmac: hmac::Key::new(hmac::HMAC_SHA256, &secret),
         })
     }
 
@@ -389,8 +400,7 @@ pub fn derive_device_key(master: &MasterKey, device: &str) -> DeviceKey {
 /// `<master-id>.<n>`. Epochs above [`MAX_EPOCH`] are clamped to it.
 pub fn derive_device_key_at(master: &MasterKey, device: &str, epoch: u32) -> DeviceKey {
     let epoch = epoch.min(MAX_EPOCH);
-    let key = hmac::Key::new(hmac::HMAC_SHA256, &master.secret);
-    let mut ctx = hmac::Context::with_key(&key);
+    let mut ctx = hmac::Context::with_key(&master.hmac);
     ctx.update(DERIVATION_LABEL.as_bytes());
     ctx.update(&[0]);
     ctx.update(device.as_bytes());
@@ -415,8 +425,7 @@ pub const REPLICA_IDENTITY: &str = "gateway-replicas";
 /// master key's id. Every replica holding the master key ring derives the same key; no device
 /// key equals it (device keys use another label).
 pub fn derive_replica_key(master: &MasterKey) -> DeviceKey {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, &master.secret);
-    let mut ctx = hmac::Context::with_key(&key);
+    let mut ctx = hmac::Context::with_key(&master.hmac);
     ctx.update(REPLICA_DERIVATION_LABEL.as_bytes());
     ctx.update(&[0]);
     let tag = ctx.sign();

@@ -335,34 +335,33 @@ pub async fn handle(state: Arc<HttpState>, req: Request<Incoming>) -> Result<Res
             req.uri().query().map(str::to_owned),
         )
     });
-    let route = if state.forward_on_devices && req.uri().path() == crate::forward::FORWARD_PATH {
-        None
-    } else {
-        Some(match parse_device_route(req.uri().path()) {
-            Some(DeviceRoute::Desired(device)) => Some((device.to_string(), true)),
-            Some(DeviceRoute::Report(device)) => Some((device.to_string(), false)),
-            None => None,
-        })
-    };
-    let (route, resp) = match route {
+    let replicas = state.forward_on_devices && req.uri().path() == crate::forward::FORWARD_PATH;
+    let call = parse_device_route(req.uri().path()).map(|r| match r {
+        DeviceRoute::Desired(d) => (Route::Desired, d.to_string()),
+        DeviceRoute::Report(d) => (Route::Report, d.to_string()),
+    });
+    let (route, resp) = match call {
         // Boxed: the replica route's state is allocated by its requests only.
-        None => (
+        _ if replicas => (
             "replicas",
             Box::pin(crate::forward::handle(&state, req)).await,
         ),
-        Some(Some((device, desired))) => {
-            // Both boxed, one after the other: a connection's handler future stays small
-            // (hyper keeps one per connection, idle ones included), the request's parsing and
+        Some((route, device)) => {
+            // Boxed, one after the other: a connection's handler future stays small (hyper
+            // keeps one per connection, idle ones included), the request's parsing and
             // authentication state is freed before a long poll is held, and only a long poll
             // allocates a timer and a wake-up registration.
-            let step = Box::pin(device_request(&state, req, device, desired)).await;
+            let step = match route {
+                Route::Desired => Box::pin(desired_request(&state, req, device)).await,
+                Route::Report => Box::pin(report_request(&state, req, device)).await,
+            };
             let resp = match step {
                 Step::Answer(resp) => resp,
                 Step::Wait(poll) => Box::pin(long_poll(&state, *poll)).await,
             };
-            (if desired { "desired" } else { "report" }, resp)
+            (route.label(), resp)
         }
-        Some(None) => ("other", error(404, "no such route")),
+        None => ("other", error(404, "no such route")),
     };
     state.metrics.http(route, resp.status().as_u16());
     if let Some((method, path, query)) = logged {
@@ -409,32 +408,50 @@ fn is_json(req: &Request<Incoming>) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case(wire::CONTENT_TYPE_JSON))
 }
 
-async fn device_request(
+/// The two device routes (the `route` label of the request metrics).
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Desired,
+    Report,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::Desired => "desired",
+            Route::Report => "report",
+        }
+    }
+}
+
+/// What both device routes check before anything else: the method, the device name, and
+/// that the gateway is ready and not shutting down. `Some`: the refusal to answer with.
+fn refusal(
     state: &HttpState,
-    req: Request<Incoming>,
-    device: String,
-    desired: bool,
-) -> Step {
-    let (allowed, allow) = if desired {
-        (Method::GET, "GET")
-    } else {
-        (Method::POST, "POST")
-    };
+    req: &Request<Incoming>,
+    device: &str,
+    allowed: Method,
+) -> Option<Resp> {
     if req.method() != allowed {
-        return Step::Answer(with_header(
+        let allow = if allowed == Method::GET {
+            "GET"
+        } else {
+            "POST"
+        };
+        return Some(with_header(
             error(405, &format!("method not allowed; use {allow}")),
             header::ALLOW,
             allow,
         ));
     }
-    if !valid_device_name(&device) {
-        return Step::Answer(error(
+    if !valid_device_name(device) {
+        return Some(error(
             400,
             "invalid device name: must be a DNS-1123 subdomain (lowercase a-z, 0-9, '-', '.')",
         ));
     }
     if !state.readiness.is_ready() {
-        return Step::Answer(with_header(
+        return Some(with_header(
             error(503, "not ready: the DeviceProcess cache has not synced"),
             header::RETRY_AFTER,
             "1",
@@ -442,41 +459,134 @@ async fn device_request(
     }
     let shutting_down = *state.shutdown.borrow();
     if shutting_down {
-        return Step::Answer(with_header(
+        return Some(with_header(
             error(503, "the gateway is shutting down"),
             header::RETRY_AFTER,
             "1",
         ));
     }
-    if !desired && !is_json(&req) {
+    None
+}
+
+/// The request's declared `Content-Length`, when it has a valid one.
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Authenticates a device request (signature, key epoch, replay) from its head and its whole
+/// body; on success returns the signer of the answer. Every refusal is counted and looks the
+/// same to the client (`401`), except a full nonce cache (`429`, signed).
+fn authenticate(
+    state: &HttpState,
+    device: &str,
+    parts: &http::request::Parts,
+    body: &[u8],
+) -> Result<Signer, Box<Resp>> {
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let now = unix_now();
+    let verified = match verify_request(
+        &state.keys,
+        device,
+        parts.method.as_str(),
+        path_and_query,
+        &parts.headers,
+        body,
+        now,
+        state.skew_secs,
+    ) {
+        Ok(v) => v,
+        Err(e) => {
+            state.metrics.auth_failure(e.reason_label());
+            tracing::debug!(device, reason = e.reason_label(), "authentication failed");
+            return Err(Box::new(auth_refused()));
+        }
+    };
+    state.metrics.auth_version(verified.version.as_str());
+    if let Err(e) = state.credentials.check(&verified) {
+        state.metrics.auth_failure(e.reason_label());
+        tracing::debug!(device, reason = e.reason_label(), "credential refused");
+        return Err(Box::new(auth_refused()));
+    }
+    let signer = Signer {
+        key: verified.device_key,
+        nonce: verified.nonce,
+        version: verified.version,
+        if_none_match: verified.if_none_match,
+    };
+    match state
+        .replay
+        .check(device, &signer.nonce, verified.timestamp, now)
+    {
+        ReplayVerdict::Fresh => Ok(signer),
+        ReplayVerdict::Replayed => {
+            state.metrics.auth_failure(AuthError::Replay.reason_label());
+            Err(Box::new(auth_refused()))
+        }
+        ReplayVerdict::Full => {
+            let resp = signer.error(429, "too many requests from this device; retry later");
+            Err(Box::new(with_header(resp, header::RETRY_AFTER, "1")))
+        }
+    }
+}
+
+/// `GET /v1/devices/{device}/desired`: the device's document, or a long poll for its change.
+async fn desired_request(state: &HttpState, req: Request<Incoming>, device: String) -> Step {
+    if let Some(resp) = refusal(state, &req, &device, Method::GET) {
+        return Step::Answer(resp);
+    }
+    // A GET has no body: refuse one without reading it (hyper closes the connection rather
+    // than drain an unread body).
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if chunked || declared_length(&req).is_some_and(|n| n > 0) {
+        return Step::Answer(error(400, "a GET request has no body"));
+    }
+    let (parts, body) = req.into_parts();
+    drop(body);
+    let signer = match authenticate(state, &device, &parts, &[]) {
+        Ok(signer) => signer,
+        Err(resp) => return Step::Answer(*resp),
+    };
+    let wait = match parse_wait(parts.uri.query()) {
+        Ok(w) => w,
+        Err(e) => return Step::Answer(signer.error(400, &e.to_string())),
+    };
+    let inm = parts
+        .headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // The request head (its header values and path are slices of hyper's read buffer) must
+    // not outlive this point: a long poll holding it would pin that buffer while hyper
+    // allocates another one to watch the connection.
+    drop(parts);
+    desired_answer(state, wait, inm, device, signer)
+}
+
+/// `POST /v1/devices/{device}/report`: the agent's report, recorded and acknowledged.
+async fn report_request(state: &HttpState, req: Request<Incoming>, device: String) -> Step {
+    if let Some(resp) = refusal(state, &req, &device, Method::POST) {
+        return Step::Answer(resp);
+    }
+    if !is_json(&req) {
         return Step::Answer(error(
             415,
             "a report must have Content-Type: application/json",
         ));
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if desired {
-        // A GET has no body: refuse one without reading it (hyper closes the connection
-        // rather than drain an unread body).
-        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
-        if chunked || declared.is_some_and(|n| n > 0) {
-            return Step::Answer(error(400, "a GET request has no body"));
-        }
-    }
+    let declared = declared_length(&req);
     if declared.is_some_and(|n| n > MAX_REQUEST_BODY as u64) {
         return Step::Answer(error(413, "request body over the 64 KiB limit"));
     }
     let (parts, body) = req.into_parts();
     // Body bytes held before the signature is checked come out of one global budget.
-    let reserve = if desired {
-        0
-    } else {
-        declared.map_or(MAX_REQUEST_BODY, |n| n as usize)
-    };
+    let reserve = declared.map_or(MAX_REQUEST_BODY, |n| n as usize);
     let _budget = if reserve > 0 {
         match state.body_budget.try_take(reserve) {
             Some(p) => Some(p),
@@ -491,83 +601,13 @@ async fn device_request(
     } else {
         None
     };
-    let body = if desired {
-        // A GET with a body was refused above: nothing to read, no timer to arm.
-        drop(body);
-        Bytes::new()
-    } else {
-        match read_body(body, reserve, state.body_timeout).await {
-            Ok(body) => body,
-            Err(resp) => return Step::Answer(resp),
-        }
+    let body = match read_body(body, reserve, state.body_timeout).await {
+        Ok(body) => body,
+        Err(resp) => return Step::Answer(resp),
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    let now = unix_now();
-    let verified = match verify_request(
-        &state.keys,
-        &device,
-        parts.method.as_str(),
-        path_and_query,
-        &parts.headers,
-        &body,
-        now,
-        state.skew_secs,
-    ) {
-        Ok(v) => v,
-        Err(e) => {
-            state.metrics.auth_failure(e.reason_label());
-            tracing::debug!(device, reason = e.reason_label(), "authentication failed");
-            return Step::Answer(auth_refused());
-        }
-    };
-    state.metrics.auth_version(verified.version.as_str());
-    if let Err(e) = state.credentials.check(&verified) {
-        state.metrics.auth_failure(e.reason_label());
-        tracing::debug!(device, reason = e.reason_label(), "credential refused");
-        return Step::Answer(auth_refused());
-    }
-    let signer = Signer {
-        key: verified.device_key,
-        nonce: verified.nonce,
-        version: verified.version,
-        if_none_match: verified.if_none_match,
-    };
-    match state
-        .replay
-        .check(&device, &signer.nonce, verified.timestamp, now)
-    {
-        ReplayVerdict::Fresh => {}
-        ReplayVerdict::Replayed => {
-            state.metrics.auth_failure(AuthError::Replay.reason_label());
-            return Step::Answer(auth_refused());
-        }
-        ReplayVerdict::Full => {
-            let resp = signer.error(429, "too many requests from this device; retry later");
-            return Step::Answer(with_header(resp, header::RETRY_AFTER, "1"));
-        }
-    }
-    if desired {
-        let wait = match parse_wait(parts.uri.query()) {
-            Ok(w) => w,
-            Err(e) => return Step::Answer(signer.error(400, &e.to_string())),
-        };
-        let inm = parts
-            .headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        // The request head (its header values and path are slices of hyper's read buffer)
-        // must not outlive this point: a long poll holding it would pin that buffer while
-        // hyper allocates another one to watch the connection.
-        drop(parts);
-        drop(body);
-        desired_answer(state, wait, inm, device, signer)
-    } else {
-        Step::Answer(report_answer(state, &body, &device, &signer))
+    match authenticate(state, &device, &parts, &body) {
+        Ok(signer) => Step::Answer(report_answer(state, &body, &device, &signer)),
+        Err(resp) => Step::Answer(*resp),
     }
 }
 

@@ -209,18 +209,15 @@ impl DesiredStore {
         }
     }
 
-    /// Removes every object not in `keep` (after a re-list).
-    pub fn retain(&self, keep: &HashSet<String>) {
-        let gone: Vec<String> = self
-            .read()
+    /// The names of the objects held that are not in `listed` (gone while the watch was
+    /// re-listing).
+    pub fn names_not_in(&self, listed: &HashSet<String>) -> Vec<String> {
+        self.read()
             .objects
             .keys()
-            .filter(|n| !keep.contains(*n))
+            .filter(|n| !listed.contains(*n))
             .cloned()
-            .collect();
-        for name in gone {
-            self.remove(&name);
-        }
+            .collect()
     }
 
     /// The current document of `device` (empty when nothing is assigned).
@@ -297,7 +294,9 @@ mod tests {
         assert!(!s.remove("a"));
         assert_eq!(*s.current("tor1-02"), Doc::empty("tor1-02"));
         assert_eq!(s.device_count(), 1);
-        s.retain(&HashSet::new());
+        for name in s.names_not_in(&HashSet::from(["a".to_string()])) {
+            s.remove(&name);
+        }
         assert_eq!(s.object_count(), 0);
         assert_eq!(s.device_count(), 0);
         assert_eq!(*s.current("tor1-01"), Doc::empty("tor1-01"));

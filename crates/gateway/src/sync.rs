@@ -81,8 +81,10 @@ pub async fn run_watch(
             }
             Event::InitDone => {
                 if let Some(seen) = listing.take() {
-                    desired.retain(&seen);
-                    status.retain(&seen);
+                    // Both views hold the same objects (`apply` feeds both).
+                    for name in desired.names_not_in(&seen) {
+                        forget(&desired, &status, &name);
+                    }
                 }
                 if !synced {
                     synced = true;
@@ -96,20 +98,23 @@ pub async fn run_watch(
                 }
             }
             Event::Apply(dp) => apply(&desired, &status, &dp),
-            Event::Delete(dp) => {
-                let name = dp.name_any();
-                desired.remove(&name);
-                status.forget(&name);
-            }
+            Event::Delete(dp) => forget(&desired, &status, &dp.name_any()),
         }
     }
 }
 
 fn apply(desired: &DesiredStore, status: &StatusController, dp: &DeviceProcess) {
     if let Some(input) = process_input(dp) {
+        // The spec hash is computed once per watch event, for both views.
+        let spec_hash = input.spec_hash.clone();
         desired.upsert(input);
-        status.observe(dp);
+        status.observe(dp, spec_hash);
     }
+}
+
+fn forget(desired: &DesiredStore, status: &StatusController, name: &str) {
+    desired.remove(name);
+    status.forget(name);
 }
 
 /// The sweep period for a stale window: a tenth of it, between 20 ms and 1 s.

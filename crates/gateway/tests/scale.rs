@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apollo_api::DeviceProcess;
+use apollo_api::{DeviceProcess, spec_hash};
 use apollo_gateway::desired::DesiredStore;
 use apollo_gateway::events;
 use apollo_gateway::liveness::{Agent, Liveness};
@@ -74,7 +74,8 @@ async fn hundred_thousand_devices() {
     }
     let after_desired = rss_kib();
     for i in 0..DEVICES {
-        status.observe(&dp(i));
+        let object = dp(i);
+        status.observe(&object, spec_hash(&object.spec));
     }
     let after_status = rss_kib();
     status.initial_sync(tokio::time::Instant::now());
@@ -139,7 +140,7 @@ async fn hundred_thousand_devices() {
     changed.metadata.generation = Some(2);
     let c = Instant::now();
     assert!(desired.upsert(process_input(&changed).unwrap()));
-    status.observe(&changed);
+    status.observe(&changed, spec_hash(&changed.spec));
     let one_change = c.elapsed();
     assert_eq!(desired.current("tor000002"), other_before);
 

@@ -2,7 +2,6 @@
 //! object table, recompute the affected targets with [`compute`], emit the Events of each
 //! target transition ([`transitions`]) and queue a write where target and live differ.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use apollo_api::DeviceProcess;
@@ -16,8 +15,9 @@ use crate::events::Regarding;
 use crate::membership::Member;
 
 impl StatusController {
-    /// An object from the watch (added, modified, or listed).
-    pub fn observe(&self, dp: &DeviceProcess) {
+    /// An object from the watch (added, modified, or listed), with its spec hash
+    /// ([`apollo_api::spec_hash`], computed once by the caller for every view).
+    pub fn observe(&self, dp: &DeviceProcess, spec_hash: String) {
         let name = dp.name_any();
         let rv = dp.resource_version().unwrap_or_default();
         let device = dp.spec.device_ref.name.clone();
@@ -39,7 +39,6 @@ impl StatusController {
                 }
                 obj.uid = dp.uid().unwrap_or_default();
                 obj.generation = dp.metadata.generation.unwrap_or(0);
-                let spec_hash = apollo_api::spec_hash(&dp.spec);
                 if spec_hash != obj.spec_hash && state.synced && !self.observe_grace.is_zero() {
                     obj.hold_until = Some(tokio::time::Instant::now() + self.observe_grace);
                 }
@@ -73,7 +72,7 @@ impl StatusController {
                         uid: dp.uid().unwrap_or_default(),
                         device,
                         generation: dp.metadata.generation.unwrap_or(0),
-                        spec_hash: apollo_api::spec_hash(&dp.spec),
+                        spec_hash,
                         resource_version: rv,
                         pending: None,
                         live,
@@ -95,20 +94,6 @@ impl StatusController {
         let mut state = self.lock();
         if let Some(obj) = state.objects.remove(name) {
             unindex(&mut state.by_device, &obj.device, name);
-        }
-    }
-
-    /// Forgets every object not in `keep` (after a re-list).
-    pub fn retain(&self, keep: &HashSet<String>) {
-        let gone: Vec<String> = self
-            .lock()
-            .objects
-            .keys()
-            .filter(|n| !keep.contains(*n))
-            .cloned()
-            .collect();
-        for name in gone {
-            self.forget(&name);
         }
     }
 

@@ -1248,6 +1248,20 @@ async fn flapping_device_is_coalesced() {
     h.env.cleanup().await;
 }
 
+/// A DeviceProcess at arg `v1` whose device has reported it (instance `i1`).
+async fn observed_at_v1(h: &Harness, name: &str, device: &str) -> TestDevice {
+    let dp = h.create_dp(name, device, "v1").await;
+    let dev = h.device(device);
+    assert_eq!(
+        dev.report("i1", &[(name, &spec_hash(&dp.spec))])
+            .await
+            .status,
+        200
+    );
+    h.wait_status(name, "observed v1", T, observed).await;
+    dev
+}
+
 /// A spec change costs one status write when the connected agent reports the new hash within
 /// the observe grace: the `SpecObserved=False` is held, then replaced by the observation. An
 /// agent that does not report gets the mismatch written once the grace is over.
@@ -1260,15 +1274,7 @@ async fn a_spec_change_observed_within_the_grace_costs_one_status_write() {
         s.observe_grace = Duration::from_secs(20);
     })
     .await;
-    let dp = h.create_dp("dp-roll", "dev-roll", "v1").await;
-    let dev = h.device("dev-roll");
-    assert_eq!(
-        dev.report("i1", &[("dp-roll", &spec_hash(&dp.spec))])
-            .await
-            .status,
-        200
-    );
-    h.wait_status("dp-roll", "observed v1", T, observed).await;
+    let dev = observed_at_v1(&h, "dp-roll", "dev-roll").await;
     wait_until("converged", T, || async { h.gw().status().converged() }).await;
     let before = h.gateway_writes();
 
@@ -1307,15 +1313,7 @@ async fn a_spec_change_the_agent_does_not_report_is_written_after_the_grace() {
         s.observe_grace = Duration::from_millis(300);
     })
     .await;
-    let dp = h.create_dp("dp-slow", "dev-slow", "v1").await;
-    let dev = h.device("dev-slow");
-    assert_eq!(
-        dev.report("i1", &[("dp-slow", &spec_hash(&dp.spec))])
-            .await
-            .status,
-        200
-    );
-    h.wait_status("dp-slow", "observed v1", T, observed).await;
+    observed_at_v1(&h, "dp-slow", "dev-slow").await;
     h.set_arg("dp-slow", "v2").await;
     h.wait_status("dp-slow", "SpecObserved=False, SpecHashMismatch", T, |dp| {
         dp.status

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apollo_devcluster::User;
-use apollo_devcluster::testing::DeviceProcessObserver;
+use apollo_testkit::DeviceProcessObserver;
 use common::*;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;

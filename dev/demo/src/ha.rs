@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail, ensure};
-use apollo_devcluster::testing::DeviceProcessObserver;
+use apollo_testkit::DeviceProcessObserver;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 

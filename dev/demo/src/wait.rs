@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use apollo_devcluster::testing::poll_every;
+use apollo_testkit::poll_every;
 
 /// Calls `f` every `interval` until it returns `Some`, or `deadline` has passed (then `None`).
 /// `f` is always called at least once, and once more at the deadline. The runbook's form of

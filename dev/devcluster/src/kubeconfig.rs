@@ -41,7 +41,7 @@ pub(crate) fn render(
 }
 
 /// Builds a kube client from a kubeconfig file (its current context).
-pub(crate) async fn client_from_file(path: &Path) -> Result<kube::Client, Error> {
+pub async fn client_from_file(path: &Path) -> Result<kube::Client, Error> {
     let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| Error::Kube(e.to_string()))?;
     let config =
         kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())

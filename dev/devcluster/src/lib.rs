@@ -5,7 +5,7 @@
 //! ConfigMap, ServiceAccount, RBAC, CustomResourceDefinition, and Deployment, Service and
 //! PodDisruptionBudget stored without controllers) and every custom resource whose CRD
 //! is created through the API. It is used in-process by tests ([`DevCluster::start`],
-//! [`testing::TestEnv`]) and standalone by `kubectl` and the project's binaries
+//! `apollo_testkit::TestEnv`) and standalone by `kubectl` and the project's binaries
 //! (`apollo-devcluster serve`).
 //!
 //! Object semantics (structural schemas, server-side apply) come from `apollo-apimachinery`,
@@ -32,7 +32,6 @@ mod requests;
 mod server;
 mod status;
 mod store;
-pub mod testing;
 mod tls;
 mod typed;
 mod version;
@@ -45,6 +44,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use faults::{FaultConfig, Faults};
+pub use kubeconfig::client_from_file;
 pub use requests::{RequestCount, RequestLog};
 pub use version::{KubeVersion, VersionError};
 

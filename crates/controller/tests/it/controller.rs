@@ -256,7 +256,7 @@ async fn template_change_updates_every_device_process() {
 }
 
 /// Writes what the gateway would: agent connected, current spec hash observed.
-async fn report_observed(env: &apollo_devcluster::testing::TestEnv, name: &str) {
+async fn report_observed(env: &apollo_testkit::TestEnv, name: &str) {
     let admin = env.admin().await;
     let api = dps(env, &admin);
     let dp = api.get(name).await.unwrap();

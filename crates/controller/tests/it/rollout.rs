@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use apollo_api::{DeviceProcess, DeviceProcessDeployment, spec_hash};
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use common::*;
 use futures::StreamExt;
 use kube::ResourceExt;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use apollo_api::conditions::{AGENT_CONNECTED, SPEC_OBSERVED};
 use apollo_api::{DeviceProcess, Phase};
-use apollo_devcluster::testing::condition_status;
+use apollo_testkit::condition_status;
 use kube::ResourceExt as _;
 
 use crate::wait::{poll_until, secs};

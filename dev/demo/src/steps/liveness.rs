@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail, ensure};
 use apollo_api::conditions::AGENT_CONNECTED;
-use apollo_devcluster::testing::condition_status;
+use apollo_testkit::condition_status;
 use kube::ResourceExt as _;
 
 use crate::cli::flag_duration;

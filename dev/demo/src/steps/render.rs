@@ -3,7 +3,7 @@
 
 use apollo_api::DeviceProcess;
 use apollo_api::conditions::AGENT_CONNECTED;
-use apollo_devcluster::testing::condition_status;
+use apollo_testkit::condition_status;
 use kube::ResourceExt as _;
 
 use crate::cluster::event_occurrences;

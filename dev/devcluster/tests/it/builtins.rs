@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};

@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use common::*;
 use serde_json::Value;
 

@@ -5,7 +5,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use apollo_devcluster::User;
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use common::*;
 use kube::api::ListParams;
 use serde_json::json;

@@ -4,7 +4,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use common::*;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;

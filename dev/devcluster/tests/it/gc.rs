@@ -4,7 +4,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use common::*;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};

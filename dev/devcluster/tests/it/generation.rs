@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use common::*;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;

@@ -7,7 +7,7 @@ use crate::common;
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use tokio::io::AsyncWriteExt;
 
 fn kubectl_available() -> bool {

@@ -3,7 +3,7 @@
 //! transitions (422 with the apiserver's message), feature-gated fields dropped, discovery,
 //! label-selected lists, optimistic concurrency and deletion with a precondition.
 
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::discovery::Discovery;

@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use apollo_devcluster::User;
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use common::*;
 use serde_json::json;
 

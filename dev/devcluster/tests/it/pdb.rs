@@ -3,7 +3,7 @@
 //! by spec changes, minAvailable/maxUnavailable exclusive, integer ≥ 0 or percentage ≤ 100%,
 //! discovery with the `pdb` short name.
 
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::discovery::Discovery;

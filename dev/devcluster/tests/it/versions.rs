@@ -7,8 +7,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use apollo_devcluster::testing::TestEnv;
 use apollo_devcluster::{KubeVersion, Options};
+use apollo_testkit::TestEnv;
 use common::*;
 use serde_json::{Value, json};
 

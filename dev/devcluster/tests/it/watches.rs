@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use apollo_devcluster::Options;
-use apollo_devcluster::testing::TestEnv;
+use apollo_testkit::TestEnv;
 use common::*;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use apollo_api::{DeviceProcess, DeviceProcessDeployment, NetworkSwitch};
 use apollo_controller::{App, Config, Error, LeaderElectionConfig, Metrics};
 use apollo_devcluster::User;
-use apollo_devcluster::testing::{TestEnv, poll_until};
+use apollo_testkit::{TestEnv, poll_until};
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};

@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use apollo_api::{DeviceProcess, DeviceProcessSpec};
 use apollo_devcluster::User;
-use apollo_devcluster::testing::{TestEnv, poll_until};
 use apollo_gateway::{Gateway, Settings};
 use apollo_protocol::auth::{
     HEADER_SIGNATURE, generate_nonce, sign_request, unix_now, verify_response,
 };
 use apollo_protocol::keys::{DeviceKey, MasterKey, MasterKeyRing};
 use apollo_protocol::wire::{ObservedProcess, Report};
+use apollo_testkit::{TestEnv, poll_until};
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -278,7 +278,7 @@ pub fn spec(device: &str, arg: &str) -> DeviceProcessSpec {
 
 /// The status of a DeviceProcess's condition (the testkit's, under the name these tests use).
 #[allow(unused_imports)] // not every test binary that includes this module reads conditions
-pub use apollo_devcluster::testing::condition_status as cond_status;
+pub use apollo_testkit::condition_status as cond_status;
 
 /// A raw HTTP answer.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use apollo_devcluster::testing::{TestEnv, poll_until};
+use apollo_testkit::{TestEnv, poll_until};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};

@@ -1,5 +1,8 @@
-//! Test environment: an in-process development cluster by default, or the real cluster named by
-//! `APOLLO_TEST_KUBECONFIG`; each [`TestEnv`] has its own namespace, deleted at the end.
+//! What the test suites share (the testkit; development tooling, never shipped).
+//!
+//! The test environment: an in-process development cluster by default, or the real cluster
+//! named by `APOLLO_TEST_KUBECONFIG`; each [`TestEnv`] has its own namespace, deleted at the
+//! end.
 //!
 //! Also the test suites' one way to wait for a condition: [`poll_until`] (a deadline, never a
 //! fixed sleep standing in for synchronisation). Each crate's test helpers wrap it with the
@@ -16,7 +19,7 @@ use apollo_kube::manifests::Applier;
 use kube::api::Api;
 use rand::Rng;
 
-use crate::{DevCluster, Error, Options, User};
+use apollo_devcluster::{DevCluster, Error, Options, User};
 
 mod observer;
 pub use observer::{DeviceProcessObserver, Flapped, condition_status, connected_and_observed};
@@ -107,7 +110,7 @@ impl TestEnv {
         let namespace = format!("t-{}", random_suffix());
         if let Some(path) = std::env::var_os(KUBECONFIG_ENV).filter(|p| !p.is_empty()) {
             let path = PathBuf::from(path);
-            let admin = crate::kubeconfig::client_from_file(&path).await?;
+            let admin = apollo_devcluster::client_from_file(&path).await?;
             let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin.clone());
             let obj: k8s_openapi::api::core::v1::Namespace =
                 serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}}))
@@ -124,7 +127,10 @@ impl TestEnv {
                 cleaned: false,
             });
         }
-        let dir = tempfile::tempdir().map_err(|e| Error::io("temp dir", e))?;
+        let dir = tempfile::tempdir().map_err(|source| Error::Io {
+            context: "temp dir".into(),
+            source,
+        })?;
         opts.dir = dir.path().to_path_buf();
         opts.namespace = namespace.clone();
         let dev = DevCluster::start(opts).await?;
@@ -323,7 +329,7 @@ impl Drop for TestEnv {
                 return;
             };
             rt.block_on(async move {
-                if let Ok(client) = crate::kubeconfig::client_from_file(&path).await {
+                if let Ok(client) = apollo_devcluster::client_from_file(&path).await {
                     delete_namespace(&client, &namespace).await;
                 }
             });

@@ -1,5 +1,7 @@
 //! Wiring the kube-runtime `Controller`: one watch per kind, each feeding both a reflector
-//! cache and the reconcile triggers.
+//! cache and the reconcile triggers. The caches keep what the controller reads: the
+//! managedFields of other writers (the gateway's status entries, kubectl's) are dropped as
+//! objects arrive, since at fleet size they are a large part of every cached object.
 //!
 //! - DeviceProcessDeployments: the controller's main watch and cache.
 //! - DeviceProcesses: owned; a change to one triggers its controller owner.
@@ -53,6 +55,19 @@ where
         None => Api::all(client.clone()),
     }
 }
+
+/// What the inventory cache keeps of a device's metadata: the controller reads its name,
+/// namespace, labels and deletion timestamp; other writers' managedFields and kubectl's copy
+/// of the whole object (`last-applied-configuration`) are most of its size at fleet scale.
+fn trim_inventory(device: &mut PartialObjectMeta<DynamicObject>) {
+    device.managed_fields_mut().clear();
+    if let Some(annotations) = device.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The annotation `kubectl apply` (client-side) stores the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Deployments to reconcile when an inventory object changes.
 fn deployments_for_device(
@@ -156,6 +171,7 @@ pub fn build(
     let (deployment_reader, deployment_writer) = reflector::store::<DeviceProcessDeployment>();
     let deployments = watcher(api::<DeviceProcessDeployment>(&client, ns), wc.clone())
         .default_backoff()
+        .modify(|dpd| dpd.managed_fields_mut().clear())
         .reflect(deployment_writer)
         .inspect(mark_synced(deployments_synced_tx))
         .applied_objects();
@@ -164,6 +180,7 @@ pub fn build(
     let (process_reader, process_writer) = reflector::store::<DeviceProcess>();
     let processes = watcher(api::<DeviceProcess>(&client, ns), wc.clone())
         .default_backoff()
+        .modify(|dp| dp.managed_fields_mut().retain(crate::plan::is_own_apply))
         .reflect(process_writer)
         .inspect(mark_synced(processes_synced_tx))
         .touched_objects();
@@ -177,6 +194,7 @@ pub fn build(
     let inventory_reader = inventory_writer.as_reader();
     let inventory = watcher(inventory_api, wc)
         .default_backoff()
+        .modify(trim_inventory)
         .reflect(inventory_writer)
         .inspect(mark_synced(inventory_synced_tx))
         .touched_objects();
@@ -320,5 +338,34 @@ mod tests {
             &preader,
         );
         assert!(hit.is_empty());
+    }
+
+    #[test]
+    fn the_inventory_cache_keeps_what_the_controller_reads() {
+        let mut d = device("tor1-01", "default", &[("role", "tor")]);
+        d.metadata.annotations = Some(
+            [
+                (
+                    LAST_APPLIED.to_owned(),
+                    "{\"a\": \"whole object\"}".to_owned(),
+                ),
+                ("note".to_owned(), "kept".to_owned()),
+            ]
+            .into(),
+        );
+        d.metadata.managed_fields = Some(vec![Default::default()]);
+        trim_inventory(&mut d);
+        assert_eq!(d.metadata.managed_fields.as_deref(), Some(&[][..]));
+        assert_eq!(
+            d.metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["note"]
+        );
+        assert_eq!(d.metadata.labels.as_ref().unwrap()["role"], "tor");
+        assert_eq!(d.metadata.name.as_deref(), Some("tor1-01"));
     }
 }

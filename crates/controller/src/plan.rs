@@ -13,7 +13,7 @@ use apollo_api::{
 };
 use apollo_names::{is_dns1123_subdomain, is_label_value, is_qualified_name_part};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    Condition, LabelSelector, OwnerReference, Time,
+    Condition, LabelSelector, ManagedFieldsEntry, OwnerReference, Time,
 };
 use kube::api::ObjectMeta;
 use kube::core::Selector;
@@ -349,15 +349,20 @@ pub fn needs_update(live: &DeviceProcess, desired: &DeviceProcess) -> bool {
     })
 }
 
+/// Whether a managedFields entry is the controller's own server-side apply of the object
+/// (not of a subresource): the only entry [`managed_label_keys`] reads.
+pub fn is_own_apply(entry: &ManagedFieldsEntry) -> bool {
+    entry.manager.as_deref() == Some(FIELD_MANAGER)
+        && entry.operation.as_deref() == Some("Apply")
+        && entry.subresource.as_deref().is_none_or(str::is_empty)
+}
+
 /// Label keys the controller owns according to the object's managedFields (server-side
 /// apply bookkeeping).
 pub fn managed_label_keys(dp: &DeviceProcess) -> BTreeSet<String> {
     let mut keys = BTreeSet::new();
     for entry in dp.metadata.managed_fields.iter().flatten() {
-        if entry.manager.as_deref() != Some(FIELD_MANAGER)
-            || entry.operation.as_deref() != Some("Apply")
-            || entry.subresource.as_deref().is_some_and(|s| !s.is_empty())
-        {
+        if !is_own_apply(entry) {
             continue;
         }
         let Some(fields) = &entry.fields_v1 else {

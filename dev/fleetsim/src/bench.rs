@@ -139,6 +139,9 @@ pub struct SizeResult {
     /// (RSS − baseline) / N.
     pub gateway_bytes_per_device_over_baseline: f64,
     pub gateway_cpu_ms_per_1000_heartbeats: f64,
+    /// RSS of the controller with the fleet's N DeviceProcesses in its caches (steady
+    /// window's end).
+    pub controller_rss_bytes: u64,
     /// This process (API server when in process, agents, tracker): RSS and CPU share of one
     /// core during the steady window.
     pub simulator_rss_bytes: u64,
@@ -604,6 +607,7 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         );
     }
     r.gateway_rss_bytes = sample.rss_bytes;
+    r.controller_rss_bytes = controller.sample().rss_bytes;
     r.gateway_rss_bytes_per_device = sample.rss_bytes as f64 / devices.max(1) as f64;
     r.gateway_bytes_per_device_over_baseline = sample
         .rss_bytes

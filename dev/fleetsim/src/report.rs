@@ -92,7 +92,7 @@ pub fn render(report: &BenchReport) -> String {
         );
     }
     let _ = writeln!(out, "\nPer fleet size:");
-    let rows: [(&str, Cell); 31] = [
+    let rows: [(&str, Cell); 32] = [
         ("write floor W, patches/s (in flight)", |r| floor_cell(r, 0)),
         ("… at the gateway's status workers", |r| floor_cell(r, 1)),
         ("controller fan-out (s)", |r| opt(r.fanout_seconds)),
@@ -123,6 +123,7 @@ pub fn render(report: &BenchReport) -> String {
             mib(r.gateway_baseline_rss_bytes)
         }),
         ("gateway RSS at N (MiB)", |r| mib(r.gateway_rss_bytes)),
+        ("controller RSS at N (MiB)", |r| mib(r.controller_rss_bytes)),
         ("gateway (RSS − baseline) / N (B)", |r| {
             format!("{:.0}", r.gateway_bytes_per_device_over_baseline)
         }),

@@ -377,6 +377,31 @@ impl Ha {
     fn observed_in_time(&self) -> Duration {
         self.in_time() + OBSERVING
     }
+
+    /// Shows where the devices are `took` after a handover began, and checks it was within the
+    /// Lease duration + a heartbeat (+ the time to observe it from here).
+    fn handover_in_time(
+        &self,
+        step: &Step,
+        what: &str,
+        took: Duration,
+        views: &[Option<(f64, f64)>],
+    ) -> Result<()> {
+        step.saw(&format!(
+            "after {} s: {}",
+            secs(took),
+            self.show_views(views)
+        ));
+        ensure!(
+            took <= self.observed_in_time(),
+            "{what} in {} s, more than the Lease duration + a heartbeat ({} s) and {} s for \
+             observing it",
+            secs(took),
+            secs(self.in_time()),
+            secs(OBSERVING)
+        );
+        Ok(())
+    }
 }
 
 async fn step1_share(ha: &mut Ha, step: &Step) -> Result<()> {
@@ -464,21 +489,7 @@ async fn step3_kill(ha: &mut Ha, step: &Step) -> Result<()> {
     let (_, views) = ha
         .wait_shared(&live, &[], ha.in_time() + Duration::from_secs(10))
         .await?;
-    let took = killed.elapsed();
-    step.saw(&format!(
-        "after {} s: {}",
-        secs(took),
-        ha.show_views(&views)
-    ));
-    ensure!(
-        took <= ha.observed_in_time(),
-        "ownership moved in {} s, more than the Lease duration + a heartbeat ({} s) and {} s \
-         for observing it",
-        secs(took),
-        secs(ha.in_time()),
-        secs(OBSERVING)
-    );
-    Ok(())
+    ha.handover_in_time(step, "ownership moved", killed.elapsed(), &views)
 }
 
 async fn step4_no_flap(ha: &mut Ha, step: &Step) -> Result<()> {
@@ -597,19 +608,7 @@ async fn step6_disconnect(ha: &mut Ha, step: &Step) -> Result<()> {
     let Some(views) = moved else {
         bail!("after {} s: {}", secs(took), ha.show_views(&lock(&last)));
     };
-    step.saw(&format!(
-        "after {} s: {}",
-        secs(took),
-        ha.show_views(&views)
-    ));
-    ensure!(
-        took <= ha.observed_in_time(),
-        "the devices moved in {} s, more than the Lease duration + a heartbeat ({} s) and {} s \
-         for observing it",
-        secs(took),
-        secs(ha.in_time()),
-        secs(OBSERVING)
-    );
+    ha.handover_in_time(step, "the devices moved", took, &views)?;
     hold(ha.observer()?, ha.quiet(), ha.n()).await?;
     ha.no_new_events(step).await?;
     let written = g.writes(cut_at).await?;

@@ -18,8 +18,8 @@ use apollo_devcluster::User;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{
-    Cluster, Component, PhaseTimeout, Summary, free_port, http_get_text, metric_sum, wait_http_ok,
-    wait_listening,
+    Cluster, Component, PhaseTimeout, Summary, Tracker, free_port, http_get_text, metric_sum,
+    wait_http_ok, wait_listening,
 };
 use crate::fleet::{Fleet, FleetOptions};
 use crate::floor::{self, WriteFloor};
@@ -640,25 +640,15 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     if complete && long_polls_fit {
         let start = Instant::now();
         cluster.patch_template_args(&["v2"]).await?;
-        match tracker
-            .wait_for_traced(
-                "rollout (long poll)",
-                devices,
-                phase,
-                |s| s.args == ["v2"] && s.observed_current,
-                &mut r.rollout_long_poll_progress,
-            )
-            .await
-        {
-            Ok(_) => r.rollout_long_poll_seconds = Some(start.elapsed().as_secs_f64()),
-            Err(e) => {
-                timed_out(&mut r.errors, &e);
-            }
-        }
-        eprintln!(
-            "  rollout (long poll): {}",
-            opt_secs(r.rollout_long_poll_seconds)
-        );
+        r.rollout_long_poll_seconds = rolled_out(
+            &tracker,
+            "rollout (long poll)",
+            (devices, phase, start),
+            "v2",
+            &mut r.rollout_long_poll_progress,
+            &mut r.errors,
+        )
+        .await;
         // Rollouts paced by maxUnavailable: each DeviceProcess waits for a free slot, which
         // opens when an updated agent reports the new spec (long poll only; polling would
         // time the heartbeat interval times the number of rounds).
@@ -668,20 +658,15 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
             }
             let start = Instant::now();
             cluster.patch_rollout(pct, &[args]).await?;
-            let what = format!("rollout (maxUnavailable {pct})");
-            let took = match tracker
-                .wait_for(&what, devices, phase, |s| {
-                    s.args == [args] && s.observed_current
-                })
-                .await
-            {
-                Ok(_) => Some(start.elapsed().as_secs_f64()),
-                Err(e) => {
-                    timed_out(&mut r.errors, &e);
-                    None
-                }
-            };
-            eprintln!("  {what}: {}", opt_secs(took));
+            let took = rolled_out(
+                &tracker,
+                &format!("rollout (maxUnavailable {pct})"),
+                (devices, phase, start),
+                args,
+                &mut Vec::new(),
+                &mut r.errors,
+            )
+            .await;
             r.rollout_paced_seconds.push((pct.to_owned(), took));
         }
     }
@@ -699,25 +684,15 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         }
         let start = Instant::now();
         cluster.patch_template_args(&["v3"]).await?;
-        match tracker
-            .wait_for_traced(
-                "rollout (polling)",
-                devices,
-                phase,
-                |s| s.args == ["v3"] && s.observed_current,
-                &mut r.rollout_polling_progress,
-            )
-            .await
-        {
-            Ok(_) => r.rollout_polling_seconds = Some(start.elapsed().as_secs_f64()),
-            Err(e) => {
-                timed_out(&mut r.errors, &e);
-            }
-        }
-        eprintln!(
-            "  rollout (polling): {}",
-            opt_secs(r.rollout_polling_seconds)
-        );
+        r.rollout_polling_seconds = rolled_out(
+            &tracker,
+            "rollout (polling)",
+            (devices, phase, start),
+            "v3",
+            &mut r.rollout_polling_progress,
+            &mut r.errors,
+        )
+        .await;
     }
     if let Some(w) = r.write_floor_per_second.filter(|w| *w > 0.0) {
         let n = devices as f64;
@@ -756,6 +731,37 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     cluster.shutdown().await;
     r.wall_seconds = wall.elapsed().as_secs_f64();
     Ok(r)
+}
+
+/// Waits, after a rollout to `args` was started at `start`, until all `devices` run and observe
+/// them (progress traced in `trace`), and prints the time: the seconds since `start`, or `None`
+/// with the timeout recorded in `errors`.
+async fn rolled_out(
+    tracker: &Tracker,
+    what: &str,
+    (devices, phase, start): (usize, Duration, Instant),
+    args: &str,
+    trace: &mut Vec<(f64, usize)>,
+    errors: &mut Vec<String>,
+) -> Option<f64> {
+    let took = match tracker
+        .wait_for_traced(
+            what,
+            devices,
+            phase,
+            |s| s.args == [args] && s.observed_current,
+            trace,
+        )
+        .await
+    {
+        Ok(_) => Some(start.elapsed().as_secs_f64()),
+        Err(e) => {
+            timed_out(errors, &e);
+            None
+        }
+    };
+    eprintln!("  {what}: {}", opt_secs(took));
+    took
 }
 
 fn opt_secs(v: Option<f64>) -> String {

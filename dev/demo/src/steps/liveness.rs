@@ -61,11 +61,7 @@ async fn show_events(
 }
 
 pub(super) async fn step7_stale(demo: &mut Demo, step: &Step) -> Result<()> {
-    let device = demo
-        .devices
-        .last()
-        .cloned()
-        .ok_or_else(|| anyhow!("no device"))?;
+    let device = demo.restarted_device()?;
     let name = demo.dp_name(&device);
     let other = demo.dp_name(&demo.devices[0]);
     let (before, _) = warning_occurrences(demo, &name).await?;
@@ -217,11 +213,7 @@ async fn deployment_generation(demo: &Demo) -> Result<Option<i64>> {
 }
 
 pub(super) async fn step8_reconnect(demo: &mut Demo, step: &Step) -> Result<()> {
-    let device = demo
-        .devices
-        .last()
-        .cloned()
-        .ok_or_else(|| anyhow!("no device"))?;
+    let device = demo.restarted_device()?;
     let name = demo.dp_name(&device);
     let before = demo.kube.device_processes().get(&name).await?;
     let dpd_gen = deployment_generation(demo).await?;

@@ -161,6 +161,14 @@ impl Demo {
         }
     }
 
+    /// The device whose agent steps 7 and 8 stop and restart: the last one of the runbook.
+    fn restarted_device(&self) -> anyhow::Result<String> {
+        self.devices
+            .last()
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no device"))
+    }
+
     fn dp_name(&self, device: &str) -> String {
         apollo_api::naming::device_process_name(DEPLOYMENT, device)
     }

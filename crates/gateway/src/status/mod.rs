@@ -126,7 +126,9 @@ impl StatusController {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Objects waiting for their write interval (diagnostics and tests).
+    /// Entries of the delay queue: objects waiting for their write interval or an observe
+    /// hold (diagnostics and tests; a hold cut short by the agent's report stays counted until
+    /// its time, when the entry is dropped).
     pub fn delayed(&self) -> usize {
         self.delayed
             .heap

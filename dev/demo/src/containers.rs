@@ -105,6 +105,34 @@ pub async fn check_engine() -> Result<String> {
         })
 }
 
+/// What both container modes check and resolve before they create anything: a docker engine
+/// that answers (its version), the compose CLI, the repository, and the run's images (one
+/// line each for the header).
+pub struct Prerequisites {
+    pub engine: String,
+    pub cli: crate::compose::ComposeCli,
+    pub repo: std::path::PathBuf,
+    pub images: Images,
+    pub image_lines: Vec<String>,
+}
+
+impl Prerequisites {
+    pub async fn check(common: &crate::cli::CommonFlags, image_tag: &str) -> Result<Self> {
+        let engine = check_engine().await?;
+        let cli = crate::compose::ComposeCli::detect().await?;
+        let repo = crate::app::find_repo(common.repo.as_deref())?;
+        let images = Images::tagged(image_tag);
+        let image_lines = images.check().await?;
+        Ok(Prerequisites {
+            engine,
+            cli,
+            repo,
+            images,
+            image_lines,
+        })
+    }
+}
+
 /// The images of one run.
 #[derive(Debug, Clone)]
 pub struct Images {
@@ -906,14 +934,16 @@ pub async fn demo(
     shared: &crate::app::Shared,
 ) -> Result<()> {
     use crate::agents::Agents;
-    use crate::app::{devices, find_repo, header, kubectl_bin, run_steps};
+    use crate::app::{devices, header, kubectl_bin, run_steps};
     let out = &shared.out;
     let timings = common.timings()?.for_compose_agents();
-    let engine = check_engine().await?;
-    let cli = crate::compose::ComposeCli::detect().await?;
-    let repo = find_repo(common.repo.as_deref())?;
-    let images = Images::tagged(&args.image_tag);
-    let image_lines = images.check().await?;
+    let Prerequisites {
+        engine,
+        cli,
+        repo,
+        images,
+        image_lines,
+    } = Prerequisites::check(common, &args.image_tag).await?;
     let ns = common.namespace.clone();
     let run = run_name();
     let gateway_host_port = match args.gateway_port {

@@ -44,8 +44,8 @@ use crate::app::Shared;
 use crate::cli::{CommonFlags, ContainersHaArgs, Timings, flag_duration, parse_duration};
 use crate::cluster::Kube;
 use crate::containers::{
-    GATEWAY_PORT, GatewayContainer, Images, Stack, check_engine, docker, private_dir,
-    provision_keys, run_name_with, stable_host_port,
+    GATEWAY_PORT, GatewayContainer, Prerequisites, Stack, docker, private_dir, provision_keys,
+    run_name_with, stable_host_port,
 };
 use crate::httpc::Http;
 use crate::metrics::Scrape;
@@ -719,16 +719,18 @@ fn agents_compose(
 
 /// `apollo-demo containers-ha`.
 pub async fn run(args: &ContainersHaArgs, common: &CommonFlags, shared: &Shared) -> Result<()> {
-    use crate::app::{find_repo, header};
+    use crate::app::header;
     let out = &shared.out;
     let timings = common.timings()?.for_compose_agents();
     let lease = parse_duration(&args.lease_duration)?;
     ensure!(args.devices >= 3, "--devices must be at least 3");
-    let engine = check_engine().await?;
-    let cli = crate::compose::ComposeCli::detect().await?;
-    let repo = find_repo(common.repo.as_deref())?;
-    let images = Images::tagged(&args.image_tag);
-    let image_lines = images.check().await?;
+    let Prerequisites {
+        engine,
+        cli,
+        repo,
+        images,
+        image_lines,
+    } = Prerequisites::check(common, &args.image_tag).await?;
     let ns = common.namespace.clone();
     let run = run_name_with("apollo-ha");
     let devs = devices(args.devices);

@@ -698,7 +698,7 @@ async fn fan_out(
             });
             continue;
         }
-        pending.push(Box::pin(apply_one(ctx, &processes, regarding, key, item)));
+        pending.push(Box::pin(apply_one(ctx, &processes, key, item)));
     }
     for dp in p.delete {
         pending.push(Box::pin(delete_one(
@@ -709,7 +709,7 @@ async fn fan_out(
         .buffer_unordered(WRITE_CONCURRENCY)
         .collect()
         .await;
-    let mut updated: Vec<(String, ObjectReference)> = Vec::new();
+    let (mut created, mut updated): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
     for outcome in outcomes {
         match outcome {
             Outcome::Applied {
@@ -720,9 +720,12 @@ async fn fan_out(
                 if let Some(rv) = rv_of(&object.metadata) {
                     writes.expect.insert(object.name_any(), Expect::AtLeast(rv));
                 }
-                if was_update {
-                    updated.push((device.clone(), object.object_ref(&())));
-                }
+                let summed = if was_update {
+                    &mut updated
+                } else {
+                    &mut created
+                };
+                summed.push((device.clone(), object.object_ref(&())));
                 current.push((device, *object));
             }
             Outcome::Deleted { name, rv } => {
@@ -734,7 +737,8 @@ async fn fan_out(
             Outcome::Failed(failure) => writes.failures.push(failure),
         }
     }
-    publish_updated(ctx, regarding, updated).await;
+    publish_applied(ctx, regarding, Applied::Created, created).await;
+    publish_applied(ctx, regarding, Applied::Updated, updated).await;
     for (_device, message) in p.conflicts {
         writes.failures.push(Failure {
             class: ErrorKind::NameConflict,
@@ -893,11 +897,10 @@ enum Outcome {
     Failed(Failure),
 }
 
-/// Server-side applies one DeviceProcess and reports it (log line and event).
+/// Server-side applies one DeviceProcess and logs it (its Event is summed up per reconcile).
 async fn apply_one(
     ctx: &Context,
     processes: &Api<DeviceProcess>,
-    regarding: &ObjectReference,
     key: &str,
     item: plan::ApplyItem,
 ) -> Outcome {
@@ -917,21 +920,7 @@ async fn apply_one(
                 "DeviceProcess {}",
                 if updated { "updated" } else { "created" }
             );
-            // A creation is an Event of its own; updates are summed up per reconcile
-            // ([`publish_updated`]): a rollout of thousands of devices costs a few Events,
-            // not one API write per device on top of the device's own.
-            if !updated {
-                ctx.recorder
-                    .publish(
-                        regarding,
-                        Some(applied.object_ref(&())),
-                        EventType::Normal,
-                        "Created",
-                        "Create",
-                        format!("Created DeviceProcess {dp_name} for device {}", item.device),
-                    )
-                    .await;
-            }
+            // Creations and updates are summed up per reconcile ([`publish_applied`]).
             Outcome::Applied {
                 device: item.device,
                 object: Box::new(applied),
@@ -1019,50 +1008,87 @@ async fn delete_one(
     }
 }
 
-/// One `Normal Updated` Event for the DeviceProcesses a reconcile gave the current template:
-/// with one, it names it and points `related` at it (as a creation's does); with more, it
-/// counts them and names as many as fit the Event's note, in device order.
-async fn publish_updated(
+/// What the controller did to a DeviceProcess it applied: the reason and action of the
+/// summed-up Event ([`publish_applied`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Created,
+    Updated,
+}
+
+impl Applied {
+    fn reason(self) -> &'static str {
+        match self {
+            Applied::Created => "Created",
+            Applied::Updated => "Updated",
+        }
+    }
+
+    fn action(self) -> &'static str {
+        match self {
+            Applied::Created => "Create",
+            Applied::Updated => "Update",
+        }
+    }
+
+    /// The note naming one DeviceProcess.
+    fn one(self, name: &str, device: &str) -> String {
+        match self {
+            Applied::Created => format!("Created DeviceProcess {name} for device {device}"),
+            Applied::Updated => {
+                format!("Updated DeviceProcess {name} for device {device} to the current template")
+            }
+        }
+    }
+
+    /// The head of the note naming several.
+    fn many(self, n: usize) -> String {
+        match self {
+            Applied::Created => format!("Created {n} DeviceProcesses:"),
+            Applied::Updated => format!("Updated {n} DeviceProcesses to the current template:"),
+        }
+    }
+}
+
+/// One Event for the DeviceProcesses a reconcile created (or updated): named with `related`
+/// set when one, summed up when several (a fan-out or rollout to thousands of devices costs a
+/// few Events, not one API write per device on top of the device's own).
+async fn publish_applied(
     ctx: &Context,
     regarding: &ObjectReference,
-    mut updated: Vec<(String, ObjectReference)>,
+    what: Applied,
+    mut applied: Vec<(String, ObjectReference)>,
 ) {
-    updated.sort_by(|a, b| a.0.cmp(&b.0));
-    let (note, related) = match updated.as_slice() {
+    applied.sort_by(|a, b| a.0.cmp(&b.0));
+    let (note, related) = match applied.as_slice() {
         [] => return,
         [(device, object)] => (
-            format!(
-                "Updated DeviceProcess {} for device {device} to the current template",
-                object.name.as_deref().unwrap_or_default()
-            ),
+            what.one(object.name.as_deref().unwrap_or_default(), device),
             Some(object.clone()),
         ),
-        all => (updated_note(all), None),
+        all => (applied_note(what, all), None),
     };
     ctx.recorder
         .publish(
             regarding,
             related,
             EventType::Normal,
-            "Updated",
-            "Update",
+            what.reason(),
+            what.action(),
             note,
         )
         .await;
 }
 
-/// Longest note of a summed-up `Updated` Event before "and N more" (the API allows 1 KiB).
-const UPDATED_NOTE_BUDGET: usize = 900;
+/// Longest note of a summed-up Event before "and N more" (the API allows 1 KiB).
+const APPLIED_NOTE_BUDGET: usize = 900;
 
-fn updated_note(updated: &[(String, ObjectReference)]) -> String {
-    let mut note = format!(
-        "Updated {} DeviceProcesses to the current template:",
-        updated.len()
-    );
-    for (i, (_, object)) in updated.iter().enumerate() {
+fn applied_note(what: Applied, applied: &[(String, ObjectReference)]) -> String {
+    let mut note = what.many(applied.len());
+    for (i, (_, object)) in applied.iter().enumerate() {
         let name = object.name.as_deref().unwrap_or_default();
-        if note.len() + name.len() + 2 > UPDATED_NOTE_BUDGET {
-            note.push_str(&format!(" and {} more", updated.len() - i));
+        if note.len() + name.len() + 2 > APPLIED_NOTE_BUDGET {
+            note.push_str(&format!(" and {} more", applied.len() - i));
             return note;
         }
         note.push_str(if i == 0 { " " } else { ", " });
@@ -1108,10 +1134,10 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            updated_note(&updated(2)),
+            applied_note(Applied::Updated, &updated(2)),
             "Updated 2 DeviceProcesses to the current template: demo-logger-tor1-0000, demo-logger-tor1-0001"
         );
-        let note = updated_note(&updated(10_000));
+        let note = applied_note(Applied::Updated, &updated(10_000));
         assert!(note.len() <= 1024, "{} bytes", note.len());
         assert!(note.starts_with("Updated 10000 DeviceProcesses"), "{note}");
         let named = note.matches("demo-logger-tor1-").count();
@@ -1119,6 +1145,10 @@ mod tests {
         assert!(
             note.ends_with(&format!(" and {} more", 10_000 - named)),
             "{note}"
+        );
+        assert_eq!(
+            applied_note(Applied::Created, &updated(2)),
+            "Created 2 DeviceProcesses: demo-logger-tor1-0000, demo-logger-tor1-0001"
         );
     }
 

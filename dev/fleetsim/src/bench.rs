@@ -22,7 +22,7 @@ use crate::cluster::{
     wait_http_ok, wait_listening,
 };
 use crate::fleet::{Fleet, FleetOptions};
-use crate::floor::{self, WriteFloor};
+use crate::floor::{self, FloorWrite, WriteFloor};
 use crate::limits::OpenFiles;
 use crate::load::{self, LoadResult};
 use crate::procstat::{self, ProcSample};
@@ -109,11 +109,14 @@ impl BenchConfig {
 #[serde(default)]
 pub struct SizeResult {
     pub devices: usize,
-    /// Status patches per second the API server took, at the controller's and the gateway's
-    /// write concurrency (measured before the scenario, on its server).
+    /// Writes per second the API server took: status patches at the controller's and the
+    /// gateway's write concurrency, spec applies at the controller's (measured before the
+    /// scenario, on its server).
     pub write_floor: Vec<WriteFloor>,
-    /// W: the write floor at the controller's write concurrency.
+    /// W: the status-patch floor at the controller's write concurrency.
     pub write_floor_per_second: Option<f64>,
+    /// A: the spec-apply floor at the controller's write concurrency.
+    pub apply_floor_per_second: Option<f64>,
     pub fanout_seconds: Option<f64>,
     /// DeviceProcesses that existed at the end of the fan-out phase.
     pub fanout_reached: usize,
@@ -149,6 +152,12 @@ pub struct SizeResult {
     pub rollout_long_poll_seconds: Option<f64>,
     /// Long-poll rollout time over 2N / W.
     pub rollout_long_poll_over_floor: Option<f64>,
+    /// Long-poll rollout time over N / A + N / W (the controller's applies, then the
+    /// gateway's status patches, on one server).
+    pub rollout_long_poll_over_apply_floor: Option<f64>,
+    /// Seconds after the template patch until every DeviceProcess carried the new spec (the
+    /// controller's part of the long-poll rollout).
+    pub rollout_long_poll_specs_written_seconds: Option<f64>,
     pub rollout_polling_seconds: Option<f64>,
     /// Polling rollout time over 2N / W.
     pub rollout_polling_over_floor: Option<f64>,
@@ -430,15 +439,19 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     let tracker = cluster.track_device_processes();
 
     // The write floor W, before anything else runs on this server.
-    let writer = cluster.client(User::Gateway).await?;
+    let writers = floor::Writers {
+        gateway: cluster.client(User::Gateway).await?,
+        controller: cluster.client(User::Controller).await?,
+    };
     match floor::measure(
         &cluster.admin,
-        &writer,
+        &writers,
         &cluster.namespace,
         256,
         &[
-            floor::CONTROLLER_WRITE_CONCURRENCY,
-            floor::GATEWAY_STATUS_WORKERS,
+            (FloorWrite::StatusPatch, floor::CONTROLLER_WRITE_CONCURRENCY),
+            (FloorWrite::StatusPatch, floor::GATEWAY_STATUS_WORKERS),
+            (FloorWrite::SpecApply, floor::CONTROLLER_WRITE_CONCURRENCY),
         ],
         config.floor_duration,
     )
@@ -446,10 +459,16 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     {
         Ok(f) => {
             r.write_floor_per_second = f.first().map(|f| f.writes_per_second);
+            r.apply_floor_per_second = f
+                .iter()
+                .find(|f| f.write == FloorWrite::SpecApply)
+                .map(|f| f.writes_per_second);
             for m in &f {
                 eprintln!(
-                    "  write floor: {:.0} status patches/s with {} in flight",
-                    m.writes_per_second, m.concurrency
+                    "  write floor: {:.0} {}/s with {} in flight",
+                    m.writes_per_second,
+                    m.write.label(),
+                    m.concurrency
                 );
             }
             r.write_floor = f;
@@ -640,15 +659,25 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
     if complete && long_polls_fit {
         let start = Instant::now();
         cluster.patch_template_args(&["v2"]).await?;
-        r.rollout_long_poll_seconds = rolled_out(
-            &tracker,
-            "rollout (long poll)",
-            (devices, phase, start),
-            "v2",
-            &mut r.rollout_long_poll_progress,
-            &mut r.errors,
-        )
-        .await;
+        let (written, observed) = tokio::join!(
+            tracker.wait_for("rollout specs written", devices, phase, |s| s.args
+                == ["v2"]),
+            rolled_out(
+                &tracker,
+                "rollout (long poll)",
+                (devices, phase, start),
+                "v2",
+                &mut r.rollout_long_poll_progress,
+                &mut r.errors,
+            )
+        );
+        r.rollout_long_poll_seconds = observed;
+        // Both waits poll the same view: once every agent observed the new spec, every spec
+        // was written, whichever wait looked first.
+        r.rollout_long_poll_specs_written_seconds = written
+            .ok()
+            .map(|d| d.as_secs_f64())
+            .map(|w| observed.map_or(w, |o| w.min(o)));
         // Rollouts paced by maxUnavailable: each DeviceProcess waits for a free slot, which
         // opens when an updated agent reports the new spec (long poll only; polling would
         // time the heartbeat interval times the number of rounds).
@@ -699,6 +728,10 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         r.fanout_over_floor = r.fanout_seconds.map(|s| s / (n / w));
         r.rollout_long_poll_over_floor = r.rollout_long_poll_seconds.map(|s| s / (2.0 * n / w));
         r.rollout_polling_over_floor = r.rollout_polling_seconds.map(|s| s / (2.0 * n / w));
+        if let Some(a) = r.apply_floor_per_second.filter(|a| *a > 0.0) {
+            r.rollout_long_poll_over_apply_floor =
+                r.rollout_long_poll_seconds.map(|s| s / (n / a + n / w));
+        }
     }
 
     // Staleness: silence a tenth of the fleet (of those that connected).

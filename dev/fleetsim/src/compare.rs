@@ -70,8 +70,12 @@ pub fn rows(report: &BenchReport) -> Rows {
             if let Some(Value::Array(floors)) = v.get("write_floor").cloned() {
                 for f in floors {
                     if let (Some(c), Some(w)) = (f.get("concurrency"), f.get("writes_per_second")) {
+                        let kind = f
+                            .get("write")
+                            .and_then(Value::as_str)
+                            .unwrap_or("status-patch");
                         flatten(
-                            &format!("{}.write_floor[{c} in flight]", size.devices),
+                            &format!("{}.write_floor[{kind}, {c} in flight]", size.devices),
                             w,
                             &mut rows,
                         );

@@ -4,6 +4,11 @@
 //! fan-out N (one create each), so `2N / W` and `N / W` are the least time the API server
 //! allows; the benchmark prints each rollout's ratio to them.
 //!
+//! The controller's spec writes are server-side applies, dearer than a merge patch on every
+//! API server (managedFields are computed and compared per field), so the floor is also
+//! measured for them ([`FloorWrite::SpecApply`], the controller's identity and field manager):
+//! with an apply rate A, a rollout cannot beat `N / A + N / W` when both share one server.
+//!
 //! The measurement creates its own DeviceProcesses (labelled [`FLOOR_LABEL`], which the
 //! tracker ignores and the controller never selects), warms up, patches their status round
 //! robin with `concurrency` requests in flight for a fixed time, then deletes them.
@@ -24,15 +29,41 @@ pub const GATEWAY_STATUS_WORKERS: usize = 8;
 /// The controller's DeviceProcess writes in flight per reconcile (`WRITE_CONCURRENCY`).
 pub const CONTROLLER_WRITE_CONCURRENCY: usize = 16;
 
+/// The controller's field manager (its applies are measured as it makes them).
+const CONTROLLER_FIELD_MANAGER: &str = "apollo-controller";
+
+/// What kind of write a floor measures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FloorWrite {
+    /// The gateway's: a JSON merge patch of `status`.
+    #[default]
+    StatusPatch,
+    /// The controller's: a server-side apply (forced) of the whole object, the spec changed.
+    SpecApply,
+}
+
+impl FloorWrite {
+    /// How the table names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            FloorWrite::StatusPatch => "status patches",
+            FloorWrite::SpecApply => "spec applies",
+        }
+    }
+}
+
 /// One measurement.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WriteFloor {
+    /// The kind of write.
+    pub write: FloorWrite,
     /// Requests in flight.
     pub concurrency: usize,
-    /// Status patches answered 200.
+    /// Writes answered 200.
     pub writes: u64,
-    /// Patches that failed.
+    /// Writes that failed.
     pub errors: u64,
     /// Wall time of the measurement.
     pub seconds: f64,
@@ -79,19 +110,29 @@ fn status_patch(i: u64) -> serde_json::Value {
     }})
 }
 
-/// Measures each of `concurrencies` for `duration` against `objects` DeviceProcesses in
-/// `namespace`, created first by `admin` and deleted after; `writer` patches (the gateway's
-/// identity, so authorization costs what it costs the gateway).
+/// The clients a floor measurement writes with: each component's own identity, so
+/// authorization costs what it costs the component.
+#[derive(Clone)]
+pub struct Writers {
+    /// Status patches (the gateway's identity).
+    pub gateway: kube::Client,
+    /// Spec applies (the controller's identity).
+    pub controller: kube::Client,
+}
+
+/// Measures each `(write, concurrency)` of `runs` for `duration` against `objects`
+/// DeviceProcesses in `namespace`, created first by `admin` and deleted after.
 pub async fn measure(
     admin: &kube::Client,
-    writer: &kube::Client,
+    writers: &Writers,
     namespace: &str,
     objects: usize,
-    concurrencies: &[usize],
+    runs: &[(FloorWrite, usize)],
     duration: Duration,
 ) -> Result<Vec<WriteFloor>, FloorError> {
     let api: Api<DeviceProcess> = Api::namespaced(admin.clone(), namespace);
-    let patcher: Api<DeviceProcess> = Api::namespaced(writer.clone(), namespace);
+    let patcher: Api<DeviceProcess> = Api::namespaced(writers.gateway.clone(), namespace);
+    let applier: Api<DeviceProcess> = Api::namespaced(writers.controller.clone(), namespace);
     let object = floor_object("fleetsim-floor")?;
     let names: Vec<String> = (0..objects.max(1))
         .map(|i| format!("fleetsim-floor-{i:05}"))
@@ -109,17 +150,23 @@ pub async fn measure(
         .await
         .map_err(FloorError::Create)?;
     let names = Arc::new(names);
-    // Warm up (connections, the server's first status writes of the type), not counted.
-    let _ = measure_one(
-        &patcher,
-        &names,
-        CONTROLLER_WRITE_CONCURRENCY,
-        (duration / 5).min(Duration::from_secs(1)),
-    )
-    .await;
+    let writer = Writer {
+        patcher,
+        applier,
+        object: Arc::new(object),
+    };
+    // Warm up (connections, the server's first writes of each type), not counted.
+    let mut warmed = Vec::new();
+    for &(write, _) in runs {
+        if !warmed.contains(&write) {
+            warmed.push(write);
+            let warm = (duration / 5).min(Duration::from_secs(1));
+            let _ = measure_one(&writer, &names, (write, CONTROLLER_WRITE_CONCURRENCY), warm).await;
+        }
+    }
     let mut out = Vec::new();
-    for &concurrency in concurrencies {
-        out.push(measure_one(&patcher, &names, concurrency, duration).await?);
+    for &run in runs {
+        out.push(measure_one(&writer, &names, run, duration).await?);
     }
     let _ = futures::stream::iter(names.iter().cloned())
         .map(|name| {
@@ -132,10 +179,44 @@ pub async fn measure(
     Ok(out)
 }
 
+/// The two ways of writing a floor object.
+#[derive(Clone)]
+struct Writer {
+    patcher: Api<DeviceProcess>,
+    applier: Api<DeviceProcess>,
+    /// The object applied (name and args set per write).
+    object: Arc<DeviceProcess>,
+}
+
+impl Writer {
+    /// Write number `i` of the kind `write` to `name`.
+    async fn write(&self, write: FloorWrite, name: &str, i: u64) -> Result<(), kube::Error> {
+        match write {
+            FloorWrite::StatusPatch => {
+                let patch = Patch::Merge(status_patch(i));
+                self.patcher
+                    .patch_status(name, &PatchParams::default(), &patch)
+                    .await?;
+            }
+            FloorWrite::SpecApply => {
+                let mut dp = (*self.object).clone();
+                dp.metadata.name = Some(name.to_owned());
+                dp.spec.device_ref.name = name.to_owned();
+                dp.spec.execution.args = vec![format!("floor-{i}")];
+                let params = PatchParams::apply(CONTROLLER_FIELD_MANAGER).force();
+                self.applier
+                    .patch(name, &params, &Patch::Apply(&dp))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn measure_one(
-    api: &Api<DeviceProcess>,
+    writer: &Writer,
     names: &Arc<Vec<String>>,
-    concurrency: usize,
+    (write, concurrency): (FloorWrite, usize),
     duration: Duration,
 ) -> Result<WriteFloor, FloorError> {
     let next = Arc::new(AtomicU64::new(0));
@@ -143,20 +224,13 @@ async fn measure_one(
     let deadline = start + duration;
     let workers: Vec<_> = (0..concurrency.max(1))
         .map(|_| {
-            let (api, names, next) = (api.clone(), names.clone(), next.clone());
+            let (writer, names, next) = (writer.clone(), names.clone(), next.clone());
             tokio::spawn(async move {
                 let (mut ok, mut errors, mut last) = (0u64, 0u64, String::new());
                 while Instant::now() < deadline {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let name = &names[i as usize % names.len()];
-                    match api
-                        .patch_status(
-                            name,
-                            &PatchParams::default(),
-                            &Patch::Merge(status_patch(i)),
-                        )
-                        .await
-                    {
+                    match writer.write(write, name, i).await {
                         Ok(_) => ok += 1,
                         Err(e) => {
                             errors += 1;
@@ -183,6 +257,7 @@ async fn measure_one(
         return Err(FloorError::NoWrites { errors, last });
     }
     Ok(WriteFloor {
+        write,
         concurrency,
         writes,
         errors,

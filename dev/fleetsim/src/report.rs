@@ -24,7 +24,7 @@ fn ratio(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}x"))
 }
 
-/// The write floor at the `i`-th concurrency.
+/// The `i`-th write floor (kind and concurrency as [`crate::bench::run_size`] measures them).
 fn floor_cell(r: &SizeResult, i: usize) -> String {
     r.write_floor.get(i).map_or_else(
         || "n/a".into(),
@@ -92,9 +92,10 @@ pub fn render(report: &BenchReport) -> String {
         );
     }
     let _ = writeln!(out, "\nPer fleet size:");
-    let rows: [(&str, Cell); 32] = [
+    let rows: [(&str, Cell); 35] = [
         ("write floor W, patches/s (in flight)", |r| floor_cell(r, 0)),
         ("… at the gateway's status workers", |r| floor_cell(r, 1)),
+        ("apply floor A, applies/s (in flight)", |r| floor_cell(r, 2)),
         ("controller fan-out (s)", |r| opt(r.fanout_seconds)),
         ("… DeviceProcesses reached", |r| {
             r.fanout_reached.to_string()
@@ -145,6 +146,12 @@ pub fn render(report: &BenchReport) -> String {
         }),
         ("… over the floor 2N/W", |r| {
             ratio(r.rollout_long_poll_over_floor)
+        }),
+        ("… over the floor N/A + N/W", |r| {
+            ratio(r.rollout_long_poll_over_apply_floor)
+        }),
+        ("… every spec written after (s)", |r| {
+            opt(r.rollout_long_poll_specs_written_seconds)
         }),
         ("rollout, polling (s)", |r| opt(r.rollout_polling_seconds)),
         ("… over the floor 2N/W", |r| {

@@ -75,10 +75,18 @@ async fn short_bench_completes_with_sound_numbers() {
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.source_addresses, 4);
     assert_eq!((r.fanout_reached, r.connect_reached), (40, 40));
-    assert_eq!(r.write_floor.len(), 2, "{:?}", r.write_floor);
+    assert_eq!(r.write_floor.len(), 3, "{:?}", r.write_floor);
     assert!(r.write_floor.iter().all(|f| f.writes > 0 && f.errors == 0));
     assert!(r.write_floor_per_second.is_some_and(|w| w > 0.0));
+    assert!(r.apply_floor_per_second.is_some_and(|a| a > 0.0));
     assert!(r.rollout_long_poll_over_floor.is_some() && r.fanout_over_floor.is_some());
+    assert!(r.rollout_long_poll_over_apply_floor.is_some());
+    assert!(
+        r.rollout_long_poll_specs_written_seconds
+            .is_some_and(|written| written > 0.0),
+        "{:?}",
+        r.rollout_long_poll_specs_written_seconds
+    );
     assert!(r.gateway_baseline_rss_bytes > 0 && r.gateway_rss_bytes > 0);
     assert!(r.steady_reports > 0);
     assert_eq!(r.steady_status_writes, 0, "status written in steady state");

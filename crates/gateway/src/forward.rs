@@ -358,11 +358,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
             true,
         );
         let age = Duration::from_millis(f.age_ms.min(60_000));
-        state.status.agent_reported(&f.device, true, || {
-            state
-                .liveness
-                .report_forwarded(&f.device, agent, received, age)
-        });
+        state
+            .status
+            .agent_reported(&f.device, agent, received, Some(age), true);
         accepted += 1;
     }
     state.metrics.forward("received", accepted);

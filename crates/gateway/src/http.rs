@@ -779,9 +779,7 @@ fn report_answer(state: &HttpState, body: &[u8], device: &str, signer: &Signer) 
     // Recorded here too (whoever owns it): if this replica takes the device over, it starts
     // from the agent's latest report rather than from status.
     let owned = !matches!(owner, crate::membership::Owner::Peer(_));
-    state
-        .status
-        .agent_reported(device, owned, || state.liveness.report(device, agent, now));
+    state.status.agent_reported(device, agent, now, None, owned);
     let ack = ReportAck {
         revision: state.desired.current(device).revision().to_string(),
         heartbeat_interval_ms: u64::try_from(state.heartbeat.as_millis()).unwrap_or(u64::MAX),

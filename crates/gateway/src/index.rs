@@ -221,6 +221,9 @@ impl ObjectIndex {
                         Tracked::default(),
                     ),
                 };
+                // Exactly one more: an object is a few hundred bytes, and a Vec's first
+                // allocation would otherwise hold four.
+                device.objects.reserve_exact(1);
                 device.objects.insert(
                     i,
                     Object {
@@ -471,6 +474,15 @@ mod tests {
         assert_eq!(s.object_count(), 0);
         assert_eq!(s.device_count(), 0);
         assert_eq!(*s.current("tor1-01"), Doc::empty("tor1-01"));
+    }
+
+    #[test]
+    fn a_device_holds_exactly_its_objects() {
+        let s = ObjectIndex::new();
+        upsert(&s, input("a", "d", 1, "x"));
+        let shard = ObjectIndex::read(s.shard("d"));
+        // An object is a few hundred bytes; a Vec's first allocation would hold four.
+        assert_eq!(shard["d"].objects.capacity(), 1);
     }
 
     #[test]

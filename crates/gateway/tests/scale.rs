@@ -99,7 +99,7 @@ async fn hundred_thousand_devices() {
     };
     for i in 0..DEVICES {
         let device = format!("tor{:06}", i);
-        status.agent_reported(&device, true, || liveness.report(&device, agent(i), now));
+        status.agent_reported(&device, agent(i), now, None, true);
     }
     let after = rss_kib();
     if std::env::var_os("SCALE_PROBE").is_some() {

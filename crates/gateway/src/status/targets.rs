@@ -4,6 +4,7 @@
 //! live differ.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use apollo_api::DeviceProcess;
 use k8s_openapi::jiff::Timestamp;
@@ -95,19 +96,31 @@ impl StatusController {
         });
     }
 
-    /// A report of `device`'s agent: `record` enters it in the liveness table and returns the
-    /// agent when anything but the time changed; then, with `recompute` (this replica owns
-    /// the device), the device's objects are recomputed from that agent as it is, not re-read.
-    /// Both happen under the device's lock, so two reports, or a report and the sweeper, reach
-    /// the targets in the order they reached the table. Returns whether the agent changed.
+    /// A report of `device`'s agent, received here or (`age`: that long ago) by a peer that
+    /// forwarded it. A report that only proves the agent alive updates the liveness table's
+    /// time and nothing else (no lock of the index: the heartbeat path stays as cheap as the
+    /// table). Any other report is entered in the table and, with `recompute` (this replica
+    /// owns the device), the device's objects are recomputed from the agent the table
+    /// returned, as it is, not re-read; both under the device's shard lock, so two changes,
+    /// or a change and the sweeper, reach the targets in the order they reached the table.
+    /// Returns whether the agent changed.
     pub fn agent_reported(
         &self,
         device: &str,
+        agent: Agent,
+        now: tokio::time::Instant,
+        age: Option<Duration>,
         recompute: bool,
-        record: impl FnOnce() -> Option<Agent>,
     ) -> bool {
+        if self.liveness.heartbeat(device, &agent, now, age) {
+            return false;
+        }
         self.index.lock_device(device, |objs| {
-            let Some(agent) = record() else {
+            let changed = match age {
+                Some(age) => self.liveness.report_forwarded(device, agent, now, age),
+                None => self.liveness.report(device, agent, now),
+            };
+            let Some(agent) = changed else {
                 return false;
             };
             if let Some((device, objs)) = objs

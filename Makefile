@@ -76,9 +76,10 @@ test: build-dev ## every test: unit, conformance (dev API server; real cluster i
 test-sandbox: ## every test under cargo nextest as the flake's check runs it: no /usr/bin, read-only HOME, no network (needs unshare)
 	bash nix/tests/nextest-sandbox.sh
 
-lint: ## rustfmt check, clippy -D warnings, CRDs current, agent free of Kubernetes crates
+lint: ## rustfmt check, clippy -D warnings, rustdoc -D warnings, CRDs current, agent free of Kubernetes crates
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	$(CARGO) run -q -p apollo-crdgen -- --check --variants --out-dir k8s/crds
 	@if $(CARGO) tree -p apollo-agent -e normal --prefix none | grep -Eq '^(kube|k8s-openapi)'; then \
 	  echo "apollo-agent must not depend on Kubernetes crates"; exit 1; fi

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use apollo_agent::{AGENT_VERSION, Agent, Args, Config, ProcessEnv, init_logging};
 
 fn main() -> ExitCode {
-    let args: Args = argh::from_env();
+    let args: Args = apollo_process::args::from_env(&["--version"]);
     if args.version {
         println!("apollo-agent {AGENT_VERSION}");
         return ExitCode::SUCCESS;

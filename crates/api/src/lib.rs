@@ -8,7 +8,7 @@
 //!   controller fans it out to one [`DeviceProcess`] per matching device (DaemonSet semantics).
 //! - [`DeviceProcess`] (`dp`): one workload on one device; the gateway serves its spec to the
 //!   device's agent and writes its status.
-//! - [`spec_hash`]: the one hash of a DeviceProcess spec (canonical JSON, SHA-256, 16 hex chars)
+//! - [`spec_hash`](fn@spec_hash): the one hash of a DeviceProcess spec (canonical JSON, SHA-256, 16 hex chars)
 //!   used for ETags, `SpecObserved` and up-to-date counts; [`template_hash`], the same hash
 //!   of a deployment's template, is its rollout revision.
 //! - [`naming`]: stable DeviceProcess names and valid label values for long device names.

@@ -26,89 +26,89 @@ const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/servicea
 #[derive(FromArgs, Debug, Default, PartialEq)]
 pub struct Args {
     /// kubeconfig file; an empty value means in-cluster configuration; default: $KUBECONFIG,
-    /// ~/.kube/config, then in-cluster [APOLLO_KUBECONFIG]
+    /// ~/.kube/config, then in-cluster \[APOLLO_KUBECONFIG\]
     #[argh(option)]
     pub kubeconfig: Option<String>,
 
-    /// namespace to watch; default: all namespaces [APOLLO_NAMESPACE]
+    /// namespace to watch; default: all namespaces \[APOLLO_NAMESPACE\]
     #[argh(option)]
     pub namespace: Option<String>,
 
     /// inventory kind as Kind.version.group, resolved by discovery; any namespaced kind with
-    /// labels (default: NetworkSwitch.v1alpha1.azure.com) [APOLLO_INVENTORY_KIND]
+    /// labels (default: NetworkSwitch.v1alpha1.azure.com) \[APOLLO_INVENTORY_KIND\]
     #[argh(option)]
     pub inventory_kind: Option<String>,
 
     /// plural resource name of the inventory kind, to skip discovery (e.g. networkswitches)
-    /// [APOLLO_INVENTORY_PLURAL]
+    /// \[APOLLO_INVENTORY_PLURAL\]
     #[argh(option)]
     pub inventory_plural: Option<String>,
 
-    /// deployments reconciled at the same time (default: 4) [APOLLO_CONCURRENCY]
+    /// deployments reconciled at the same time (default: 4) \[APOLLO_CONCURRENCY\]
     #[argh(option)]
     pub concurrency: Option<u16>,
 
     /// periodic re-check of every deployment, e.g. 10m; 0s turns it off (default: 10m)
-    /// [APOLLO_RESYNC_PERIOD]
+    /// \[APOLLO_RESYNC_PERIOD\]
     #[argh(option)]
     pub resync_period: Option<HumanDuration>,
 
     /// first retry delay after a failed reconcile, doubled per consecutive failure
-    /// (default: 500ms) [APOLLO_RETRY_BASE]
+    /// (default: 500ms) \[APOLLO_RETRY_BASE\]
     #[argh(option)]
     pub retry_base: Option<HumanDuration>,
 
-    /// longest retry delay after failures (default: 5m) [APOLLO_RETRY_MAX]
+    /// longest retry delay after failures (default: 5m) \[APOLLO_RETRY_MAX\]
     #[argh(option)]
     pub retry_max: Option<HumanDuration>,
 
     /// listen address of /metrics (default: 127.0.0.1:8080; the in-cluster manifest uses
-    /// 0.0.0.0:8080) [APOLLO_METRICS_ADDR]
+    /// 0.0.0.0:8080) \[APOLLO_METRICS_ADDR\]
     #[argh(option)]
     pub metrics_addr: Option<String>,
 
     /// listen address of /healthz and /readyz (default: 127.0.0.1:8081; the in-cluster
-    /// manifest uses 0.0.0.0:8081) [APOLLO_HEALTH_ADDR]
+    /// manifest uses 0.0.0.0:8081) \[APOLLO_HEALTH_ADDR\]
     #[argh(option)]
     pub health_addr: Option<String>,
 
     /// run only while holding the coordination.k8s.io Lease, so that one of several replicas
-    /// writes [APOLLO_LEADER_ELECT]
+    /// writes \[APOLLO_LEADER_ELECT\]
     #[argh(switch)]
     pub leader_elect: bool,
 
     /// namespace of the Lease (default: the pod's namespace, else "default")
-    /// [APOLLO_LEADER_ELECTION_NAMESPACE]
+    /// \[APOLLO_LEADER_ELECTION_NAMESPACE\]
     #[argh(option)]
     pub leader_election_namespace: Option<String>,
 
-    /// name of the Lease (default: apollo-deviceprocess-controller) [APOLLO_LEADER_ELECTION_ID]
+    /// name of the Lease (default: apollo-deviceprocess-controller) \[APOLLO_LEADER_ELECTION_ID\]
     #[argh(option)]
     pub leader_election_id: Option<String>,
 
     /// this replica's identity in the Lease (default: $POD_NAME or $HOSTNAME plus a random
-    /// suffix) [APOLLO_LEADER_ELECTION_IDENTITY]
+    /// suffix) \[APOLLO_LEADER_ELECTION_IDENTITY\]
     #[argh(option)]
     pub leader_election_identity: Option<String>,
 
-    /// how long a Lease stays valid without renewal (default: 15s) [APOLLO_LEASE_DURATION]
+    /// how long a Lease stays valid without renewal (default: 15s) \[APOLLO_LEASE_DURATION\]
     #[argh(option)]
     pub lease_duration: Option<HumanDuration>,
 
     /// how long the leader keeps trying to renew before it gives up leadership and exits
-    /// (default: 10s) [APOLLO_RENEW_DEADLINE]
+    /// (default: 10s) \[APOLLO_RENEW_DEADLINE\]
     #[argh(option)]
     pub renew_deadline: Option<HumanDuration>,
 
-    /// interval between Lease acquire/renew attempts (default: 2s) [APOLLO_RETRY_PERIOD]
+    /// interval between Lease acquire/renew attempts (default: 2s) \[APOLLO_RETRY_PERIOD\]
     #[argh(option)]
     pub retry_period: Option<HumanDuration>,
 
-    /// log format: text or json (default: text) [APOLLO_LOG_FORMAT]
+    /// log format: text or json (default: text) \[APOLLO_LOG_FORMAT\]
     #[argh(option)]
     pub log_format: Option<LogFormat>,
 
-    /// log filter when RUST_LOG is unset (default: info) [APOLLO_LOG_FILTER]
+    /// log filter when RUST_LOG is unset (default: info) \[APOLLO_LOG_FILTER\]
     #[argh(option)]
     pub log_filter: Option<String>,
 }

@@ -23,7 +23,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Args = argh::from_env();
+    let args: Args = apollo_process::args::from_env(&["--check", "--stdout", "--variants"]);
     if args.stdout {
         for file in apollo_crdgen::render()? {
             println!("---\n{}", file.yaml.trim_end());

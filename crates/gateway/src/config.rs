@@ -167,7 +167,7 @@ pub struct Cli {
     #[argh(option)]
     pub reload_interval: Option<HumanDuration>,
     /// this replica's id, a DNS-1123 subdomain of at most 200 characters; its Lease is
-    /// apollo-gateway-<id> (env APOLLO_GATEWAY_ID; default: POD_NAME, then the hostname)
+    /// apollo-gateway-\<id\> (env APOLLO_GATEWAY_ID; default: POD_NAME, then the hostname)
     #[argh(option)]
     pub id: Option<String>,
     /// listen address HOST:PORT of the peer listener: plain HTTP, reports forwarded by other

@@ -358,13 +358,9 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
             true,
         );
         let age = Duration::from_millis(f.age_ms.min(60_000));
-        if state
-            .liveness
-            .report_forwarded(&f.device, agent, received, age)
-            .is_some()
-        {
-            state.status.device_changed(&f.device);
-        }
+        state
+            .status
+            .agent_reported(&f.device, agent, received, Some(age), true);
         accepted += 1;
     }
     state.metrics.forward("received", accepted);

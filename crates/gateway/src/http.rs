@@ -52,7 +52,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::desired::{DesiredStore, Doc};
+use crate::desired::Doc;
+use crate::index::ObjectIndex;
 use crate::limits::{self, AcceptErrors, AddressLimiter, BodyBudget};
 use crate::liveness::{Agent, Liveness};
 use crate::metrics::Metrics;
@@ -72,7 +73,7 @@ type Resp = Response<Full<Bytes>>;
 /// Everything a request handler needs.
 #[derive(Debug)]
 pub struct HttpState {
-    pub desired: Arc<DesiredStore>,
+    pub desired: Arc<ObjectIndex>,
     pub liveness: Arc<Liveness>,
     pub status: Arc<StatusController>,
     pub metrics: Arc<Metrics>,
@@ -777,11 +778,8 @@ fn report_answer(state: &HttpState, body: &[u8], device: &str, signer: &Signer) 
     );
     // Recorded here too (whoever owns it): if this replica takes the device over, it starts
     // from the agent's latest report rather than from status.
-    if state.liveness.report(device, agent, now).is_some()
-        && !matches!(owner, crate::membership::Owner::Peer(_))
-    {
-        state.status.device_changed(device);
-    }
+    let owned = !matches!(owner, crate::membership::Owner::Peer(_));
+    state.status.agent_reported(device, agent, now, None, owned);
     let ack = ReportAck {
         revision: state.desired.current(device).revision().to_string(),
         heartbeat_interval_ms: u64::try_from(state.heartbeat.as_millis()).unwrap_or(u64::MAX),

@@ -82,7 +82,8 @@ async fn config(kubeconfig: Option<&str>) -> Result<kube::Config, apollo_kube::K
     Ok(config)
 }
 
-/// A client for `kubeconfig` without kube's built-in retry (see [`config`]).
+/// A client for `kubeconfig` without kube's built-in retry (its configuration is
+/// [`apollo_kube::client::config`] with that retry off).
 pub async fn client(kubeconfig: Option<&str>) -> Result<kube::Client, apollo_kube::KubeError> {
     apollo_kube::client::client_from(config(kubeconfig).await?)
 }
@@ -102,7 +103,7 @@ impl std::fmt::Debug for Clients {
     }
 }
 
-/// Both [`Clients`] for `kubeconfig`, from one configuration (see [`config`]).
+/// Both [`Clients`] for `kubeconfig`, from one configuration (as [`client`]'s).
 pub async fn clients(kubeconfig: Option<&str>) -> Result<Clients, apollo_kube::KubeError> {
     let config = config(kubeconfig).await?;
     Ok(Clients {

@@ -5,15 +5,17 @@
 //!
 //! ```text
 //!            one watch (list once, then watch)        merge patches on /status, Events
-//! API server ───────────────► sync ──► desired (per-device document + ETag)   ▲
-//!                                  └─► status (live/target views) ─── writer ─┘
+//! API server ───────────────► sync ──► index: per device its desired document + ETag,  ▲
+//!                                      per object its status views ── status ── writer ─┘
 //!                                            ▲
 //! agents ── HTTP, per-device HMAC ──► http ──┴─ liveness (last report, instance, observed)
 //!                                              ▲ sweeper (stale transitions)
 //! ```
 //!
-//! - [`desired`]: per device, the encoded desired document and its ETag, rebuilt only when one
-//!   of that device's DeviceProcesses changes; long-poll waiters are woken per device.
+//! - [`index`]: every DeviceProcess once, sharded by device: per device the encoded
+//!   [`desired`] document and its ETag, rebuilt only when one of that device's DeviceProcesses
+//!   changes, per object the status controller's views; long-poll waiters are woken per
+//!   shard.
 //! - [`liveness`]: in-memory table of reports; the sweeper marks silent devices stale once.
 //! - [`status`]: computes each DeviceProcess's status from liveness and writes `/status` only
 //!   on a change, coalesced per object, retried until it lands; [`events`] on transitions.
@@ -35,6 +37,7 @@ pub mod desired;
 pub mod events;
 pub mod forward;
 pub mod http;
+pub mod index;
 pub mod keys;
 pub mod kubeapi;
 pub mod limits;
@@ -291,7 +294,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     readiness: Readiness,
     status: Arc<status::StatusController>,
-    desired: Arc<desired::DesiredStore>,
+    index: Arc<index::ObjectIndex>,
     liveness: Arc<liveness::Liveness>,
     ownership: Arc<membership::Ownership>,
 }
@@ -382,9 +385,10 @@ impl Gateway {
             settings.stale_after,
             metrics.clone(),
         ));
-        let desired = Arc::new(desired::DesiredStore::new());
+        let index = Arc::new(index::ObjectIndex::new());
         let status = Arc::new(
             status::StatusController::with_ownership(
+                index.clone(),
                 liveness.clone(),
                 recorder,
                 metrics.clone(),
@@ -415,7 +419,7 @@ impl Gateway {
         let api: Api<DeviceProcess> = Api::namespaced(client.clone(), &namespace);
         tasks.spawn(sync::run_watch(
             api,
-            desired.clone(),
+            index.clone(),
             status.clone(),
             ready_parts.clone(),
             shutdown.clone(),
@@ -436,7 +440,7 @@ impl Gateway {
         }
         tasks.spawn(event_worker.run(client.clone(), shutdown.clone()));
         let state = Arc::new(http::HttpState {
-            desired: desired.clone(),
+            desired: index.clone(),
             liveness: liveness.clone(),
             status: status.clone(),
             metrics: metrics.clone(),
@@ -537,7 +541,7 @@ impl Gateway {
             metrics,
             readiness,
             status,
-            desired,
+            index,
             liveness,
             ownership,
         })
@@ -583,9 +587,9 @@ impl Gateway {
         &self.status
     }
 
-    /// The desired index (diagnostics and tests).
-    pub fn desired(&self) -> &Arc<desired::DesiredStore> {
-        &self.desired
+    /// The object index (diagnostics and tests).
+    pub fn index(&self) -> &Arc<index::ObjectIndex> {
+        &self.index
     }
 
     /// The liveness table (diagnostics and tests).

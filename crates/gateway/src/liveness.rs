@@ -52,6 +52,15 @@ impl Agent {
         }
     }
 
+    /// Whether a report of `reported` only proves this agent alive: not stale, same instance,
+    /// version and observed hashes.
+    fn alive_as(&self, reported: &Agent) -> bool {
+        !self.stale
+            && self.instance_id == reported.instance_id
+            && self.version == reported.version
+            && self.observed == reported.observed
+    }
+
     /// What the agent observed of the DeviceProcess `name`.
     pub fn observed(&self, name: &str) -> Option<&ObservedProcess> {
         self.observed
@@ -108,11 +117,7 @@ impl Liveness {
             Some(entry) => {
                 entry.last_seen = now;
                 let old = &entry.agent;
-                let same = !old.stale
-                    && old.instance_id == agent.instance_id
-                    && old.version == agent.version
-                    && old.observed == agent.observed;
-                if same {
+                if old.alive_as(&agent) {
                     // Seeded entries become "reported" silently: nothing visible changes.
                     entry.agent.reported = true;
                     return None;
@@ -166,6 +171,35 @@ impl Liveness {
                 Some(agent)
             }
         }
+    }
+
+    /// A report that only proves the agent alive (the agent as recorded, not stale): records
+    /// its time, as [`Liveness::report`] would, and returns true. Anything else is left
+    /// untouched for `report` (false). With `age` (a report forwarded by a peer, received that
+    /// long ago) the time is `now - age`, never moving backwards, as in
+    /// [`Liveness::report_forwarded`].
+    pub fn heartbeat(
+        &self,
+        device: &str,
+        agent: &Agent,
+        now: Instant,
+        age: Option<Duration>,
+    ) -> bool {
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(device) else {
+            return false;
+        };
+        if !entry.agent.alive_as(agent) {
+            return false;
+        }
+        let at = match age {
+            Some(age) => now.checked_sub(age).unwrap_or(now).max(entry.last_seen),
+            None => now,
+        };
+        entry.last_seen = at;
+        // Seeded entries become "reported" silently: nothing visible changes.
+        entry.agent.reported = true;
+        true
     }
 
     /// Seeds a device from status at startup (ignored when the device already has an entry).
@@ -307,6 +341,29 @@ mod tests {
 
     fn agent(instance: &str, observed: Vec<ObservedProcess>) -> Agent {
         Agent::new(instance.into(), "0.1.0".into(), observed, true)
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_is_only_a_report_that_changes_nothing() {
+        let l = Liveness::new(Duration::from_secs(30), Metrics::new());
+        let t0 = Instant::now();
+        let a = agent("i1", vec![obs("a", "1")]);
+        assert!(!l.heartbeat("d", &a, t0, None), "unknown device");
+        assert!(l.report("d", a.clone(), t0).is_some());
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(l.heartbeat("d", &a, t1, None));
+        assert_eq!(l.lock()["d"].last_seen, t1);
+        // A forwarded one never moves the time backwards.
+        assert!(l.heartbeat("d", &a, t1, Some(Duration::from_secs(3))));
+        assert_eq!(l.lock()["d"].last_seen, t1);
+        assert!(!l.heartbeat("d", &agent("i2", vec![obs("a", "1")]), t1, None));
+        assert!(!l.heartbeat("d", &agent("i1", vec![obs("a", "2")]), t1, None));
+        l.sweep(t1 + Duration::from_secs(31));
+        assert!(
+            !l.heartbeat("d", &a, t1, None),
+            "back from stale is a change"
+        );
+        assert_eq!(l.lock()["d"].last_seen, t1);
     }
 
     #[tokio::test]

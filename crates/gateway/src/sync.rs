@@ -1,5 +1,6 @@
-//! The one DeviceProcess watch of the gateway's namespace, feeding the desired index and the
-//! status controller, and the staleness sweeper.
+//! The one DeviceProcess watch of the gateway's namespace, feeding the object index (the
+//! desired documents and the status controller's views both derive from it), and the
+//! staleness sweeper.
 //!
 //! `kube::runtime::watcher` lists once, then watches from the list's resourceVersion,
 //! resuming after disconnects and re-listing only when the server answers 410 Gone; errors
@@ -17,7 +18,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
-use crate::desired::{DesiredStore, ProcessInput};
+use crate::index::{ObjectIndex, ProcessInput};
 use crate::liveness::Liveness;
 use crate::membership::{Ownership, ReadyParts};
 use crate::status::StatusController;
@@ -39,7 +40,7 @@ pub fn process_input(dp: &DeviceProcess) -> Option<ProcessInput> {
 /// Runs the watch until shutdown.
 pub async fn run_watch(
     api: Api<DeviceProcess>,
-    desired: Arc<DesiredStore>,
+    index: Arc<ObjectIndex>,
     status: Arc<StatusController>,
     readiness: Arc<ReadyParts>,
     mut shutdown: watch::Receiver<bool>,
@@ -77,13 +78,12 @@ pub async fn run_watch(
                 if let Some(seen) = listing.as_mut() {
                     seen.insert(dp.name_any());
                 }
-                apply(&desired, &status, &dp);
+                apply(&index, &status, &dp);
             }
             Event::InitDone => {
                 if let Some(seen) = listing.take() {
-                    // Both views hold the same objects (`apply` feeds both).
-                    for name in desired.names_not_in(&seen) {
-                        forget(&desired, &status, &name);
+                    for name in index.names_not_in(&seen) {
+                        index.remove(&name);
                     }
                 }
                 if !synced {
@@ -91,30 +91,31 @@ pub async fn run_watch(
                     status.initial_sync(tokio::time::Instant::now());
                     readiness.cache_synced();
                     tracing::info!(
-                        objects = desired.object_count(),
-                        devices = desired.device_count(),
+                        objects = index.object_count(),
+                        devices = index.device_count(),
                         "cache synced; ready"
                     );
                 }
             }
-            Event::Apply(dp) => apply(&desired, &status, &dp),
-            Event::Delete(dp) => forget(&desired, &status, &dp.name_any()),
+            Event::Apply(dp) => {
+                apply(&index, &status, &dp);
+            }
+            Event::Delete(dp) => {
+                index.remove(&dp.name_any());
+            }
         }
     }
 }
 
-fn apply(desired: &DesiredStore, status: &StatusController, dp: &DeviceProcess) {
-    if let Some(input) = process_input(dp) {
-        // The spec hash is computed once per watch event, for both views.
-        let spec_hash = input.spec_hash.clone();
-        desired.upsert(input);
-        status.observe(dp, spec_hash);
+/// A DeviceProcess from the watch (added, modified or listed) into the index, once: its
+/// device's document and its status views. Returns whether a document changed.
+pub fn apply(index: &ObjectIndex, status: &StatusController, dp: &DeviceProcess) -> bool {
+    match process_input(dp) {
+        Some(input) => index.upsert(input, |device, obj, change| {
+            status.observe(device, obj, change, dp)
+        }),
+        None => false,
     }
-}
-
-fn forget(desired: &DesiredStore, status: &StatusController, name: &str) {
-    desired.remove(name);
-    status.forget(name);
 }
 
 /// The sweep period for a stale window: a tenth of it, between 20 ms and 1 s.

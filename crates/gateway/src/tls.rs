@@ -70,20 +70,17 @@ pub fn server_config(
 mod tests {
     use super::*;
 
-    fn pair(name: &str) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
+    /// A "localhost" certificate and its key, PEM.
+    fn pair() -> (String, String) {
+        let ca = apollo_testca::TestCa::new();
+        (ca.cert_pem, ca.key_pem)
     }
 
     #[test]
     fn loads_matching_pairs_only() {
-        let (cert, key) = pair("localhost");
+        let (cert, key) = pair();
         assert!(load_certified_key(cert.as_bytes(), key.as_bytes()).is_ok());
-        let (_, other_key) = pair("localhost");
+        let (_, other_key) = pair();
         let err = load_certified_key(cert.as_bytes(), other_key.as_bytes()).unwrap_err();
         assert!(err.contains("certificate and key"), "{err}");
         let err = load_certified_key(b"", key.as_bytes()).unwrap_err();

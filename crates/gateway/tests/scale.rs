@@ -1,17 +1,17 @@
-//! 100,000 devices: the in-memory side of the gateway (desired index, status controller,
-//! liveness) holds them in bounded memory, a GET is a lookup, a heartbeat is O(1), and a
+//! 100,000 devices: the in-memory side of the gateway (object index with the desired
+//! documents and status views, status controller, liveness) holds them in bounded memory, a GET is a lookup, a heartbeat is O(1), and a
 //! change touches only its device. One test per binary so the RSS measurement is its own.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apollo_api::{DeviceProcess, spec_hash};
-use apollo_gateway::desired::DesiredStore;
+use apollo_api::DeviceProcess;
 use apollo_gateway::events;
+use apollo_gateway::index::ObjectIndex;
 use apollo_gateway::liveness::{Agent, Liveness};
 use apollo_gateway::metrics::Metrics;
 use apollo_gateway::status::StatusController;
-use apollo_gateway::sync::process_input;
+use apollo_gateway::sync::apply;
 use apollo_protocol::wire::ObservedProcess;
 
 const DEVICES: usize = 100_000;
@@ -59,25 +59,21 @@ async fn hundred_thousand_devices() {
     let liveness = Arc::new(Liveness::new(Duration::from_secs(30), metrics.clone()));
     let (recorder, _worker) =
         events::recorder(metrics.clone(), "scale".into(), Duration::from_secs(60));
+    let desired = Arc::new(ObjectIndex::new());
     let status = StatusController::new(
+        desired.clone(),
         liveness.clone(),
         recorder,
         metrics.clone(),
         Duration::from_secs(1),
     );
-    let desired = DesiredStore::new();
 
     let started = Instant::now();
+    // One feed for both views, as from the watch.
     for i in 0..DEVICES {
-        let obj = dp(i);
-        desired.upsert(process_input(&obj).unwrap());
+        apply(&desired, &status, &dp(i));
     }
-    let after_desired = rss_kib();
-    for i in 0..DEVICES {
-        let object = dp(i);
-        status.observe(&object, spec_hash(&object.spec));
-    }
-    let after_status = rss_kib();
+    let after_index = rss_kib();
     status.initial_sync(tokio::time::Instant::now());
     let load = started.elapsed();
     assert_eq!(desired.device_count(), DEVICES);
@@ -103,14 +99,12 @@ async fn hundred_thousand_devices() {
     };
     for i in 0..DEVICES {
         let device = format!("tor{:06}", i);
-        if liveness.report(&device, agent(i), now).is_some() {
-            status.device_changed(&device);
-        }
+        status.agent_reported(&device, agent(i), now, None, true);
     }
     let after = rss_kib();
     if std::env::var_os("SCALE_PROBE").is_some() {
         eprintln!(
-            "rss: start {before:?}, desired {after_desired:?}, status {after_status:?}, liveness {after:?}"
+            "rss: start {before:?}, index (documents and status views) {after_index:?}, liveness {after:?}"
         );
     }
 
@@ -139,8 +133,7 @@ async fn hundred_thousand_devices() {
     changed.spec.execution.args = vec!["updated".into()];
     changed.metadata.generation = Some(2);
     let c = Instant::now();
-    assert!(desired.upsert(process_input(&changed).unwrap()));
-    status.observe(&changed, spec_hash(&changed.spec));
+    assert!(apply(&desired, &status, &changed));
     let one_change = c.elapsed();
     assert_eq!(desired.current("tor000002"), other_before);
 

@@ -2,7 +2,8 @@
 //!
 //! argh reads `--flag value` only, while manifests (and the runbook) write `--addr=:8080`,
 //! `--kubeconfig=` and `--leader-elect=true`. [`split_equals`] rewrites the `=` forms before
-//! argh parses, so both forms work for every Apollo binary.
+//! argh parses, so both forms work for every Apollo binary; [`from_env`] is `argh::from_env`
+//! with it.
 
 /// Rewrites `--flag=value` into `--flag value` (an empty value stays an empty argument) and,
 /// for the boolean `switches` (written with their dashes, e.g. `"--leader-elect"`),
@@ -37,6 +38,49 @@ pub fn split_equals(
         }
     }
     Ok(out)
+}
+
+/// [`argh::from_env`] with [`split_equals`] first: the process's arguments parsed into `T`,
+/// `--flag=value` accepted beside `--flag value` (`switches` as for [`split_equals`]). As
+/// argh's own: `--help` prints to stdout and exits 0; a usage error prints to stderr with a
+/// pointer to `--help` and exits 1.
+pub fn from_env<T: argh::TopLevelCommand>(switches: &[&str]) -> T {
+    let strings: Vec<String> = std::env::args_os()
+        .map(|s| s.into_string())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|arg| {
+            eprintln!("Invalid utf8: {}", arg.to_string_lossy());
+            std::process::exit(1)
+        });
+    let Some((program, rest)) = strings.split_first() else {
+        eprintln!("No program name, argv is empty");
+        std::process::exit(1)
+    };
+    let cmd = std::path::Path::new(program)
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or(program);
+    let parsed = split_equals(rest.iter().cloned(), switches)
+        .map_err(|output| argh::EarlyExit {
+            output,
+            status: Err(()),
+        })
+        .and_then(|args| {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            T::from_args(&[cmd], &refs)
+        });
+    parsed.unwrap_or_else(|early| {
+        std::process::exit(match early.status {
+            Ok(()) => {
+                println!("{}", early.output);
+                0
+            }
+            Err(()) => {
+                eprintln!("{}\nRun {cmd} --help for more information.", early.output);
+                1
+            }
+        })
+    })
 }
 
 #[cfg(test)]

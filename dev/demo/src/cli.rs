@@ -119,7 +119,7 @@ pub struct LocalArgs {
     /// (default: the newest of bin/, target/debug/, target/release/, then PATH)
     #[argh(option)]
     pub bin_dir: Option<PathBuf>,
-    /// where component logs go (default .demo/logs-<UTC timestamp>/)
+    /// where component logs go (default .demo/logs-\<UTC timestamp\>/)
     #[argh(option)]
     pub logs_dir: Option<PathBuf>,
     /// use the existing cluster of this kubeconfig instead of starting the development API
@@ -171,7 +171,7 @@ pub struct ClusterArgs {
     /// http://127.0.0.1:19090)
     #[argh(option, default = "String::from(\"http://127.0.0.1:19090\")")]
     pub gateway_metrics_url: String,
-    /// how agents run: compose (docker compose services agent-<device>) (default compose)
+    /// how agents run: compose (docker compose services agent-\<device\>) (default compose)
     #[argh(option, default = "String::from(\"compose\")")]
     pub agents: String,
     /// compose file with the agent services (default: docker compose's own lookup)
@@ -186,7 +186,7 @@ pub struct ClusterArgs {
     /// stale window the deployed gateway uses (default 3 x heartbeat)
     #[argh(option)]
     pub stale_after: Option<String>,
-    /// where the demo log goes (default .demo/logs-<UTC timestamp>/)
+    /// where the demo log goes (default .demo/logs-\<UTC timestamp\>/)
     #[argh(option)]
     pub logs_dir: Option<PathBuf>,
     /// repository root holding k8s/ (default: found from the current directory upwards)
@@ -222,7 +222,7 @@ pub struct ContainersArgs {
     /// host port of the gateway (default: a free one)
     #[argh(option)]
     pub gateway_port: Option<u16>,
-    /// where component logs go (default .demo/logs-<UTC timestamp>/)
+    /// where component logs go (default .demo/logs-\<UTC timestamp\>/)
     #[argh(option)]
     pub logs_dir: Option<PathBuf>,
     /// namespace to work in (default "default")
@@ -272,7 +272,7 @@ pub struct ContainersHaArgs {
     /// on the docker bridge reach the host there)
     #[argh(option, default = "String::from(\"0.0.0.0\")")]
     pub publish_address: String,
-    /// where component logs go (default .demo/logs-<UTC timestamp>/)
+    /// where component logs go (default .demo/logs-\<UTC timestamp\>/)
     #[argh(option)]
     pub logs_dir: Option<PathBuf>,
     /// namespace to work in (default "default")

@@ -42,8 +42,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+/// The boolean flags, for `--flag=true|false` ([`apollo_process::args::split_equals`]).
+const SWITCHES: &[&str] = &["--fast", "--no-kubectl", "--hold", "--pause"];
+
 fn main() -> ExitCode {
-    let cli: cli::Cli = argh::from_env();
+    let cli: cli::Cli = apollo_process::args::from_env(SWITCHES);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -63,6 +63,9 @@ struct Serve {
     advertise_url: Option<String>,
 }
 
+/// The boolean flags, for `--flag=true|false` ([`apollo_process::args::split_equals`]).
+const SWITCHES: &[&str] = &[];
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -72,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli: Cli = argh::from_env();
+    let cli: Cli = apollo_process::args::from_env(SWITCHES);
     let Command::Serve(s) = cli.command;
     let opts = Options {
         listen: s.listen,

@@ -4,7 +4,7 @@
 //! polling, heartbeats) against a gateway, and benchmarks how far one gateway and one
 //! controller scale.
 //!
-//! - [`bench`]: the scenarios of `apollo-fleetsim bench` and what each measures.
+//! - [`bench`](mod@bench): the scenarios of `apollo-fleetsim bench` and what each measures.
 //! - [`charts`]: SVG charts of a report (`apollo-fleetsim charts`).
 //! - [`cluster`]: the system under test (development API server in process, controller and
 //!   gateway as processes) and a reflector to time status convergence.

@@ -172,9 +172,12 @@ fn parse_sizes(s: &str) -> anyhow::Result<Vec<usize>> {
         .collect()
 }
 
+/// The boolean flags, for `--flag=true|false` ([`apollo_process::args::split_equals`]).
+const SWITCHES: &[&str] = &["--short", "--no-throughput"];
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Args = argh::from_env();
+    let args: Args = apollo_process::args::from_env(SWITCHES);
     match args.command {
         Command::Bench(b) => {
             let sizes = match &b.sizes {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use apollo_agent::{Agent, Args, Config};
 use common::{Behaviour, Event, FakeGateway, device_key, document, process};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -18,16 +17,7 @@ const T: Duration = Duration::from_secs(10);
 
 /// A CA (PEM) and a TLS acceptor for "localhost" signed by it.
 fn ca_and_acceptor() -> (String, TlsAcceptor) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    let ca = apollo_testca::TestCa::new();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -35,11 +25,11 @@ fn ca_and_acceptor() -> (String, TlsAcceptor) {
     .unwrap()
     .with_no_client_auth()
     .with_single_cert(
-        vec![CertificateDer::from(leaf.der().to_vec())],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        vec![CertificateDer::from(ca.cert_der)],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.key_der)),
     )
     .unwrap();
-    (ca_cert.pem(), TlsAcceptor::from(Arc::new(config)))
+    (ca.ca_pem, TlsAcceptor::from(Arc::new(config)))
 }
 
 fn config_for(gw: &FakeGateway, ca_pem: &str, dir: &std::path::Path) -> Config {

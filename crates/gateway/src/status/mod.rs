@@ -25,18 +25,21 @@
 //! `AgentConnected=True`, and targets start equal to the live status: after a gateway restart
 //! nothing is written and no event is emitted unless something really changed.
 //!
-//! The module's parts:
+//! The objects themselves are the [object index](crate::index)'s, fed once from the watch;
+//! the module keeps its part of each ([`Tracked`]) in them. The module's parts:
 //!
 //! - [`compute`](mod@compute): the pure core ([`compute()`] and [`transitions`]: no I/O, no clock);
-//! - `table`: the object table (live and target views, the index of objects per device);
+//! - `table`: what is kept per object (live and target views, write bookkeeping);
 //! - `targets`: watch events, agent changes and rebalances applied to the table;
 //! - `queue`: the coalescing write queue and the write-interval delay queue;
 //! - `writer`: the writer tasks that patch `/status` within the replica's write fence.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::events::Recorder;
+use crate::index::ObjectIndex;
 use crate::liveness::Liveness;
 use crate::membership::Ownership;
 use crate::metrics::Metrics;
@@ -50,22 +53,25 @@ mod targets;
 mod writer;
 
 pub use compute::{Cond, Facts, View, compute, transitions};
+pub use table::Tracked;
 pub use writer::{MIN_FENCE_LEFT, WRITE_TIMEOUT};
 
 use queue::{DelayQueue, WorkQueue};
-use table::State;
 
-/// The status controller: the object table, its write queues and the writers' shared state.
+/// The status controller: its write queues and the writers' shared state over the objects of
+/// the index.
 #[derive(Debug)]
 pub struct StatusController {
-    state: Mutex<State>,
+    index: Arc<ObjectIndex>,
+    /// Set by the first complete list: targets are computed from then on.
+    synced: AtomicBool,
     queue: WorkQueue,
     delayed: DelayQueue,
     write_interval: Duration,
     /// How long a spec change's mismatch waits for a connected agent (`--observe-grace`).
     observe_grace: Duration,
     /// Set at shutdown: the interval no longer delays writes.
-    flushing: std::sync::atomic::AtomicBool,
+    flushing: AtomicBool,
     liveness: Arc<Liveness>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
@@ -74,15 +80,17 @@ pub struct StatusController {
 }
 
 impl StatusController {
-    /// A controller over the given liveness table, writing each object at most once per
-    /// `write_interval`.
+    /// A controller over the objects of `index` and the given liveness table, writing each
+    /// object at most once per `write_interval`.
     pub fn new(
+        index: Arc<ObjectIndex>,
         liveness: Arc<Liveness>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
         write_interval: Duration,
     ) -> Self {
         Self::with_ownership(
+            index,
             liveness,
             recorder,
             metrics,
@@ -94,6 +102,7 @@ impl StatusController {
     /// [`StatusController::new`] for a replica among others: computes, writes and emits only
     /// for the devices `ownership` assigns to it, and writes only while its Lease is valid.
     pub fn with_ownership(
+        index: Arc<ObjectIndex>,
         liveness: Arc<Liveness>,
         recorder: Recorder,
         metrics: Arc<Metrics>,
@@ -102,12 +111,13 @@ impl StatusController {
     ) -> Self {
         StatusController {
             ownership,
-            state: Mutex::new(State::default()),
+            index,
+            synced: AtomicBool::new(false),
             queue: WorkQueue::default(),
             delayed: DelayQueue::default(),
             write_interval,
             observe_grace: Duration::ZERO,
-            flushing: std::sync::atomic::AtomicBool::new(false),
+            flushing: AtomicBool::new(false),
             liveness,
             recorder,
             metrics,
@@ -122,8 +132,8 @@ impl StatusController {
         self
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn synced(&self) -> bool {
+        self.synced.load(Ordering::SeqCst)
     }
 
     /// Entries of the delay queue: objects waiting for their write interval or an observe
@@ -144,34 +154,25 @@ impl StatusController {
 
     /// The target view of an object (for tests and diagnostics).
     pub fn target(&self, name: &str) -> Option<View> {
-        self.lock().objects.get(name).map(|o| o.target().clone())
+        self.index
+            .with_object(name, |_, o| o.status.target().clone())
     }
 
     /// Whether every object's live status equals its target.
     pub fn converged(&self) -> bool {
-        let state = self.lock();
-        state
-            .objects
-            .values()
-            .all(|o| o.pending.is_none() && !o.inflight)
+        self.index
+            .all_objects(|o| o.status.pending.is_none() && !o.status.inflight)
     }
 
     /// Devices with DeviceProcesses this replica owns now.
     pub fn owned_devices(&self) -> usize {
         let members = self.ownership.members();
-        let state = self.lock();
-        state
-            .by_device
-            .keys()
-            .filter(|d| self.ownership.is_mine(&members, d))
-            .count()
+        self.index
+            .count_devices(|d| self.ownership.is_mine(&members, d))
     }
 
     /// Whether no status write is queued, delayed or in flight (shutdown).
     pub fn writes_idle(&self) -> bool {
-        self.pending() == 0 && self.delayed() == 0 && {
-            let state = self.lock();
-            state.objects.values().all(|o| !o.inflight)
-        }
+        self.pending() == 0 && self.delayed() == 0 && self.index.all_objects(|o| !o.status.inflight)
     }
 }

@@ -13,32 +13,35 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{Notify, watch};
 
 use super::StatusController;
-use super::table::{Delay, Obj};
+use super::table::{Delay, Tracked};
+
+/// An object's name, shared with the index (a clone is a reference count).
+type Name = Arc<str>;
 
 #[derive(Debug, Default)]
 pub(super) struct WorkQueue {
-    inner: Mutex<(VecDeque<String>, HashSet<String>)>,
+    inner: Mutex<(VecDeque<Name>, HashSet<Name>)>,
     pub(super) notify: Notify,
 }
 
 impl WorkQueue {
-    pub(super) fn push(&self, name: &str) {
+    pub(super) fn push(&self, name: &Arc<str>) {
         let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if q.1.insert(name.to_string()) {
-            q.0.push_back(name.to_string());
+        if q.1.insert(name.clone()) {
+            q.0.push_back(name.clone());
             drop(q);
             self.notify.notify_one();
         }
     }
 
-    pub(super) fn try_pop(&self) -> Option<String> {
+    pub(super) fn try_pop(&self) -> Option<Arc<str>> {
         let mut q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let name = q.0.pop_front()?;
         q.1.remove(&name);
         Some(name)
     }
 
-    pub(super) async fn pop(&self) -> String {
+    pub(super) async fn pop(&self) -> Arc<str> {
         loop {
             let notified = self.notify.notified();
             if let Some(name) = self.try_pop() {
@@ -60,7 +63,7 @@ impl WorkQueue {
 /// Objects waiting for their write interval to pass, earliest first.
 #[derive(Debug, Default)]
 pub(super) struct DelayQueue {
-    pub(super) heap: Mutex<BinaryHeap<Reverse<(tokio::time::Instant, String)>>>,
+    pub(super) heap: Mutex<BinaryHeap<Reverse<(tokio::time::Instant, Name)>>>,
     pub(super) notify: Notify,
 }
 
@@ -68,7 +71,7 @@ impl StatusController {
     /// Queues a write of `obj`, or delays it: until its write interval has passed since its
     /// last write, or, for a spec change's mismatch while the agent is connected, until the
     /// agent has reported the new hash or the observe grace is over (whichever comes first).
-    pub(super) fn enqueue(&self, obj: &mut Obj, name: &str) {
+    pub(super) fn enqueue(&self, obj: &mut Tracked, name: &Arc<str>) {
         let now = tokio::time::Instant::now();
         let flushing = self.flushing.load(Ordering::SeqCst);
         let awaits_agent = obj.target().awaits_agent();
@@ -94,7 +97,7 @@ impl StatusController {
             Some((at, why)) => {
                 obj.delayed = Some((at, why));
                 let mut heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
-                heap.push(Reverse((at, name.to_string())));
+                heap.push(Reverse((at, name.clone())));
                 drop(heap);
                 self.delayed.notify.notify_one();
             }
@@ -106,7 +109,7 @@ impl StatusController {
     /// queue, or back to the delay queue for a later reason (a hold that outlasts the
     /// interval). An entry whose object is no longer delayed until that time is stale.
     fn release_delayed(&self, now: tokio::time::Instant, all: bool) {
-        let due: Vec<(tokio::time::Instant, String)> = {
+        let due: Vec<(tokio::time::Instant, Arc<str>)> = {
             let mut heap = self.delayed.heap.lock().unwrap_or_else(|p| p.into_inner());
             let mut due = Vec::new();
             while let Some(Reverse((at, _))) = heap.peek() {
@@ -122,17 +125,17 @@ impl StatusController {
         if due.is_empty() {
             return;
         }
-        let mut state = self.lock();
         for (at, name) in due {
-            if let Some(obj) = state.objects.get_mut(&name) {
+            self.index.with_object(&name, |_, obj| {
+                let obj = &mut obj.status;
                 if !all && obj.delayed.map(|(until, _)| until) != Some(at) {
-                    continue;
+                    return;
                 }
                 obj.delayed = None;
                 if obj.pending.is_some() && !obj.inflight {
                     self.enqueue(obj, &name);
                 }
-            }
+            });
         }
     }
 

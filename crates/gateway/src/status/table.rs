@@ -1,24 +1,19 @@
-//! The status controller's object table: per DeviceProcess its live and target views of the
-//! gateway-owned status, write bookkeeping, and the index of objects per device.
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! The status controller's part of each object in the [object index](crate::index): its live
+//! and target views of the gateway-owned status and its write bookkeeping.
 
 use apollo_api::AgentInfo;
 use apollo_api::conditions::status as cs;
 use apollo_protocol::wire::ObservedProcess;
 
 use super::compute::View;
+use crate::index::Object;
 use crate::liveness::Agent;
 
-/// One DeviceProcess as the status controller tracks it.
-#[derive(Debug)]
-pub(super) struct Obj {
-    pub(super) namespace: Arc<str>,
-    pub(super) uid: String,
-    pub(super) device: String,
-    pub(super) generation: i64,
-    pub(super) spec_hash: String,
+/// What the status controller keeps of one DeviceProcess (the object's name, device,
+/// generation and spec hash are the index's).
+#[derive(Debug, Default)]
+pub struct Tracked {
+    pub(crate) uid: String,
     pub(super) resource_version: String,
     pub(super) live: View,
     /// The target when it differs from `live` (in the steady state it does not, so each
@@ -44,7 +39,7 @@ pub(super) enum Delay {
     Hold,
 }
 
-impl Obj {
+impl Tracked {
     pub(super) fn target(&self) -> &View {
         self.pending.as_deref().unwrap_or(&self.live)
     }
@@ -64,27 +59,6 @@ impl Obj {
     }
 }
 
-/// Every tracked DeviceProcess of the namespace, indexed by name and by device.
-#[derive(Debug, Default)]
-pub(super) struct State {
-    pub(super) objects: HashMap<String, Obj>,
-    /// Object names per device (usually one: a Vec is smaller than a set).
-    pub(super) by_device: HashMap<String, Vec<String>>,
-    pub(super) synced: bool,
-    /// The namespace of the objects, shared by all of them.
-    pub(super) namespace: Option<Arc<str>>,
-}
-
-/// Removes `name` from the objects of `device`.
-pub(super) fn unindex(by_device: &mut HashMap<String, Vec<String>>, device: &str, name: &str) {
-    if let Some(names) = by_device.get_mut(device) {
-        names.retain(|n| n != name);
-        if names.is_empty() {
-            by_device.remove(device);
-        }
-    }
-}
-
 /// Whether resourceVersion `a` is older than `b` (both numeric, as on every real server;
 /// otherwise never).
 pub(super) fn older(a: &str, b: &str) -> bool {
@@ -96,13 +70,12 @@ pub(super) fn older(a: &str, b: &str) -> bool {
 
 /// The agent view a device's objects' status shows (as at a restart): `None` unless one of
 /// them says `AgentConnected=True`.
-pub(super) fn seed_of(state: &State, names: &[String]) -> Option<Agent> {
+pub(super) fn seed_of(objects: &[Object]) -> Option<Agent> {
     let mut info: Option<AgentInfo> = None;
     let mut observed = Vec::new();
-    for name in names {
-        let Some(obj) = state.objects.get(name) else {
-            continue;
-        };
+    for obj in objects {
+        let obj_name = &obj.name;
+        let obj = &obj.status;
         let connected = obj
             .live
             .connected
@@ -116,7 +89,7 @@ pub(super) fn seed_of(state: &State, names: &[String]) -> Option<Agent> {
         }
         if let Some(hash) = &obj.live.observed_spec_hash {
             observed.push(ObservedProcess {
-                name: name.clone(),
+                name: obj_name.to_string(),
                 spec_hash: hash.clone(),
                 generation: obj.live.observed_generation,
             });
@@ -141,19 +114,10 @@ mod tests {
             ts(0),
         );
         let b = compute(&a, facts(H2), Some(&agent("i1", Some(H1))), WINDOW, ts(1));
-        let mut obj = Obj {
-            namespace: Arc::from("default"),
-            uid: String::new(),
-            device: "d".into(),
-            generation: 1,
-            spec_hash: H1.into(),
+        let mut obj = Tracked {
             resource_version: "1".into(),
             live: a.clone(),
-            pending: None,
-            inflight: false,
-            last_write: None,
-            hold_until: None,
-            delayed: None,
+            ..Tracked::default()
         };
         assert_eq!(obj.target(), &a);
         // Someone else changes the live status: our target (= the old live) stays.

@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use super::StatusController;
 use super::compute::View;
-use super::table::older;
+use super::table::{Tracked, older};
+use crate::index::Object;
 
 /// What a writer does with a queued object.
 enum Begin {
@@ -40,14 +41,18 @@ const WRITE_BACKOFF: Exponential =
 
 impl StatusController {
     fn begin_write(&self, name: &str) -> Begin {
-        let mut state = self.lock();
-        let Some(obj) = state.objects.get_mut(name) else {
-            return Begin::Skip;
-        };
+        self.index
+            .with_object(name, |device, obj| self.begin_object(device, obj))
+            .unwrap_or(Begin::Skip)
+    }
+
+    fn begin_object(&self, device: &str, obj: &mut Object) -> Begin {
+        let namespace = &obj.namespace;
+        let obj = &mut obj.status;
         if obj.pending.is_none() || obj.inflight {
             return Begin::Skip;
         }
-        if !self.ownership.owns(&obj.device) {
+        if !self.ownership.owns(device) {
             obj.pending = None;
             return Begin::Skip;
         }
@@ -62,17 +67,19 @@ impl StatusController {
         };
         obj.inflight = true;
         Begin::Write(
-            obj.namespace.to_string(),
+            namespace.to_string(),
             obj.target().to_patch(),
             Some(deadline),
         )
     }
 
-    fn finish_write(&self, name: &str, answer: Option<&DeviceProcess>) {
-        let mut state = self.lock();
-        let Some(obj) = state.objects.get_mut(name) else {
-            return;
-        };
+    fn finish_write(&self, name: &Arc<str>, answer: Option<&DeviceProcess>) {
+        self.index.with_object(name, |_, obj| {
+            self.finish_object(&mut obj.status, name, answer)
+        });
+    }
+
+    fn finish_object(&self, obj: &mut Tracked, name: &Arc<str>, answer: Option<&DeviceProcess>) {
         obj.inflight = false;
         if let Some(dp) = answer {
             obj.last_write = Some(tokio::time::Instant::now());
@@ -186,12 +193,11 @@ impl StatusController {
 
     /// A 404 means the object is gone (its deletion arrives by the watch): stop writing it.
     fn drop_pending(&self, name: &str) {
-        let mut state = self.lock();
-        if let Some(obj) = state.objects.get_mut(name)
-            && let Some(target) = obj.pending.take()
-        {
-            obj.live = *target;
-        }
+        self.index.with_object(name, |_, obj| {
+            if let Some(target) = obj.status.pending.take() {
+                obj.status.live = *target;
+            }
+        });
     }
 }
 

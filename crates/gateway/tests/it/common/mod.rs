@@ -456,18 +456,8 @@ pub fn kubeconfig_server(path: &Path) -> (String, String) {
 
 /// A CA and a "localhost" certificate signed by it, as PEM (ca, cert, key).
 pub fn ca_and_leaf() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    (ca.pem(), leaf.pem(), leaf_key.serialize_pem())
+    let ca = apollo_testca::TestCa::new();
+    (ca.ca_pem, ca.cert_pem, ca.key_pem)
 }
 
 /// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) over TLS to "localhost" at

@@ -7,7 +7,7 @@ use std::process::Command;
 #[test]
 fn a_python_implementation_from_the_spec_agrees_with_every_vector() {
     let dir = env!("CARGO_MANIFEST_DIR");
-    let script = format!("{dir}/tests/independent_check.py");
+    let script = format!("{dir}/tests/it/independent_check.py");
     let doc = format!("{dir}/../../docs/PROTOCOL.md");
     let out = match Command::new("python3").arg(&script).arg(&doc).output() {
         Ok(out) => out,

@@ -8,7 +8,8 @@
 //! 1. waits until the connection is readable without a buffer ([`Transport::read_ready`]:
 //!    the socket's readiness for plain TCP; for TLS also rustls' already decrypted
 //!    plaintext), within the header timeout (which also bounds an idle keep-alive
-//!    connection) or until shutdown; then closes, or takes a read buffer;
+//!    connection) or until shutdown; then closes, or takes a read buffer and reads what is
+//!    there (a spurious readiness drops the buffer again and waits without it);
 //! 2. reads the head into it, growing it up to `max_head` (`431` above, or with more than
 //!    `max_headers` fields; `400` for a malformed head or `Content-Length`), all within the
 //!    header timeout (else the connection is closed without an answer), and parses it
@@ -256,18 +257,25 @@ async fn next_request<T: Transport>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Next, ConnectionError> {
     let deadline = Instant::now() + limits.header_timeout;
-    if leftover.is_none() {
-        tokio::select! {
-            ready = tokio::time::timeout_at(deadline, io.read_ready()) => match ready {
-                Err(_) => return Err(ConnectionError::HeaderTimeout),
-                Ok(r) => r?,
-            },
-            _ = crate::stopped(shutdown) => return Ok(Next::Closed),
-        }
-    }
-    let mut buf = leftover
-        .take()
-        .unwrap_or_else(|| Vec::with_capacity(INITIAL_READ_BUFFER.min(limits.max_head)));
+    let mut buf = match leftover.take() {
+        Some(buf) => buf,
+        None => loop {
+            tokio::select! {
+                ready = tokio::time::timeout_at(deadline, io.read_ready()) => match ready {
+                    Err(_) => return Err(ConnectionError::HeaderTimeout),
+                    Ok(r) => r?,
+                },
+                _ = crate::stopped(shutdown) => return Ok(Next::Closed),
+            }
+            match read_if_ready(io, INITIAL_READ_BUFFER.min(limits.max_head)).await {
+                // Spurious readiness: no buffer kept while waiting again.
+                None => continue,
+                Some(Ok(buf)) if buf.is_empty() => return Ok(Next::Closed),
+                Some(Ok(buf)) => break buf,
+                Some(Err(e)) => return Err(e.into()),
+            }
+        },
+    };
     loop {
         if !buf.is_empty() {
             match request::parse(&buf, limits.max_headers)? {
@@ -314,10 +322,12 @@ async fn until_left<T: Transport>(
 ) -> (Option<Answer>, Option<Vec<u8>>) {
     let arrived = {
         let watch = async {
-            io.read_ready().await?;
-            let mut buf = Vec::with_capacity(INITIAL_READ_BUFFER);
-            io.read_buf(&mut buf).await?;
-            Ok::<_, std::io::Error>(buf)
+            loop {
+                io.read_ready().await?;
+                if let Some(read) = read_if_ready(io, INITIAL_READ_BUFFER).await {
+                    return read;
+                }
+            }
         };
         tokio::select! {
             answer = &mut later => return (Some(answer), None),
@@ -327,6 +337,28 @@ async fn until_left<T: Transport>(
     match arrived {
         Ok(buf) if !buf.is_empty() => (Some(later.await), Some(buf)),
         _ => (None, None),
+    }
+}
+
+/// Reads into a new buffer of `capacity` bytes only if bytes (or the end of the stream) are
+/// there now: `None`, and no buffer kept, when the readiness was spurious (the read is then
+/// registered for the next readiness, which [`Transport::read_ready`] waits for).
+async fn read_if_ready<T: AsyncRead + Unpin>(
+    io: &mut T,
+    capacity: usize,
+) -> Option<std::io::Result<Vec<u8>>> {
+    let mut buf = Vec::with_capacity(capacity);
+    let read = {
+        let mut read = std::pin::pin!(io.read_buf(&mut buf));
+        std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+            std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
+        })
+        .await
+    };
+    match read? {
+        Ok(_) => Some(Ok(buf)),
+        Err(e) => Some(Err(e)),
     }
 }
 

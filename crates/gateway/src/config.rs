@@ -25,8 +25,8 @@ pub const DEFAULT_AUTH_SKEW: Duration = Duration::from_secs(60);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default `--header-timeout` for a heartbeat interval: at least 10 s and twice the
-/// heartbeat. hyper's header timeout also limits how long a keep-alive connection may sit
-/// idle between requests; an agent reuses its connection about once per heartbeat, so the
+/// heartbeat. The header timeout also limits how long a keep-alive connection may sit idle
+/// between requests (the server counts it from the end of the previous answer); an agent reuses its connection about once per heartbeat, so the
 /// limit must stay clear of it or the gateway would close connections just as agents reuse
 /// them.
 pub fn default_header_timeout(heartbeat: Duration) -> Duration {

@@ -2,8 +2,8 @@
 //! memory under any flood of unauthenticated traffic is bounded by design (see the security
 //! section of `docs/GATEWAY.md` for the arithmetic).
 //!
-//! - [`HEAD_BUFFER`]: hyper's read buffer per connection (a request head larger than this is
-//!   answered `431` and the connection closed).
+//! - [`HEAD_BUFFER`]: the longest request head (a larger one is answered `431` and the
+//!   connection closed); the server's read buffer exists only while a request arrives.
 //! - [`AddressLimiter`]: at most N open connections per source address (IPv6: per /64).
 //! - [`BodyBudget`]: a global budget of request-body bytes buffered before the signature is
 //!   checked; a request that does not fit gets `503` + `Retry-After` without being read.
@@ -22,8 +22,9 @@ use apollo_backoff::Exponential;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// hyper's per-connection read buffer (`http1::Builder::max_buf_size`; hyper's minimum).
-/// Agents' request heads are well under 2 KiB.
+/// The longest request head ([`crate::server`]): its read buffer is taken when a request
+/// starts arriving, at [`crate::server::INITIAL_READ_BUFFER`] (agents' request heads are well
+/// under 2 KiB), grows up to this, and is freed once the request is read.
 pub const HEAD_BUFFER: usize = 8 * 1024;
 /// Most header fields in a request head (agents send about ten).
 pub const MAX_HEADERS: usize = 32;

@@ -1,13 +1,14 @@
 //! A request's body, read on demand by the handler in the connection's own task (no channel,
 //! no wake-up of another task): [`Body::read`] takes what arrived with the head, then reads
 //! the rest of the `Content-Length` straight from the connection into one buffer of exactly
-//! that size, within a timeout. Bytes after the body (a pipelined request) stay with the
+//! that size, within a timeout (a body that arrived whole with the head is a slice of the read
+//! buffer, not a copy). Bytes after the body (a pipelined request) stay with the
 //! connection. A transfer-coded body is not decoded: reading it is an error and the
 //! connection closes after the answer, as it does whenever a body was left unread.
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::request::Framing;
@@ -52,7 +53,7 @@ impl BodyError {
 pub struct Body<'a> {
     pub(super) io: &'a mut dyn Io,
     /// Bytes received after the head: the body's start, maybe a pipelined request after it.
-    pub(super) leftover: &'a mut Option<Vec<u8>>,
+    pub(super) leftover: &'a mut Option<BytesMut>,
     pub(super) framing: Framing,
     pub(super) expect_continue: bool,
     /// Set once the whole body has been read (the connection may then stay open).
@@ -93,15 +94,20 @@ impl Body<'_> {
             *self.done = true;
             return Ok(Bytes::new());
         }
-        let mut body = Vec::with_capacity(length);
-        if let Some(left) = self.leftover.as_mut() {
-            let n = left.len().min(length);
-            body.extend_from_slice(&left[..n]);
-            if n == left.len() {
+        // Arrived with the head (an agent's report usually does): a slice of it, no copy.
+        if let Some(left) = self.leftover.as_mut()
+            && left.len() >= length
+        {
+            let body = left.split_to(length).freeze();
+            if left.is_empty() {
                 *self.leftover = None;
-            } else {
-                left.drain(..n);
             }
+            *self.done = true;
+            return Ok(body);
+        }
+        let mut body = Vec::with_capacity(length);
+        if let Some(left) = self.leftover.take() {
+            body.extend_from_slice(&left);
         }
         if body.len() < length {
             if self.expect_continue {

@@ -35,7 +35,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -166,7 +166,7 @@ pub async fn serve_connection<T: Transport, S: Service>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ConnectionError> {
     // Bytes received past the last request's head or body; `None` between requests.
-    let mut leftover: Option<Vec<u8>> = None;
+    let mut leftover: Option<BytesMut> = None;
     loop {
         let req = match next_request(&mut io, &mut leftover, limits, shutdown).await {
             Ok(Next::Request(req)) => req,
@@ -210,7 +210,7 @@ async fn refuse_head<T: Transport, S: Service>(
 /// connection stays open.
 async fn answer_request<T: Transport, S: Service>(
     io: &mut T,
-    leftover: &mut Option<Vec<u8>>,
+    leftover: &mut Option<BytesMut>,
     service: &S,
     req: Box<Request>,
     limits: Limits,
@@ -252,7 +252,7 @@ async fn answer_request<T: Transport, S: Service>(
 /// Waits for the next request and reads its head (steps 1 and 2 of the module doc).
 async fn next_request<T: Transport>(
     io: &mut T,
-    leftover: &mut Option<Vec<u8>>,
+    leftover: &mut Option<BytesMut>,
     limits: Limits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Next, ConnectionError> {
@@ -277,25 +277,20 @@ async fn next_request<T: Transport>(
         },
     };
     loop {
-        if !buf.is_empty() {
-            match request::parse(&buf, limits.max_headers)? {
-                request::Parsed::Complete(req, len) => {
-                    if len < buf.len() {
-                        buf.drain(..len);
-                        buf.shrink_to_fit();
-                        *leftover = Some(buf);
-                    }
-                    return Ok(Next::Request(req));
-                }
-                request::Parsed::Partial => {}
+        if !buf.is_empty()
+            && let Some(req) = request::parse(&mut buf, limits.max_headers)?
+        {
+            if !buf.is_empty() {
+                *leftover = Some(buf);
             }
+            return Ok(Next::Request(req));
         }
         if buf.len() >= limits.max_head {
             return Err(HeadError::TooLarge.into());
         }
         if buf.len() == buf.capacity() {
             let grow = buf.capacity().max(INITIAL_READ_BUFFER);
-            buf.reserve_exact(grow.min(limits.max_head - buf.len()));
+            buf.reserve(grow.min(limits.max_head - buf.len()));
         }
         let room = (buf.capacity().min(limits.max_head) - buf.len()) as u64;
         let mut limited = (&mut *io).take(room);
@@ -319,7 +314,7 @@ async fn next_request<T: Transport>(
 async fn until_left<T: Transport>(
     io: &mut T,
     mut later: Pin<Box<dyn Future<Output = Answer> + Send>>,
-) -> (Option<Answer>, Option<Vec<u8>>) {
+) -> (Option<Answer>, Option<BytesMut>) {
     let arrived = {
         let watch = async {
             loop {
@@ -346,8 +341,8 @@ async fn until_left<T: Transport>(
 async fn read_if_ready<T: AsyncRead + Unpin>(
     io: &mut T,
     capacity: usize,
-) -> Option<std::io::Result<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(capacity);
+) -> Option<std::io::Result<BytesMut>> {
+    let mut buf = BytesMut::with_capacity(capacity);
     let read = {
         let mut read = std::pin::pin!(io.read_buf(&mut buf));
         std::future::poll_fn(|cx| match read.as_mut().poll(cx) {

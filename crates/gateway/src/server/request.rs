@@ -4,9 +4,11 @@
 //! refused when read and the connection closed), and whether the connection stays open after
 //! the answer (`Connection: close`, HTTP/1.0 without `keep-alive`; §9.3).
 //!
-//! The request owns its data (the URI and the header values are copied out of the read
-//! buffer), so the buffer is freed as soon as the head is parsed.
+//! The request owns its data: its target and header values are slices of the head, split off
+//! the read buffer without a copy, so the head's bytes live exactly as long as the request
+//! (handlers drop it before a long poll waits).
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri, Version};
 
@@ -98,18 +100,34 @@ impl Request {
     }
 }
 
-/// What [`parse`] found in the bytes so far.
-#[derive(Debug)]
-pub enum Parsed {
-    /// The head is complete: the request and the head's length in bytes.
-    Complete(Box<Request>, usize),
-    /// More bytes are needed.
-    Partial,
+/// Header names the gateway's clients send besides the standard ones: taken as static names
+/// instead of being copied per request.
+const KNOWN_NAMES: [&str; 8] = [
+    apollo_protocol::auth::HEADER_DEVICE,
+    apollo_protocol::auth::HEADER_KEY_ID,
+    apollo_protocol::auth::HEADER_TIMESTAMP,
+    apollo_protocol::auth::HEADER_NONCE,
+    apollo_protocol::auth::HEADER_SIGNATURE,
+    apollo_protocol::auth::HEADER_AUTH_VERSION,
+    apollo_protocol::replica::HEADER_REPLICA,
+    apollo_protocol::replica::HEADER_CONTENT_SHA256,
+];
+
+fn header_name(name: &[u8]) -> Result<HeaderName, HeadError> {
+    if let Some(known) = KNOWN_NAMES
+        .iter()
+        .find(|k| k.as_bytes().eq_ignore_ascii_case(name))
+    {
+        return Ok(HeaderName::from_static(known));
+    }
+    HeaderName::from_bytes(name).map_err(|_| HeadError::Malformed("invalid header name"))
 }
 
-/// Parses a request head from `buf` (at most `max_headers` header fields). Leading empty
-/// lines are skipped (RFC 9112 §2.2).
-pub fn parse(buf: &[u8], max_headers: usize) -> Result<Parsed, HeadError> {
+/// Parses a request head at the start of `buf` (at most `max_headers` header fields): `None`
+/// while it is incomplete; once complete, the head is split off `buf` (which keeps what
+/// follows it) and the request's target and header values are slices of it, not copies. Leading
+/// empty lines are skipped (RFC 9112 §2.2).
+pub fn parse(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Box<Request>>, HeadError> {
     // On the stack, not in a connection's future: parsing never waits.
     let mut fields = [httparse::EMPTY_HEADER; crate::limits::MAX_HEADERS];
     let fields = &mut fields[..max_headers.min(crate::limits::MAX_HEADERS)];
@@ -118,7 +136,7 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Parsed, HeadError> {
     config.allow_multiple_spaces_in_request_line_delimiters(false);
     let len = match config.parse_request(&mut req, buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(httparse::Error::Version) => return Err(HeadError::Malformed("not HTTP/1.0 or 1.1")),
         Err(httparse::Error::Token) => return Err(HeadError::Malformed("invalid method")),
@@ -130,28 +148,28 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Parsed, HeadError> {
         }
         Err(_) => return Err(HeadError::Malformed("invalid request line")),
     };
+    // Where a slice of the head starts in it.
+    let base = buf.as_ptr() as usize;
+    let range = |part: &[u8]| {
+        let start = part.as_ptr() as usize - base;
+        start..start + part.len()
+    };
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::Malformed("invalid method"))?;
-    let uri: Uri = req
-        .path
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| HeadError::Malformed("invalid request target"))?;
+    let path = range(req.path.unwrap_or_default().as_bytes());
     let version = match req.version {
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut names: [Option<(HeaderName, std::ops::Range<usize>)>; crate::limits::MAX_HEADERS] =
+        [const { None }; crate::limits::MAX_HEADERS];
     let mut length: Option<u64> = None;
     let mut codings: Option<(usize, bool)> = None;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut expect_continue = false;
-    for field in req.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_bytes(field.value)
-            .map_err(|_| HeadError::Malformed("invalid header value"))?;
+    for (field, slot) in req.headers.iter().zip(names.iter_mut()) {
+        let name = header_name(field.name.as_bytes())?;
         if name == header::CONTENT_LENGTH {
             if length.is_some() {
                 return Err(HeadError::ContentLength("given more than once"));
@@ -176,6 +194,16 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Parsed, HeadError> {
         } else if name == header::EXPECT {
             expect_continue = trim(field.value).eq_ignore_ascii_case(b"100-continue");
         }
+        *slot = Some((name, range(field.value)));
+    }
+    let count = req.headers.len();
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(path))
+        .map_err(|_| HeadError::Malformed("invalid request target"))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for (name, value) in names.into_iter().take(count).flatten() {
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
+            .map_err(|_| HeadError::Malformed("invalid header value"))?;
         headers.append(name, value);
     }
     let framing = match codings {
@@ -188,18 +216,15 @@ pub fn parse(buf: &[u8], max_headers: usize) -> Result<Parsed, HeadError> {
     let keep_alive = !close
         && (version == Version::HTTP_11 || keep_alive_token)
         && !matches!(framing, Framing::TransferEncoded { .. });
-    Ok(Parsed::Complete(
-        Box::new(Request {
-            method,
-            uri,
-            version,
-            headers,
-            framing,
-            keep_alive,
-            expect_continue: expect_continue && version == Version::HTTP_11,
-        }),
-        len,
-    ))
+    Ok(Some(Box::new(Request {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && version == Version::HTTP_11,
+    })))
 }
 
 /// A `Content-Length` value: one decimal number (no sign, no list, no spaces inside).
@@ -224,9 +249,10 @@ mod tests {
     use super::*;
 
     fn complete(head: &str) -> Request {
-        match parse(head.as_bytes(), 32) {
-            Ok(Parsed::Complete(r, n)) => {
-                assert_eq!(n, head.len());
+        let mut buf = BytesMut::from(format!("{head}NEXT").as_bytes());
+        match parse(&mut buf, 32) {
+            Ok(Some(r)) => {
+                assert_eq!(&buf[..], b"NEXT", "what follows the head stays");
                 *r
             }
             other => panic!("{head:?}: {other:?}"),
@@ -234,7 +260,7 @@ mod tests {
     }
 
     fn refused(head: &str) -> HeadError {
-        match parse(head.as_bytes(), 32) {
+        match parse(&mut BytesMut::from(head.as_bytes()), 32) {
             Err(e) => e,
             other => panic!("{head:?}: {other:?}"),
         }
@@ -255,10 +281,12 @@ mod tests {
         // Leading empty lines are ignored; the head may end in bare LFs.
         let r = complete("\r\nPOST /r HTTP/1.1\nContent-Length: 12\n\n");
         assert_eq!(r.content_length(), Some(12));
-        assert!(matches!(
-            parse(b"GET / HTTP/1.1\r\nHost: x\r\n", 32),
-            Ok(Parsed::Partial)
-        ));
+        let mut partial = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n"[..]);
+        assert!(matches!(parse(&mut partial, 32), Ok(None)));
+        assert_eq!(partial.len(), 25, "nothing taken");
+        let r = complete("POST /r HTTP/1.1\r\nX-Apollo-Nonce: n\r\nx-custom: c\r\n\r\n");
+        assert_eq!(r.header("x-apollo-nonce"), Some("n"));
+        assert_eq!(r.header("X-Custom"), Some("c"));
     }
 
     #[test]

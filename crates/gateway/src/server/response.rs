@@ -5,6 +5,7 @@
 //! the body (none to a `HEAD`). Header names go out lowercase, as hyper wrote them.
 
 use std::cell::RefCell;
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -48,9 +49,8 @@ pub fn encode(resp: &Response<Bytes>, answering: Answering) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     if with_length && !resp.headers().contains_key(http::header::CONTENT_LENGTH) {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {}\r\n", body.len());
     }
     if answering.close {
         out.extend_from_slice(b"connection: close\r\n");

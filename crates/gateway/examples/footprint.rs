@@ -40,8 +40,9 @@
 //! alongside.
 //!
 //! The descriptor limit is raised to what the run needs (the program runs as root on the
-//! benchmark machine; the gateway inherits it). Connections come from 127.0.0.2.. (one source
-//! address per 20,000) so the ephemeral port range is no limit.
+//! benchmark machine; the gateway inherits it). Connections come from 127.0.X.2.. (one source
+//! address per 20,000; X from the process id, so TIME-WAIT sockets of an earlier run do not
+//! collide) so the ephemeral port range is no limit.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -340,8 +341,12 @@ fn report_body(device: &str, doc: &[u8]) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// The source address of connection `i`: one per 20,000, in a /24 of 127.0.0.0/8 picked by
+/// the process id, so that the sockets in TIME-WAIT of an earlier run (or a run beside this
+/// one) do not take the ports a new bind needs.
 fn source(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (i / 20_000) as u8, 2))
+    let run = 2 + (std::process::id() % 250) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, 0, run, 2 + (i / 20_000) as u8))
 }
 
 struct Gateway {

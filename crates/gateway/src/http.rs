@@ -354,12 +354,25 @@ pub async fn handle(state: Arc<HttpState>, req: Request, body: Body<'_>) -> Repl
             answered(&state, route, &resp, logged, started);
             Reply::Now(resp)
         }
-        Step::Wait(poll) => Reply::Later(Box::pin(async move {
-            let resp = long_poll(&state, *poll).await;
-            answered(&state, route, &resp, logged, started);
-            resp
-        })),
+        // The request's state (and the step's box) is freed here: the wait holds the long
+        // poll alone.
+        Step::Wait(poll) => Reply::Later(Box::pin(long_poll_answered(
+            state, *poll, route, logged, started,
+        ))),
     }
+}
+
+/// A long poll, then its answer counted and logged like any other.
+async fn long_poll_answered(
+    state: Arc<HttpState>,
+    poll: LongPoll,
+    route: &'static str,
+    logged: Logged,
+    started: tokio::time::Instant,
+) -> Resp {
+    let resp = long_poll(&state, &poll).await;
+    answered(&state, route, &resp, logged, started);
+    resp
 }
 
 /// The request's method, path and query, when access-logged.
@@ -615,12 +628,19 @@ enum Step {
     Wait(Box<LongPoll>),
 }
 
-/// A GET to hold until its device's document changes.
+/// A GET to hold until its device's document changes. Its device is the signer's (a request
+/// authenticates for its path's device only).
 struct LongPoll {
     wait: Duration,
+    /// The request's `If-None-Match` when the signer does not hold it already (v1).
     inm: Option<String>,
-    device: String,
     signer: Signer,
+}
+
+impl LongPoll {
+    fn inm(&self) -> Option<&str> {
+        self.inm.as_deref().or(self.signer.if_none_match.as_deref())
+    }
 }
 
 /// Answers a GET of the desired document at once, unless it matches and the request asks to
@@ -638,26 +658,21 @@ fn desired_answer(
     }
     match wait {
         None => Step::Answer(desired_document(state, &signer, &doc, true)),
-        Some(wait) => Step::Wait(Box::new(LongPoll {
-            wait,
-            inm,
-            device,
-            signer,
-        })),
+        Some(wait) => {
+            // Held once: a v2 signer holds the request's If-None-Match already.
+            let inm = inm.filter(|_| signer.if_none_match.is_none());
+            drop(device);
+            Step::Wait(Box::new(LongPoll { wait, inm, signer }))
+        }
     }
 }
 
 /// Holds a GET whose document matches until the document changes (`200`), the wait ends or
 /// the gateway shuts down (`304`).
-async fn long_poll(state: &HttpState, poll: LongPoll) -> Resp {
-    let LongPoll {
-        wait,
-        inm,
-        device,
-        signer,
-    } = poll;
-    let device = device.as_str();
-    let matches = |doc: &Doc| etag_matches(inm.as_deref(), doc);
+async fn long_poll(state: &HttpState, poll: &LongPoll) -> Resp {
+    let signer = &poll.signer;
+    let device = signer.key.device();
+    let matches = |doc: &Doc| etag_matches(poll.inm(), doc);
     let _guard = match LongPollGuard::take(state, device) {
         Ok(g) => g,
         Err(message) => {
@@ -666,7 +681,7 @@ async fn long_poll(state: &HttpState, poll: LongPoll) -> Resp {
         }
     };
     let mut shutdown = state.shutdown.clone();
-    let deadline = tokio::time::sleep(wait);
+    let deadline = tokio::time::sleep(poll.wait);
     tokio::pin!(deadline);
     loop {
         // Register for wake-ups before looking, so a change in between is not missed.
@@ -675,7 +690,7 @@ async fn long_poll(state: &HttpState, poll: LongPoll) -> Resp {
         changed.as_mut().enable();
         let doc = state.desired.current(device);
         if !matches(&doc) {
-            return desired_document(state, &signer, &doc, false);
+            return desired_document(state, signer, &doc, false);
         }
         tokio::select! {
             _ = changed => {}
@@ -684,7 +699,7 @@ async fn long_poll(state: &HttpState, poll: LongPoll) -> Resp {
         }
     }
     let doc = state.desired.current(device);
-    desired_document(state, &signer, &doc, matches(&doc))
+    desired_document(state, signer, &doc, matches(&doc))
 }
 
 /// Characters allowed in the device-controlled text that reaches logs, Events and status
@@ -827,27 +842,19 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let conn_shutdown = shutdown.clone();
-        let tls = tls.clone();
-        conns.spawn(async move {
-            let _permit = (permit, address_permit);
-            let Some(tls) = tls else {
-                return serve_connection(stream, state, role, limits, conn_shutdown, peer).await;
-            };
-            // Boxed: the TLS state is allocated by TLS connections only, not carried in the
-            // task of every plain one.
-            Box::pin(serve_tls(
-                tls,
-                stream,
-                state,
+        // The task is the connection's future itself: nothing carried twice.
+        conns.spawn(connection(
+            stream,
+            tls.clone(),
+            Listener {
+                state: state.clone(),
                 role,
-                limits,
-                conn_shutdown,
-                peer,
-            ))
-            .await;
-        });
+            },
+            limits.header_timeout,
+            shutdown.clone(),
+            peer,
+            (permit, address_permit),
+        ));
     }
     drop(listener);
     let drained = tokio::time::timeout(limits.grace, async {
@@ -863,24 +870,49 @@ pub async fn serve(
     }
 }
 
+/// Serves one accepted connection (after a TLS handshake with `tls`) until it ends or
+/// shutdown; `_permits` (the connection's place in the listener's limits) are held as long.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    listener: Listener,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
+    _permits: (tokio::sync::OwnedSemaphorePermit, limits::AddressPermit),
+) {
+    let limits = crate::server::Limits {
+        header_timeout,
+        max_head: limits::HEAD_BUFFER,
+        max_headers: limits::MAX_HEADERS,
+    };
+    let served = match tls {
+        None => crate::server::serve_connection(stream, &listener, limits, &mut shutdown).await,
+        // Boxed: the TLS state is allocated by TLS connections only, not carried in the
+        // task of every plain one.
+        Some(tls) => Box::pin(serve_tls(tls, stream, &listener, limits, &mut shutdown)).await,
+    };
+    if let Err(e) = served {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
 /// Completes a TLS handshake (within the header timeout), then serves the connection.
 async fn serve_tls(
     tls: tokio_rustls::TlsAcceptor,
     stream: tokio::net::TcpStream,
-    state: Arc<HttpState>,
-    role: Role,
-    limits: ListenerLimits,
-    shutdown: watch::Receiver<bool>,
-    peer: SocketAddr,
-) {
+    listener: &Listener,
+    limits: crate::server::Limits,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), crate::server::ConnectionError> {
     // Boxed, the handshake's state and then the stream: allocated once each, not carried
     // through the futures that serve the connection.
     match tokio::time::timeout(limits.header_timeout, Box::pin(tls.accept(stream))).await {
         Ok(Ok(stream)) => {
-            serve_connection(Box::new(stream), state, role, limits, shutdown, peer).await
+            crate::server::serve_connection(Box::new(stream), listener, limits, shutdown).await
         }
-        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, "TLS handshake not completed in time"),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(crate::server::ConnectionError::HandshakeTimeout),
     }
 }
 
@@ -904,28 +936,6 @@ impl crate::server::Service for Listener {
     }
 }
 
-/// Serves HTTP/1.1 on one (plain or TLS) connection until it ends or shutdown.
-async fn serve_connection<T: crate::server::Transport>(
-    io: T,
-    state: Arc<HttpState>,
-    role: Role,
-    limits: ListenerLimits,
-    mut shutdown: watch::Receiver<bool>,
-    peer: SocketAddr,
-) {
-    let listener = Listener { state, role };
-    let server_limits = crate::server::Limits {
-        header_timeout: limits.header_timeout,
-        max_head: limits::HEAD_BUFFER,
-        max_headers: limits::MAX_HEADERS,
-    };
-    if let Err(e) =
-        crate::server::serve_connection(io, &listener, server_limits, &mut shutdown).await
-    {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -945,7 +955,7 @@ mod tests {
         std::mem::size_of::<Fut>()
     }
 
-    fn future_size6<A, B, C, D, E, F, Fut>(_: impl FnOnce(A, B, C, D, E, F) -> Fut) -> usize {
+    fn future_size7<A, B, C, D, E, F, G, Fut>(_: impl FnOnce(A, B, C, D, E, F, G) -> Fut) -> usize {
         std::mem::size_of::<Fut>()
     }
 
@@ -953,17 +963,12 @@ mod tests {
     fn connection_future_stays_small() {
         // One per open connection, idle and long-polling ones included: the server's state
         // between requests, no buffer (a request's state and a long poll are boxed while they
-        // exist). Debug build: about 1 KiB, most of it the wait for the next head (timer,
+        // exist). Debug build: 1,160 bytes, most of it the wait for the next head (timer,
         // socket readiness, shutdown watch). hyper kept 16 KiB of buffers besides.
-        let plain = future_size6(serve_connection::<tokio::net::TcpStream>);
-        assert!(
-            plain <= 1152,
-            "a plain connection's future is {plain} bytes"
-        );
-        // A TLS connection's stream (rustls' state, 1.2 KiB) is boxed once.
-        type Tls = Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
-        let tls = future_size6(serve_connection::<Tls>);
-        assert!(tls <= plain, "a TLS connection's future is {tls} bytes");
+        // The task's future (a TLS connection's handshake and serving future, with its
+        // stream, rustls' state, are boxed separately).
+        let size = future_size7(connection);
+        assert!(size <= 1200, "a connection's future is {size} bytes");
     }
 
     #[test]

@@ -139,6 +139,8 @@ pub struct Limits {
 pub enum ConnectionError {
     #[error("request head not received within the header timeout")]
     HeaderTimeout,
+    #[error("TLS handshake not completed within the header timeout")]
+    HandshakeTimeout,
     #[error("request head refused: {0}")]
     Head(#[from] HeadError),
     #[error("connection closed in the middle of a request head")]

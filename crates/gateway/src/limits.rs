@@ -28,13 +28,14 @@ use tokio::time::Instant;
 pub const HEAD_BUFFER: usize = 8 * 1024;
 /// Most header fields in a request head (agents send about ten).
 pub const MAX_HEADERS: usize = 32;
-/// Memory budgeted per open connection, user space and kernel: measured (release build,
-/// `examples/footprint.rs`) about 13 KiB of RSS for an agent's held long poll or idle
-/// keep-alive connection, and `tests/flood.rs` 18–20 KB for an unauthenticated one holding a
-/// full head buffer; the kernel adds about 3.7 KiB per TCP socket (socket, inode, file,
-/// epoll entry; queues empty while idle). So 24 KiB per connection (docs/GATEWAY.md, "Memory
-/// per device").
-pub const CONNECTION_COST: u64 = 24 * 1024;
+/// Memory budgeted per open connection, user space and kernel, sized for the worst case, an
+/// unauthenticated connection holding a full head buffer: `tests/flood.rs` measures about
+/// 10.5 KB of RSS for one holding a 7 KiB head (8 KiB at most, [`HEAD_BUFFER`]); the kernel
+/// adds about 3.7 KiB per TCP socket (socket, inode, file, epoll entry; queues empty while
+/// idle). An agent's connections cost far less (release build, `examples/footprint.rs`: about
+/// 3.4 KiB of RSS for a held long poll, 1.9 KiB for an idle keep-alive connection). So 16 KiB
+/// per connection (docs/GATEWAY.md, "Memory per device").
+pub const CONNECTION_COST: u64 = 16 * 1024;
 /// Share of the memory limit given to connections (the rest holds the per-device caches,
 /// the replay cache and the unauthenticated body budget).
 pub const CONNECTION_SHARE_PERCENT: u64 = 50;
@@ -298,8 +299,8 @@ mod tests {
 
     #[test]
     fn max_connections_from_memory() {
-        // 1 GiB: half for connections at 24 KiB each.
-        assert_eq!(default_max_connections(Some(1 << 30)), 21_845);
+        // 1 GiB: half for connections at 16 KiB each.
+        assert_eq!(default_max_connections(Some(1 << 30)), 32_767);
         assert_eq!(default_max_connections(None), UNLIMITED_MAX_CONNECTIONS);
         assert_eq!(default_max_connections(Some(1)), 64);
         assert_eq!(

@@ -40,8 +40,9 @@
 //! alongside.
 //!
 //! The descriptor limit is raised to what the run needs (the program runs as root on the
-//! benchmark machine; the gateway inherits it). Connections come from 127.0.0.2.. (one source
-//! address per 20,000) so the ephemeral port range is no limit.
+//! benchmark machine; the gateway inherits it). Connections come from 127.0.X.2.. (one source
+//! address per 20,000; X from the process id and the round, so TIME-WAIT sockets of an
+//! earlier run do not collide) so the ephemeral port range is no limit.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -340,8 +341,16 @@ fn report_body(device: &str, doc: &[u8]) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Which gateway run of this process is measuring (one per binary and round).
+static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The source address of connection `i`: one per 20,000, in a /24 of 127.0.0.0/8 picked by
+/// the process id and the run, so that the sockets in TIME-WAIT of an earlier run (of this
+/// process or another) do not take the ports a new bind needs.
 fn source(i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 1 + (i / 20_000) as u8, 2))
+    let run = std::process::id().wrapping_add(RUN.load(std::sync::atomic::Ordering::Relaxed));
+    let net = 2 + (run % 250) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, 0, net, 2 + (i / 20_000) as u8))
 }
 
 struct Gateway {
@@ -540,6 +549,7 @@ async fn main() -> anyhow::Result<()> {
     for round in 0..args.rounds {
         for (b, bin) in args.gateways.iter().enumerate() {
             println!("== round {} · {}", round + 1, bin.display());
+            RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let log = dir.path().join("gateway.log");
             let baseline = if args.cpu_only {
                 0

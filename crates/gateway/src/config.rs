@@ -25,8 +25,8 @@ pub const DEFAULT_AUTH_SKEW: Duration = Duration::from_secs(60);
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default `--header-timeout` for a heartbeat interval: at least 10 s and twice the
-/// heartbeat. hyper's header timeout also limits how long a keep-alive connection may sit
-/// idle between requests; an agent reuses its connection about once per heartbeat, so the
+/// heartbeat. The header timeout also limits how long a keep-alive connection may sit idle
+/// between requests (the server counts it from the end of the previous answer); an agent reuses its connection about once per heartbeat, so the
 /// limit must stay clear of it or the gateway would close connections just as agents reuse
 /// them.
 pub fn default_header_timeout(heartbeat: Duration) -> Duration {
@@ -101,7 +101,7 @@ pub struct Cli {
     #[argh(option)]
     pub memory_limit: Option<String>,
     /// most open client connections; further ones wait in the accept backlog (env
-    /// APOLLO_MAX_CONNECTIONS; default: half the memory limit at 24 KiB each, 150000 without
+    /// APOLLO_MAX_CONNECTIONS; default: half the memory limit at 16 KiB each, 150000 without
     /// a limit, and at most the open-file limit less 640 descriptors)
     #[argh(option)]
     pub max_connections: Option<usize>,
@@ -787,7 +787,7 @@ mod tests {
         assert_eq!(s.status_write_interval, Duration::from_secs(1));
         assert_eq!(s.observe_grace, Duration::from_secs(2));
         assert_eq!(s.event_interval, Duration::from_secs(60));
-        // --max-connections follows the memory limit: half of it at 24 KiB per connection.
+        // --max-connections follows the memory limit: half of it at 16 KiB per connection.
         let env = MapEnv::from_pairs([
             ("APOLLO_MASTER_KEY_FILE", f.path().to_str().unwrap()),
             ("APOLLO_MEMORY_LIMIT", "1Gi"),
@@ -797,7 +797,7 @@ mod tests {
         let fds = limits::open_file_limit();
         assert_eq!(
             c.settings.max_connections,
-            limits::descriptor_bound(21_845, fds)
+            limits::descriptor_bound(32_767, fds)
         );
         let c = parse(&["--memory-limit", "256Mi"])
             .unwrap()
@@ -805,7 +805,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             c.settings.max_connections,
-            limits::descriptor_bound(5_461, fds)
+            limits::descriptor_bound(8_191, fds)
         );
         let err = parse(&["--memory-limit", "lots"])
             .unwrap()

@@ -31,8 +31,7 @@ use apollo_protocol::wire::{Report, valid_device_name};
 use bytes::Bytes;
 use http::header;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -42,6 +41,7 @@ use tokio::time::Instant;
 
 use crate::http::HttpState;
 use crate::liveness::Agent;
+use crate::server::{Body, BodyError};
 
 /// The route of forwarded reports (the peer listener with `--peer-addr`, else the device
 /// listener).
@@ -254,15 +254,15 @@ impl Inbound {
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+type Resp = Response<Bytes>;
 
 fn answer(status: u16, message: &str) -> Resp {
     crate::http::error(status, message)
 }
 
 /// Answers `POST /v1/replicas/reports`.
-pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
-    if req.method() != Method::POST {
+pub async fn handle(state: &HttpState, req: crate::server::Request, body: Body<'_>) -> Resp {
+    if req.method != Method::POST {
         let mut r = answer(405, "method not allowed; use POST");
         r.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
@@ -271,17 +271,12 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
     if !state.readiness.is_ready() {
         return answer(503, "not ready");
     }
-    let pq = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
     let now = unix_now();
     let verified = match verify_replica_headers(
         &state.keys,
-        req.method().as_str(),
-        &pq,
-        req.headers(),
+        req.method.as_str(),
+        req.path_and_query(),
+        &req.headers,
         now,
         state.skew_secs,
     ) {
@@ -291,12 +286,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
             return crate::http::auth_refused();
         }
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let Some(declared) = declared else {
+    let Some(declared) = req.content_length() else {
         return answer(411, "Content-Length required");
     };
     if declared > MAX_FORWARD_BODY as u64 {
@@ -305,19 +295,10 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
     let Ok(_permit) = state.inbound.inflight.try_acquire() else {
         return answer(503, "too many forwarded batches in flight");
     };
-    let body = req.into_body();
-    let body = match tokio::time::timeout(
-        state.body_timeout,
-        Limited::new(body, declared as usize).collect(),
-    )
-    .await
-    {
-        Err(_) => return answer(408, "request body not received in time"),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return answer(413, "batch over its Content-Length");
-        }
-        Ok(Err(_)) => return answer(400, "request body could not be read"),
-        Ok(Ok(c)) => c.to_bytes(),
+    let body = match body.read(declared as usize, state.body_timeout).await {
+        Ok(body) => body,
+        Err(e @ BodyError::TooLarge) => return answer(e.status(), "batch over its Content-Length"),
+        Err(e) => return answer(e.status(), &e.to_string()),
     };
     if verified.check_body(&body).is_err() {
         state
@@ -365,7 +346,7 @@ pub async fn handle(state: &HttpState, req: Request<Incoming>) -> Resp {
     }
     state.metrics.forward("received", accepted);
     let body = Bytes::from(format!("{{\"accepted\":{accepted}}}"));
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(body);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),

@@ -46,6 +46,7 @@ pub mod membership;
 pub mod metrics;
 pub mod reload;
 pub mod revocation;
+pub mod server;
 pub mod status;
 pub mod sync;
 pub mod tls;

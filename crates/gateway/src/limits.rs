@@ -2,8 +2,8 @@
 //! memory under any flood of unauthenticated traffic is bounded by design (see the security
 //! section of `docs/GATEWAY.md` for the arithmetic).
 //!
-//! - [`HEAD_BUFFER`]: hyper's read buffer per connection (a request head larger than this is
-//!   answered `431` and the connection closed).
+//! - [`HEAD_BUFFER`]: the longest request head (a larger one is answered `431` and the
+//!   connection closed); the server's read buffer exists only while a request arrives.
 //! - [`AddressLimiter`]: at most N open connections per source address (IPv6: per /64).
 //! - [`BodyBudget`]: a global budget of request-body bytes buffered before the signature is
 //!   checked; a request that does not fit gets `503` + `Retry-After` without being read.
@@ -22,18 +22,20 @@ use apollo_backoff::Exponential;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// hyper's per-connection read buffer (`http1::Builder::max_buf_size`; hyper's minimum).
-/// Agents' request heads are well under 2 KiB.
+/// The longest request head ([`crate::server`]): its read buffer is taken when a request
+/// starts arriving, at [`crate::server::INITIAL_READ_BUFFER`] (agents' request heads are well
+/// under 2 KiB), grows up to this, and is freed once the request is read.
 pub const HEAD_BUFFER: usize = 8 * 1024;
 /// Most header fields in a request head (agents send about ten).
 pub const MAX_HEADERS: usize = 32;
-/// Memory budgeted per open connection, user space and kernel: measured (release build,
-/// `examples/footprint.rs`) about 13 KiB of RSS for an agent's held long poll or idle
-/// keep-alive connection, and `tests/flood.rs` 18–20 KB for an unauthenticated one holding a
-/// full head buffer; the kernel adds about 3.7 KiB per TCP socket (socket, inode, file,
-/// epoll entry; queues empty while idle). So 24 KiB per connection (docs/GATEWAY.md, "Memory
-/// per device").
-pub const CONNECTION_COST: u64 = 24 * 1024;
+/// Memory budgeted per open connection, user space and kernel, sized for the worst case, an
+/// unauthenticated connection holding a full head buffer: `tests/flood.rs` measures about
+/// 10.5 KB of RSS for one holding a 7 KiB head (8 KiB at most, [`HEAD_BUFFER`]); the kernel
+/// adds about 3.7 KiB per TCP socket (socket, inode, file, epoll entry; queues empty while
+/// idle). An agent's connections cost far less (release build, `examples/footprint.rs`: about
+/// 3.4 KiB of RSS for a held long poll, 1.9 KiB for an idle keep-alive connection). So 16 KiB
+/// per connection (docs/GATEWAY.md, "Memory per device").
+pub const CONNECTION_COST: u64 = 16 * 1024;
 /// Share of the memory limit given to connections (the rest holds the per-device caches,
 /// the replay cache and the unauthenticated body budget).
 pub const CONNECTION_SHARE_PERCENT: u64 = 50;
@@ -297,8 +299,8 @@ mod tests {
 
     #[test]
     fn max_connections_from_memory() {
-        // 1 GiB: half for connections at 24 KiB each.
-        assert_eq!(default_max_connections(Some(1 << 30)), 21_845);
+        // 1 GiB: half for connections at 16 KiB each.
+        assert_eq!(default_max_connections(Some(1 << 30)), 32_767);
         assert_eq!(default_max_connections(None), UNLIMITED_MAX_CONNECTIONS);
         assert_eq!(default_max_connections(Some(1)), 64);
         assert_eq!(

@@ -59,7 +59,8 @@ async fn unauthenticated_floods_stay_bounded() {
     let addr = h.addr;
     let before = rss_bytes();
 
-    // Unfinished heads of 100 KiB each (hyper's default buffer took up to ~400 KiB).
+    // Unfinished heads of 100 KiB each (hyper's default buffer took up to ~400 KiB; the head
+    // limit cuts them at 8 KiB).
     let mut head = b"GET /v1/devices/dev-legit/desired HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
     head.resize(100 * 1024, b'a');
     // Partial report bodies: 60 KiB declared, 40 KiB sent.

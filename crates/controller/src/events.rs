@@ -5,14 +5,10 @@
 //! per call, through the kube layer's [`apollo_kube::events`] (which builds the Event and says
 //! why it is not `kube::runtime::events`).
 
-use std::sync::Arc;
-
 use apollo_kube::events::{Occurrence, Poster};
 use k8s_openapi::api::core::v1::ObjectReference;
 
 pub use apollo_kube::events::EventType;
-
-use crate::metrics::Metrics;
 
 /// `reportingController` of every event.
 pub const REPORTING_CONTROLLER: &str = "apollo.azure.com/controller";
@@ -21,15 +17,13 @@ pub const REPORTING_CONTROLLER: &str = "apollo.azure.com/controller";
 #[derive(Clone, Debug)]
 pub struct Recorder {
     poster: Poster,
-    metrics: Arc<Metrics>,
 }
 
 impl Recorder {
     /// A recorder reporting as `instance` (the replica's identity).
-    pub fn new(client: kube::Client, instance: impl Into<String>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: kube::Client, instance: impl Into<String>) -> Self {
         Self {
             poster: Poster::new(client, REPORTING_CONTROLLER, instance),
-            metrics,
         }
     }
 
@@ -53,7 +47,6 @@ impl Recorder {
             note: &note,
         };
         let event = self.poster.event(regarding, related, &what, 1);
-        self.metrics.wrote("create", "events");
         if let Err(error) = self.poster.create(&event).await {
             let object = regarding.name.as_deref().unwrap_or("object");
             tracing::warn!(%error, reason, object, "could not publish event");

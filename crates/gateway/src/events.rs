@@ -575,7 +575,7 @@ impl EventWorker {
                 self.fenced(&regarding, &spec);
                 return;
             };
-            let ev = poster.event(&reference(&regarding), None, &occurrence(&spec), count);
+            let ev = build_event(&regarding, &spec, &self.instance, count);
             // A post must land before the fence ends (a peer may own the device after it).
             let created = tokio::time::timeout_at(fence, poster.create(&ev))
                 .await

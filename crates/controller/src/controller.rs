@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use apollo_api::{DeviceProcess, DeviceProcessDeployment};
+use apollo_kube::counting::ApiRequest;
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -164,6 +165,16 @@ pub fn build(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> (Caches, impl Future<Output = ()> + Send) {
+    // Every write (applies, deletes, status patches, Events) is counted as it is sent, by
+    // verb and resource (`apollo_controller_writes_total`).
+    let client = {
+        let metrics = metrics.clone();
+        apollo_kube::counting::counting_client(client, move |r: ApiRequest<'_>| {
+            if r.is_write() {
+                metrics.wrote(r.verb, r.resource);
+            }
+        })
+    };
     let ns = settings.namespace.as_deref();
     let wc = watcher::Config::default();
 
@@ -213,7 +224,7 @@ pub fn build(
             deployments_for_device(&device, &deployments, &processes)
         }
     };
-    let recorder = Recorder::new(client.clone(), settings.identity.clone(), metrics.clone());
+    let recorder = Recorder::new(client.clone(), settings.identity.clone());
     let ctx = Arc::new(Context::new(
         client,
         deployment_reader,

@@ -50,7 +50,7 @@ pub struct WriteLabel {
     /// `apply`, `delete`, `patch`, `create`, `update`.
     pub verb: &'static str,
     /// Plural resource, with `/status` for the subresource.
-    pub resource: &'static str,
+    pub resource: String,
 }
 
 /// `namespace`/`deployment` labels.
@@ -265,10 +265,14 @@ impl Metrics {
         }
     }
 
-    /// Records one write.
-    pub fn wrote(&self, verb: &'static str, resource: &'static str) {
+    /// Records one write (fed by the controller's counting client, see
+    /// `apollo_kube::counting`: every request that is not a get, list or watch).
+    pub fn wrote(&self, verb: &'static str, resource: &str) {
         self.writes
-            .get_or_create(&WriteLabel { verb, resource })
+            .get_or_create(&WriteLabel {
+                verb,
+                resource: resource.to_string(),
+            })
             .inc();
     }
 
@@ -283,7 +287,10 @@ impl Metrics {
         .iter()
         .map(|(verb, resource)| {
             self.writes
-                .get_or_create(&WriteLabel { verb, resource })
+                .get_or_create(&WriteLabel {
+                    verb,
+                    resource: resource.to_string(),
+                })
                 .get()
         })
         .sum()

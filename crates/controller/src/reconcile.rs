@@ -698,7 +698,7 @@ async fn fan_out(
             });
             continue;
         }
-        pending.push(Box::pin(apply_one(ctx, &processes, key, item)));
+        pending.push(Box::pin(apply_one(&processes, key, item)));
     }
     for dp in p.delete {
         pending.push(Box::pin(delete_one(
@@ -777,8 +777,6 @@ async fn write_status(
         "metadata": { "resourceVersion": dpd.resource_version() },
         "status": status,
     });
-    ctx.metrics
-        .wrote("patch", "deviceprocessdeployments/status");
     match deployments
         .patch_status(&obs.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -898,14 +896,8 @@ enum Outcome {
 }
 
 /// Server-side applies one DeviceProcess and logs it (its Event is summed up per reconcile).
-async fn apply_one(
-    ctx: &Context,
-    processes: &Api<DeviceProcess>,
-    key: &str,
-    item: plan::ApplyItem,
-) -> Outcome {
+async fn apply_one(processes: &Api<DeviceProcess>, key: &str, item: plan::ApplyItem) -> Outcome {
     let dp_name = item.object.name_any();
-    ctx.metrics.wrote("apply", "deviceprocesses");
     let params = PatchParams::apply(FIELD_MANAGER).force();
     match processes
         .patch(&dp_name, &params, &Patch::Apply(&item.object))
@@ -954,7 +946,6 @@ async fn delete_one(
 ) -> Outcome {
     let dp_name = dp.name_any();
     let device = dp.spec.device_ref.name.clone();
-    ctx.metrics.wrote("delete", "deviceprocesses");
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: dp.uid(),

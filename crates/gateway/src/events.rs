@@ -5,7 +5,9 @@
 //! retried with backoff for up to [`EVENT_RETRY_FOR`], then dropped and counted as failed.
 //! Events are named `<object>.<hex nanoseconds>` like the Kubernetes recorders, carry
 //! `reportingController: azure.com/apollo-gateway` and the pod name as `reportingInstance`,
-//! and show up in `kubectl describe deviceprocess` and `kubectl get events`.
+//! and show up in `kubectl describe deviceprocess` and `kubectl get events`. The Event object
+//! and its writes are the kube layer's ([`apollo_kube::events`], shared with the controller);
+//! the queue, coalescing, rate limits and fencing here are the gateway's policy on top.
 //!
 //! Spam control, modelled on Kubernetes' event correlator (client-go `EventCorrelator`): events
 //! are keyed by object and reason. The first of a key is posted at once; repeats within the
@@ -25,17 +27,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use apollo_backoff::Backoff;
+use apollo_kube::events::{EventType, Occurrence, Poster, Reporter};
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::events::v1::{Event, EventSeries};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::Timestamp;
-use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -58,9 +56,9 @@ pub const PER_DEVICE_KEYS: usize = 64;
 pub const SERIES_WINDOW: Duration = Duration::from_secs(600);
 
 /// Event types.
-pub const NORMAL: &str = "Normal";
+pub const NORMAL: &str = EventType::Normal.as_str();
 /// Event types.
-pub const WARNING: &str = "Warning";
+pub const WARNING: &str = EventType::Warning.as_str();
 
 /// Event reasons (the `reason` column of `kubectl get events`).
 pub mod reasons {
@@ -375,41 +373,44 @@ impl Queues {
     }
 }
 
-static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
 /// The events.k8s.io/v1 object for an event standing for `count` occurrences (more than one:
-/// with `series`).
+/// with `series`), built by the kube layer ([`apollo_kube::events::build_event`]).
 pub fn build_event(regarding: &Regarding, spec: &EventSpec, instance: &str, count: u32) -> Event {
-    let now = Timestamp::now();
-    let nanos = now.as_nanosecond() as u128 + u128::from(SEQUENCE.fetch_add(1, Ordering::Relaxed));
-    // Object names are at most 253 characters; keep room for the suffix.
-    let base: String = regarding.name.chars().take(220).collect();
-    Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{base}.{nanos:x}")),
-            namespace: Some(regarding.namespace.clone()),
-            ..ObjectMeta::default()
+    let reporter = Reporter {
+        controller: REPORTING_CONTROLLER,
+        instance: instance.to_string(),
+    };
+    apollo_kube::events::build_event(
+        &reporter,
+        &reference(regarding),
+        None,
+        &occurrence(spec),
+        count,
+    )
+}
+
+/// The DeviceProcess an event is about, as an Event's `regarding`.
+fn reference(regarding: &Regarding) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(apollo_api::API_VERSION.to_string()),
+        kind: Some("DeviceProcess".to_string()),
+        name: Some(regarding.name.clone()),
+        namespace: Some(regarding.namespace.clone()),
+        uid: (!regarding.uid.is_empty()).then(|| regarding.uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+fn occurrence(spec: &EventSpec) -> Occurrence<'_> {
+    Occurrence {
+        type_: if spec.type_ == WARNING {
+            EventType::Warning
+        } else {
+            EventType::Normal
         },
-        event_time: Some(MicroTime(now)),
-        series: (count > 1).then(|| EventSeries {
-            count: i32::try_from(count).unwrap_or(i32::MAX),
-            last_observed_time: MicroTime(now),
-        }),
-        reporting_controller: Some(REPORTING_CONTROLLER.to_string()),
-        reporting_instance: Some(instance.to_string()),
-        action: Some(spec.action.to_string()),
-        reason: Some(spec.reason.to_string()),
-        type_: Some(spec.type_.to_string()),
-        note: Some(spec.note.chars().take(1024).collect()),
-        regarding: Some(ObjectReference {
-            api_version: Some(apollo_api::API_VERSION.to_string()),
-            kind: Some("DeviceProcess".to_string()),
-            name: Some(regarding.name.clone()),
-            namespace: Some(regarding.namespace.clone()),
-            uid: (!regarding.uid.is_empty()).then(|| regarding.uid.clone()),
-            ..ObjectReference::default()
-        }),
-        ..Event::default()
+        reason: spec.reason,
+        action: spec.action,
+        note: &spec.note,
     }
 }
 
@@ -421,6 +422,7 @@ impl EventWorker {
     /// Posts events until shutdown (then what is queued or delayed, one attempt each, for up
     /// to [`SHUTDOWN_DRAIN`]).
     pub async fn run(self, client: kube::Client, mut shutdown: watch::Receiver<bool>) {
+        let poster = Poster::new(client, REPORTING_CONTROLLER, self.instance.clone());
         loop {
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
@@ -429,10 +431,10 @@ impl EventWorker {
             match next {
                 Ok(post) => {
                     if *shutdown.borrow() {
-                        self.post(&client, post, None).await;
+                        self.post(&poster, post, None).await;
                         break;
                     }
-                    self.post(&client, post, Some(&mut shutdown)).await;
+                    self.post(&poster, post, Some(&mut shutdown)).await;
                 }
                 Err(at) => {
                     let sleep = async {
@@ -458,7 +460,7 @@ impl EventWorker {
                     q.next(Instant::now())
                 };
                 let Ok(post) = next else { break };
-                self.post(&client, post, None).await;
+                self.post(&poster, post, None).await;
             }
         };
         if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
@@ -516,7 +518,7 @@ impl EventWorker {
     /// attempt without `shutdown`); each attempt is cut at the end of the fence.
     async fn post(
         &self,
-        client: &kube::Client,
+        poster: &Poster,
         post: Post,
         mut shutdown: Option<&mut watch::Receiver<bool>>,
     ) {
@@ -534,16 +536,9 @@ impl EventWorker {
                 self.fenced(regarding, spec);
                 return;
             };
-            let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
-            let patch = serde_json::json!({
-                "series": {
-                    "count": i32::try_from(*count).unwrap_or(i32::MAX),
-                    "lastObservedTime": MicroTime(Timestamp::now()),
-                }
-            });
             let patched = tokio::time::timeout_at(
                 fence,
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+                poster.update_series(&regarding.namespace, name, *count),
             )
             .await;
             match patched {
@@ -574,7 +569,6 @@ impl EventWorker {
                 ..
             } => (regarding, device, spec, count),
         };
-        let api: Api<Event> = Api::namespaced(client.clone(), &regarding.namespace);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let Some(fence) = self.fence(&device, started, shutdown.as_deref_mut()).await else {
@@ -583,7 +577,7 @@ impl EventWorker {
             };
             let ev = build_event(&regarding, &spec, &self.instance, count);
             // A post must land before the fence ends (a peer may own the device after it).
-            let created = tokio::time::timeout_at(fence, api.create(&PostParams::default(), &ev))
+            let created = tokio::time::timeout_at(fence, poster.create(&ev))
                 .await
                 .unwrap_or_else(|_| {
                     Err(kube::Error::Service(

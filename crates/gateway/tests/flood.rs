@@ -17,6 +17,12 @@ use tokio::net::{TcpSocket, TcpStream};
 
 const T: Duration = Duration::from_secs(20);
 
+/// The tests of this file measure the RSS of their process, so they run one at a time even
+/// where one process runs several tests at once (`cargo test`; nextest gives each its own
+/// process anyway): another test's connections would count as this one's.
+/// (An async lock: each test has a runtime of its own, and the guard is held across awaits.)
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -43,6 +49,7 @@ async fn push(mut stream: TcpStream, bytes: std::sync::Arc<Vec<u8>>) -> TcpStrea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_floods_stay_bounded() {
+    let _alone = ALONE.lock().await;
     const CONNECTIONS: usize = 300;
     let mut h = Harness::start_with(|s| {
         // Long enough that the flood is held while it is measured.
@@ -146,6 +153,7 @@ async fn unauthenticated_floods_stay_bounded() {
 /// One address cannot hold more than its share of connections; others are still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_capped_per_address() {
+    let _alone = ALONE.lock().await;
     let mut h = Harness::start_with(|s| {
         s.header_timeout = Duration::from_secs(30);
         s.max_connections_per_address = 20;
@@ -191,6 +199,7 @@ async fn connections_are_capped_per_address() {
 /// buffer): within the per-connection budget the `--max-connections` default is computed with.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_connections_cost_is_within_the_budget() {
+    let _alone = ALONE.lock().await;
     const CONNECTIONS: usize = 400;
     let mut h = Harness::start_with(|s| {
         s.header_timeout = Duration::from_secs(30);

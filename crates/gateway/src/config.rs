@@ -45,6 +45,8 @@ pub const DEFAULT_STATUS_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_OBSERVE_GRACE: Duration = Duration::from_secs(2);
 /// Default `--event-interval`.
 pub const DEFAULT_EVENT_INTERVAL: Duration = Duration::from_secs(60);
+/// Most `--worker-threads`: more threads than this only add memory and contention.
+pub const MAX_WORKER_THREADS: usize = 64;
 /// Default `--status-workers`.
 pub const DEFAULT_STATUS_WORKERS: usize = 8;
 /// Default `--shutdown-grace`.
@@ -143,6 +145,10 @@ pub struct Cli {
     /// log format: text or json (env APOLLO_LOG_FORMAT; default text; filter with RUST_LOG)
     #[argh(option)]
     pub log_format: Option<String>,
+    /// threads of the async runtime, 1 to 64 (env APOLLO_WORKER_THREADS; default: the CPUs
+    /// available); one costs the least CPU per request below a few thousand requests/s
+    #[argh(option)]
+    pub worker_threads: Option<usize>,
     /// log one line per device request: method, path, status, time (env APOLLO_ACCESS_LOG;
     /// default off — at fleet scale this is a line per heartbeat)
     #[argh(switch)]
@@ -271,6 +277,8 @@ pub struct ServeConfig {
     /// `Some("")`: in-cluster; `Some(path)`; `None`: kube's inference.
     pub kubeconfig: Option<String>,
     pub log_format: LogFormat,
+    /// Threads of the async runtime; `None`: tokio's default (the CPUs available).
+    pub worker_threads: Option<usize>,
 }
 
 /// Boolean flags, for [`apollo_process::args::split_equals`] (`--access-log=true`).
@@ -512,10 +520,19 @@ impl Cli {
             instance: hostname,
         };
         settings.validate()?;
+        let worker_threads = flag_or_env(self.worker_threads, env, "APOLLO_WORKER_THREADS")?;
+        if let Some(n) = worker_threads
+            && !(1..=MAX_WORKER_THREADS).contains(&n)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "--worker-threads {n}: expected 1 to {MAX_WORKER_THREADS}"
+            )));
+        }
         Ok(ServeConfig {
             settings,
             kubeconfig,
             log_format,
+            worker_threads,
         })
     }
 }
@@ -881,6 +898,7 @@ mod tests {
             ("APOLLO_SHUTDOWN_GRACE", "3s"),
             ("APOLLO_LOG_FORMAT", "json"),
             ("APOLLO_ACCESS_LOG", "true"),
+            ("APOLLO_WORKER_THREADS", "1"),
         ]);
         let c = parse(&[]).unwrap().serve_config(&env).unwrap();
         let s = &c.settings;
@@ -900,6 +918,7 @@ mod tests {
         assert_eq!(s.status_workers, 2);
         assert_eq!(s.shutdown_grace, Duration::from_secs(3));
         assert!(matches!(c.log_format, LogFormat::Json));
+        assert_eq!(c.worker_threads, Some(1));
         assert!(s.access_log);
         assert!(
             !parse(&[])
@@ -1010,6 +1029,14 @@ mod tests {
             (vec!["--tls-key-file", "/k"], "go together"),
             (vec!["--min-auth-version", "v3"], "--min-auth-version"),
             (vec!["--reload-interval", "0s"], "--reload-interval"),
+            (
+                vec!["--worker-threads", "0"],
+                "--worker-threads 0: expected 1 to 64",
+            ),
+            (
+                vec!["--worker-threads", "65"],
+                "--worker-threads 65: expected 1 to 64",
+            ),
         ] {
             let mut all = vec!["--master-key-file", path];
             all.extend(args);

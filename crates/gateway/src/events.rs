@@ -570,12 +570,16 @@ impl EventWorker {
             } => (regarding, device, spec, count),
         };
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        // Built once: every attempt creates the same name, so an attempt whose answer was
+        // lost (cut at the fence, connection reset) but that landed makes the retry answer
+        // 409 instead of posting the Event twice.
+        let ev = build_event(&regarding, &spec, &self.instance, count);
+        let mut outcome_unknown = false;
         loop {
             let Some(fence) = self.fence(&device, started, shutdown.as_deref_mut()).await else {
                 self.fenced(&regarding, &spec);
                 return;
             };
-            let ev = build_event(&regarding, &spec, &self.instance, count);
             // A post must land before the fence ends (a peer may own the device after it).
             let created = tokio::time::timeout_at(fence, poster.create(&ev))
                 .await
@@ -584,6 +588,10 @@ impl EventWorker {
                         "no answer before the fence ended".into(),
                     ))
                 });
+            let created = match created {
+                Err(kube::Error::Api(s)) if s.code == 409 && outcome_unknown => Ok(ev.clone()),
+                other => other,
+            };
             match created {
                 Ok(created) => {
                     metrics.event(spec.type_, "created");
@@ -596,6 +604,9 @@ impl EventWorker {
                     return;
                 }
                 Err(e) => {
+                    // An API server's answer says the Event was not created; anything else
+                    // (no answer, a cut connection) may have been after it was.
+                    outcome_unknown |= !matches!(e, kube::Error::Api(_));
                     let stop = match shutdown.as_deref() {
                         Some(s) => *s.borrow(),
                         None => true,
@@ -741,6 +752,11 @@ mod tests {
     #[derive(Clone, Default)]
     struct FakeApi {
         seen: Arc<Mutex<Vec<(String, String, std::time::Instant)>>>,
+        /// Names of the Events created: a second create of one answers `409`, as a real API
+        /// server does.
+        created: Arc<Mutex<std::collections::HashSet<String>>>,
+        /// Creates the next Event but never answers (an answer lost on the way back).
+        lose_next_answer: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl FakeApi {
@@ -770,6 +786,8 @@ mod tests {
         fn call(&mut self, req: http::Request<kube::client::Body>) -> Self::Future {
             use http_body_util::BodyExt as _;
             let seen = self.seen.clone();
+            let created = self.created.clone();
+            let lose = self.lose_next_answer.clone();
             Box::pin(async move {
                 let at = std::time::Instant::now();
                 let (parts, body) = req.into_parts();
@@ -779,6 +797,7 @@ mod tests {
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let name = v["metadata"]["name"].as_str().unwrap_or("").to_owned();
                 seen.lock().unwrap().push((
                     format!("{} {}", parts.method, parts.uri.path()),
                     format!(
@@ -788,6 +807,21 @@ mod tests {
                     ),
                     at,
                 ));
+                if parts.method == http::Method::POST && !created.lock().unwrap().insert(name) {
+                    let status = serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "AlreadyExists", "code": 409,
+                        "message": "events.events.k8s.io already exists",
+                    });
+                    return Ok(http::Response::builder()
+                        .status(409)
+                        .header("content-type", "application/json")
+                        .body(kube::client::Body::from(status.to_string().into_bytes()))
+                        .unwrap());
+                }
+                if lose.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
                 Ok(http::Response::builder()
                     .status(201)
                     .header("content-type", "application/json")
@@ -865,6 +899,52 @@ mod tests {
         stop.send_replace(true);
         task.await.unwrap();
         assert_eq!(api.requests().len(), 1, "nothing more at shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_answer_was_lost_is_not_posted_twice() {
+        let metrics = Metrics::new();
+        let ownership = Ownership::new("gw-a");
+        ownership.set_members(vec![member("gw-a")]);
+        // A fence that ends while the first create waits for its answer.
+        let fence_end = Instant::now() + crate::status::MIN_FENCE_LEFT + Duration::from_millis(300);
+        ownership.extend_fence(fence_end);
+        let (rec, worker) = recorder_with_ownership(
+            metrics.clone(),
+            "gw-a".into(),
+            Duration::from_secs(60),
+            ownership.clone(),
+        );
+        rec.emit(
+            regarding("dp-a"),
+            "dev-a",
+            spec(reasons::AGENT_CONNECTED, "c"),
+        );
+        let api = FakeApi::default();
+        api.lose_next_answer
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(worker.run(api.client(), shutdown));
+        wait_for("the first create", || api.requests().len() == 1).await;
+        // The attempt is cut at the fence's end; the Lease is renewed after it.
+        tokio::time::sleep_until(fence_end).await;
+        ownership.extend_fence(Instant::now() + Duration::from_secs(600));
+        wait_for("the Event counted as created", || {
+            metrics
+                .encode()
+                .contains("apollo_gateway_events_total{type=\"Normal\",result=\"created\"} 1")
+        })
+        .await;
+        let requests = api.requests();
+        assert_eq!(requests.len(), 2, "one retry: {requests:?}");
+        assert_eq!(api.created.lock().unwrap().len(), 1, "one Event in the API");
+        assert!(
+            !metrics.encode().contains("result=\"failed\""),
+            "{}",
+            metrics.encode()
+        );
+        stop.send_replace(true);
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -52,7 +52,11 @@ fn main() -> ExitCode {
 fn serve(cli: &Cli) -> anyhow::Result<()> {
     let config = cli.serve_config(&ProcessEnv)?;
     apollo_process::telemetry::init(config.log_format, "info");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -63,15 +63,18 @@ pub fn render(report: &BenchReport, dir: &Path) -> Result<Vec<PathBuf>, ChartErr
 }
 
 fn memory_per_device(report: &BenchReport, path: &Path) -> Result<(), String> {
-    let points: Vec<(f64, f64)> = report
-        .sizes
-        .iter()
+    // Sizes whose memory was not sampled (a phase that did not complete) have no point.
+    let sampled = || {
+        report
+            .sizes
+            .iter()
+            .filter(|s| s.gateway_rss_bytes_per_device > 0.0)
+    };
+    let points: Vec<(f64, f64)> = sampled()
         .map(|s| (s.devices as f64, s.gateway_rss_bytes_per_device / 1024.0))
         .collect();
     // (RSS − baseline) / N, when the report measured the baseline.
-    let over: Vec<(f64, f64)> = report
-        .sizes
-        .iter()
+    let over: Vec<(f64, f64)> = sampled()
         .filter(|s| s.gateway_baseline_rss_bytes > 0)
         .map(|s| {
             (
@@ -285,7 +288,15 @@ mod tests {
         BenchReport {
             cores: 2,
             heartbeat_seconds: 1.0,
-            sizes: vec![size(1000, 55_000.0), size(10_000, 38_000.0)],
+            // The largest size's memory was not sampled (its connect phase ran out).
+            sizes: vec![
+                size(1000, 55_000.0),
+                size(10_000, 38_000.0),
+                SizeResult {
+                    devices: 100_000,
+                    ..SizeResult::default()
+                },
+            ],
             throughput: Some(ThroughputResult {
                 gateway: LoadResult {
                     rps: 53_400.0,
@@ -330,6 +341,14 @@ mod tests {
         assert!(
             memory.contains("53.7 KiB") && memory.contains("37.1 KiB"),
             "{memory}"
+        );
+        assert!(
+            !memory.contains("\n0.0 KiB"),
+            "a point for the unsampled size"
+        );
+        assert!(
+            !memory.contains("100000"),
+            "the x axis ends at the sampled sizes"
         );
         let rollout = svg("rollout-progress.svg");
         for label in [

@@ -9,6 +9,7 @@
 //! - [`plan`]: the pure decisions (validation, naming, create/update/delete, status).
 //! - [`rollout`]: rolling updates with DaemonSet semantics (`maxUnavailable`, `paused`,
 //!   `OnDelete`, progress deadline), the `RolledOut` condition and the rollout Events.
+//! - [`spec_hashes`]: each cached DeviceProcess's spec hash, once per spec generation.
 //! - [`reconcile`]: one reconcile: server-side apply of DeviceProcesses (field manager
 //!   `apollo-controller`, controller ownerReference), deletes with a uid precondition, the
 //!   deployment status through `/status` only when it changed, events, retry backoff.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod plan;
 pub mod reconcile;
 pub mod rollout;
+pub mod spec_hashes;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use apollo_api::conditions::{self, reasons, status as cstatus};
 use apollo_api::naming::{device_process_name, hashed_device_process_name, label_value};
 use apollo_api::{
-    DeviceProcess, DeviceProcessDeployment, DeviceProcessDeploymentStatus, labels, spec_hash,
-    template_hash,
+    DeviceProcess, DeviceProcessDeployment, DeviceProcessDeploymentStatus, labels, template_hash,
 };
 use apollo_names::{is_dns1123_subdomain, is_label_value, is_qualified_name_part};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
@@ -432,7 +431,8 @@ pub fn is_updated(
 pub fn observed_current_spec(dp: &DeviceProcess) -> bool {
     dp.status
         .as_ref()
-        .is_some_and(|s| s.observed_spec_hash.as_deref() == Some(spec_hash(&dp.spec).as_str()))
+        .and_then(|s| s.observed_spec_hash.as_deref())
+        .is_some_and(|observed| observed == &*crate::spec_hashes::of(dp))
 }
 
 /// Whether the DeviceProcess's agent is connected.
@@ -604,7 +604,7 @@ mod tests {
     use super::*;
     use apollo_api::{
         AgentInfo, DeviceProcessDeploymentSpec, DeviceProcessStatus, DeviceProcessTemplate,
-        ProcessTemplateSpec, TemplateMetadata,
+        ProcessTemplateSpec, TemplateMetadata, spec_hash,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         FieldsV1, LabelSelectorRequirement, ManagedFieldsEntry,

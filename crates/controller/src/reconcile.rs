@@ -677,11 +677,13 @@ async fn fan_out(
         &p.unchanged,
         current_rev.as_ref(),
     );
-    let mut current: Vec<(String, DeviceProcess)> = p
+    // Shared with the cache, not copied: a reconcile during a rollout sees every
+    // DeviceProcess of the deployment, and it runs again at each batch of status changes.
+    let mut current: Vec<(String, Arc<DeviceProcess>)> = p
         .unchanged
         .iter()
         .chain(gated.held.iter())
-        .map(|(device, dp)| (device.clone(), (**dp).clone()))
+        .map(|(device, dp)| (device.clone(), Arc::clone(dp)))
         .collect();
     let processes: Api<DeviceProcess> = Api::namespaced(ctx.client.clone(), namespace);
     let mut pending: Vec<BoxFuture<'_, Outcome>> = Vec::new();
@@ -726,7 +728,7 @@ async fn fan_out(
                     &mut created
                 };
                 summed.push((device.clone(), object.object_ref(&())));
-                current.push((device, *object));
+                current.push((device, Arc::from(object)));
             }
             Outcome::Deleted { name, rv } => {
                 if let Some(rv) = rv {
@@ -747,7 +749,7 @@ async fn fan_out(
         });
     }
     let current: Vec<(String, &DeviceProcess)> =
-        current.iter().map(|(d, dp)| (d.clone(), dp)).collect();
+        current.iter().map(|(d, dp)| (d.clone(), &**dp)).collect();
     Ok(FannedOut {
         counts: plan::count(dpd, devices.len(), &current),
         unavailable: rollout::unavailable_devices(&devices, &current),

@@ -104,6 +104,35 @@ impl BenchConfig {
     }
 }
 
+/// CPU seconds per process over a phase (see [`SizeResult::rollout_long_poll_cpu_seconds`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutCpu {
+    pub gateway: f64,
+    pub controller: f64,
+    pub simulator: f64,
+}
+
+impl RolloutCpu {
+    /// The processes' CPU time so far.
+    fn sample(gateway: &Component, controller: &Component) -> Self {
+        let own = procstat::sample(std::process::id()).unwrap_or_default();
+        RolloutCpu {
+            gateway: gateway.sample().cpu.as_secs_f64(),
+            controller: controller.sample().cpu.as_secs_f64(),
+            simulator: own.cpu.as_secs_f64(),
+        }
+    }
+
+    /// What was spent since `before`.
+    fn since(&self, before: &RolloutCpu) -> RolloutCpu {
+        RolloutCpu {
+            gateway: (self.gateway - before.gateway).max(0.0),
+            controller: (self.controller - before.controller).max(0.0),
+            simulator: (self.simulator - before.simulator).max(0.0),
+        }
+    }
+}
+
 /// Results for one fleet size.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -158,6 +187,11 @@ pub struct SizeResult {
     /// Seconds after the template patch until every DeviceProcess carried the new spec (the
     /// controller's part of the long-poll rollout).
     pub rollout_long_poll_specs_written_seconds: Option<f64>,
+    /// CPU seconds (user + system) the gateway, the controller and this process (the
+    /// in-process development API server, the agents and the tracker; with `--kubeconfig`
+    /// the agents and the tracker only) spent from the template patch until every agent
+    /// observed the new spec: where the long-poll rollout's time went.
+    pub rollout_long_poll_cpu_seconds: Option<RolloutCpu>,
     pub rollout_polling_seconds: Option<f64>,
     /// Polling rollout time over 2N / W.
     pub rollout_polling_over_floor: Option<f64>,
@@ -657,6 +691,7 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
             .push("rollouts skipped: not every device connected".into());
     }
     if complete && long_polls_fit {
+        let cpu_before = RolloutCpu::sample(&gateway, &controller);
         let start = Instant::now();
         cluster.patch_template_args(&["v2"]).await?;
         let (written, observed) = tokio::join!(
@@ -672,6 +707,9 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
             )
         );
         r.rollout_long_poll_seconds = observed;
+        r.rollout_long_poll_cpu_seconds = observed
+            .is_some()
+            .then(|| RolloutCpu::sample(&gateway, &controller).since(&cpu_before));
         // Both waits poll the same view: once every agent observed the new spec, every spec
         // was written, whichever wait looked first.
         r.rollout_long_poll_specs_written_seconds = written

@@ -92,7 +92,7 @@ pub fn render(report: &BenchReport) -> String {
         );
     }
     let _ = writeln!(out, "\nPer fleet size:");
-    let rows: [(&str, Cell); 35] = [
+    let rows: [(&str, Cell); 36] = [
         ("write floor W, patches/s (in flight)", |r| floor_cell(r, 0)),
         ("… at the gateway's status workers", |r| floor_cell(r, 1)),
         ("apply floor A, applies/s (in flight)", |r| floor_cell(r, 2)),
@@ -152,6 +152,14 @@ pub fn render(report: &BenchReport) -> String {
         }),
         ("… every spec written after (s)", |r| {
             opt(r.rollout_long_poll_specs_written_seconds)
+        }),
+        ("… CPU s: gateway / controller / sim", |r| {
+            r.rollout_long_poll_cpu_seconds.map_or("n/a".into(), |c| {
+                format!(
+                    "{:.1} / {:.1} / {:.1}",
+                    c.gateway, c.controller, c.simulator
+                )
+            })
         }),
         ("rollout, polling (s)", |r| opt(r.rollout_polling_seconds)),
         ("… over the floor 2N/W", |r| {

@@ -87,6 +87,15 @@ async fn short_bench_completes_with_sound_numbers() {
         "{:?}",
         r.rollout_long_poll_specs_written_seconds
     );
+    // The rollout's CPU is sampled per process (in 10 ms ticks: a 40-device rollout may
+    // take less than one of any process).
+    let cpu = r
+        .rollout_long_poll_cpu_seconds
+        .expect("rollout CPU sampled");
+    assert!(
+        cpu.gateway >= 0.0 && cpu.controller >= 0.0 && cpu.simulator >= 0.0,
+        "{cpu:?}"
+    );
     assert!(r.gateway_baseline_rss_bytes > 0 && r.gateway_rss_bytes > 0);
     assert!(r.steady_reports > 0);
     assert_eq!(r.steady_status_writes, 0, "status written in steady state");

@@ -831,6 +831,20 @@ mod tests {
         }
     }
 
+    /// The recorder and worker of replica gw-a (events of one object and reason at most once
+    /// a minute).
+    fn gw_a_recorder(
+        metrics: &Arc<Metrics>,
+        ownership: &Arc<Ownership>,
+    ) -> (Recorder, EventWorker) {
+        recorder_with_ownership(
+            metrics.clone(),
+            "gw-a".into(),
+            Duration::from_secs(60),
+            ownership.clone(),
+        )
+    }
+
     fn member(id: &str) -> crate::membership::Member {
         crate::membership::Member {
             id: id.into(),
@@ -865,12 +879,7 @@ mod tests {
         ownership.extend_fence(Instant::now() + Duration::from_secs(600));
         let both = [member("gw-a"), member("gw-b")];
         let (kept, lost) = (device_of(&both, "gw-a"), device_of(&both, "gw-b"));
-        let (rec, worker) = recorder_with_ownership(
-            metrics.clone(),
-            "gw-a".into(),
-            Duration::from_secs(60),
-            ownership.clone(),
-        );
+        let (rec, worker) = gw_a_recorder(&metrics, &ownership);
         // Both transitions happen while gw-a owns every device ...
         for d in [&kept, &lost] {
             rec.emit(
@@ -909,12 +918,7 @@ mod tests {
         // A fence that ends while the first create waits for its answer.
         let fence_end = Instant::now() + crate::status::MIN_FENCE_LEFT + Duration::from_millis(300);
         ownership.extend_fence(fence_end);
-        let (rec, worker) = recorder_with_ownership(
-            metrics.clone(),
-            "gw-a".into(),
-            Duration::from_secs(60),
-            ownership.clone(),
-        );
+        let (rec, worker) = gw_a_recorder(&metrics, &ownership);
         rec.emit(
             regarding("dp-a"),
             "dev-a",
@@ -954,12 +958,7 @@ mod tests {
         ownership.set_members(vec![member("gw-a"), member("gw-b")]);
         let members = ownership.members();
         let mine = device_of(&members, "gw-a");
-        let (rec, worker) = recorder_with_ownership(
-            metrics.clone(),
-            "gw-a".into(),
-            Duration::from_secs(60),
-            ownership.clone(),
-        );
+        let (rec, worker) = gw_a_recorder(&metrics, &ownership);
         // The device is gw-a's but its Lease is not valid (never renewed, or lapsed).
         rec.emit(
             regarding(&format!("dp-{mine}")),

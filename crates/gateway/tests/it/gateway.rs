@@ -198,13 +198,7 @@ async fn gateway_restart_keeps_status_and_etags() {
     h.wait_status("dp-a", "observed", T, observed).await;
     h.wait_status("dp-b", "observed", T, observed).await;
     wait_until("converged", T, || async { h.gw().status().converged() }).await;
-    let etag_before = h
-        .device("dev-a")
-        .get(None, None)
-        .await
-        .header("etag")
-        .unwrap()
-        .to_string();
+    let etag_before = h.device("dev-a").etag().await;
     let dp_a_before = h.get_dp("dp-a").await;
     let patches_before = h.status_patches();
     let documents_before = agent_a.agent.subscribe().borrow().documents;
@@ -939,12 +933,7 @@ async fn connection_and_long_poll_limits() {
 
     // One long poll at a time.
     let dev = h.device("dev-l");
-    let etag = dev
-        .get(None, None)
-        .await
-        .header("etag")
-        .unwrap()
-        .to_string();
+    let etag = dev.etag().await;
     let held = {
         let dev = h.device("dev-l");
         let etag = etag.clone();
@@ -1098,12 +1087,7 @@ async fn long_polls_are_capped_per_device() {
     h.create_dp("dp-greedy", "dev-greedy", "x").await;
     h.create_dp("dp-fair", "dev-fair", "x").await;
     let greedy = h.device("dev-greedy");
-    let etag = greedy
-        .get(None, None)
-        .await
-        .header("etag")
-        .unwrap()
-        .to_string();
+    let etag = greedy.etag().await;
     // Long enough to stay held however slow the machine; a change ends them.
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -1123,12 +1107,7 @@ async fn long_polls_are_capped_per_device() {
     assert!(r.header("x-apollo-signature").is_some(), "signed");
     // Another device is not affected.
     let fair = h.device("dev-fair");
-    let fair_etag = fair
-        .get(None, None)
-        .await
-        .header("etag")
-        .unwrap()
-        .to_string();
+    let fair_etag = fair.etag().await;
     let fair_poll = {
         let dev = h.device("dev-fair");
         tokio::spawn(async move { dev.get(Some(&fair_etag), Some("60s")).await.status })
@@ -1150,12 +1129,7 @@ async fn long_polls_are_capped_per_device() {
         assert_eq!(p.await.unwrap(), 200);
     }
     // Slots are given back: the device can long-poll again.
-    let etag = greedy
-        .get(None, None)
-        .await
-        .header("etag")
-        .unwrap()
-        .to_string();
+    let etag = greedy.etag().await;
     let again = {
         let dev = h.device("dev-greedy");
         tokio::spawn(async move { dev.get(Some(&etag), Some("300ms")).await.status })

@@ -415,6 +415,13 @@ impl TestDevice {
         self.send("GET", &pq, &extra, b"").await
     }
 
+    /// The device's current ETag, from a GET without `If-None-Match`.
+    pub async fn etag(&self) -> String {
+        let r = self.get(None, None).await;
+        assert_eq!(r.status, 200, "GET of the desired document");
+        r.header("etag").expect("an ETag").to_string()
+    }
+
     pub async fn report(&self, instance: &str, observed: &[(&str, &str)]) -> HttpResp {
         let report = Report {
             agent_version: "test".into(),

@@ -46,9 +46,18 @@ pub const REPORTING_CONTROLLER: &str = "azure.com/apollo-gateway";
 pub const EVENT_RETRY_FOR: Duration = Duration::from_secs(120);
 /// How long queued events are still posted at shutdown.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
-/// Event keys (object and reason) known at once; beyond this new keys are dropped (and
-/// counted).
-pub const EVENT_QUEUE: usize = 10_000;
+/// Event keys (object and reason) known at once. A key stays known after its post (for its
+/// series and rate limit) until [`SERIES_WINDOW`] passed or room is needed: a new key then
+/// makes the least recently posted keys be forgotten (their next Event starts a new one).
+/// Only when every known key still waits to be posted is a new key dropped (and counted).
+/// A fleet's first connection queues two keys per device (`AgentConnected`, `SpecObserved`);
+/// about 450 bytes each, 22 MiB when full.
+pub const EVENT_QUEUE: usize = 50_000;
+/// Events posted at once: a fleet's first connection emits an Event per device, which must
+/// stream at the API server's speed rather than one round trip at a time.
+pub const POSTS_IN_FLIGHT: usize = 8;
+/// How often keys whose series window passed are forgotten while the worker is idle.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 /// Event keys one device may have waiting; beyond this its new keys are dropped (and counted).
 pub const PER_DEVICE_KEYS: usize = 64;
 /// Repeats of a key within this time since its Event was created update that Event's series;
@@ -118,6 +127,8 @@ struct Queues {
     ring: VecDeque<String>,
     /// Keys waiting for their interval.
     delayed: BinaryHeap<Reverse<(Instant, String, &'static str)>>,
+    /// When keys past their series window were last forgotten.
+    pruned: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -220,7 +231,7 @@ impl Recorder {
         let mut q = shared.lock();
         let key: Key = (regarding.name.clone(), spec.reason);
         if q.entries.len() >= EVENT_QUEUE && !q.entries.contains_key(&key) {
-            q.prune(Instant::now());
+            q.make_room(Instant::now());
         }
         let known = q.entries.len();
         let entry = match q.entries.get_mut(&key) {
@@ -356,7 +367,11 @@ impl Queues {
             };
             return Ok(post);
         }
-        if self.entries.len() > EVENT_QUEUE / 2 {
+        if self.entries.len() > EVENT_QUEUE / 2
+            && self
+                .pruned
+                .is_none_or(|t| now.saturating_duration_since(t) >= PRUNE_EVERY)
+        {
             self.prune(now);
         }
         Err(self.delayed.peek().map(|Reverse((at, _, _))| *at))
@@ -365,11 +380,41 @@ impl Queues {
     /// Forgets keys that are not queued and were not posted within a series window (bounded
     /// memory; such a key starts over with a new Event).
     fn prune(&mut self, now: Instant) {
+        self.pruned = Some(now);
         self.entries.retain(|_, e| {
             e.queued
                 || e.last_posted
                     .is_some_and(|t| now.saturating_duration_since(t) < SERIES_WINDOW)
         });
+    }
+
+    /// Room for a new key when [`EVENT_QUEUE`] keys are known: forgets the keys past their
+    /// series window, then, if that is not enough, the least recently posted keys that are
+    /// not queued, down to three quarters of the capacity. One such pass costs a scan of the
+    /// keys and frees at least a quarter of them, so it runs at most once per
+    /// `EVENT_QUEUE / 4` new keys (a fleet of more devices than `EVENT_QUEUE` keeps posting
+    /// its first Events instead of dropping them while the first ones are remembered).
+    fn make_room(&mut self, now: Instant) {
+        self.prune(now);
+        let keep = EVENT_QUEUE * 3 / 4;
+        let excess = self.entries.len().saturating_sub(keep);
+        if excess == 0 {
+            return;
+        }
+        let mut idle: Vec<(Option<Instant>, Key)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.queued)
+            .map(|(k, e)| (e.last_posted, k.clone()))
+            .collect();
+        let excess = excess.min(idle.len());
+        if excess < idle.len() {
+            // Least recently posted first (a key not queued and never posted sorts first).
+            idle.select_nth_unstable_by_key(excess, |(t, _)| *t);
+        }
+        for (_, key) in idle.into_iter().take(excess) {
+            self.entries.remove(&key);
+        }
     }
 }
 
@@ -419,39 +464,50 @@ fn permanent(e: &kube::Error) -> bool {
 }
 
 impl EventWorker {
-    /// Posts events until shutdown (then what is queued or delayed, one attempt each, for up
-    /// to [`SHUTDOWN_DRAIN`]).
+    /// Posts events until shutdown, [`POSTS_IN_FLIGHT`] at a time (then what is in flight,
+    /// queued or delayed, one attempt each, for up to [`SHUTDOWN_DRAIN`]).
     pub async fn run(self, client: kube::Client, mut shutdown: watch::Receiver<bool>) {
+        use futures::StreamExt as _;
         let poster = Poster::new(client, REPORTING_CONTROLLER, self.instance.clone());
+        let mut in_flight = futures::stream::FuturesUnordered::new();
         loop {
+            if *shutdown.borrow() {
+                break;
+            }
             let notified = self.shared.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let next = self.shared.lock().next(Instant::now());
-            match next {
-                Ok(post) => {
-                    if *shutdown.borrow() {
-                        self.post(&poster, post, None).await;
-                        break;
+            let full = in_flight.len() >= POSTS_IN_FLIGHT;
+            let mut wake_at = None;
+            if !full {
+                match self.shared.lock().next(Instant::now()) {
+                    Ok(post) => {
+                        let mut stop = shutdown.clone();
+                        let (worker, poster) = (&self, &poster);
+                        in_flight.push(async move {
+                            worker.post(poster, post, Some(&mut stop)).await;
+                        });
+                        continue;
                     }
-                    self.post(&poster, post, Some(&mut shutdown)).await;
+                    Err(at) => wake_at = at,
                 }
-                Err(at) => {
-                    let sleep = async {
-                        match at {
-                            Some(at) => tokio::time::sleep_until(at).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = notified => {}
-                        _ = sleep => {}
-                        _ = crate::stopped(&mut shutdown) => break,
-                    }
+            }
+            let sleep = async {
+                match wake_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                _ = notified, if !full => {}
+                _ = sleep, if !full => {}
+                Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = crate::stopped(&mut shutdown) => break,
             }
         }
         let drain = async {
+            // Posts in flight see the shutdown: their current attempt is their last.
+            while in_flight.next().await.is_some() {}
             loop {
                 let next = {
                     let mut q = self.shared.lock();
@@ -908,6 +964,54 @@ mod tests {
         stop.send_replace(true);
         task.await.unwrap();
         assert_eq!(api.requests().len(), 1, "nothing more at shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_fleet_larger_than_the_key_capacity_loses_no_event() {
+        // Every device posts a first Event, then a second reason: twice the keys the queue
+        // remembers, all within one series window.
+        let metrics = Metrics::new();
+        let (rec, worker) = recorder(metrics.clone(), "gw".into(), Duration::from_secs(60));
+        let shared = worker.shared.clone();
+        let api = FakeApi::default();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(worker.run(api.client(), shutdown));
+        let created = |n: usize| {
+            let line =
+                format!("apollo_gateway_events_total{{type=\"Normal\",result=\"created\"}} {n}");
+            let metrics = metrics.clone();
+            move || metrics.encode().lines().any(|l| l == line)
+        };
+        // The second reason comes once the first Events are posted (as in a rollout after
+        // the fleet connected): the first keys are remembered, not queued.
+        for (round, reason) in [reasons::AGENT_CONNECTED, reasons::SPEC_OBSERVED]
+            .into_iter()
+            .enumerate()
+        {
+            for i in 0..EVENT_QUEUE {
+                let device = format!("dev-{i}");
+                rec.emit(regarding(&format!("dp-{i}")), &device, spec(reason, "n"));
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let done = created((round + 1) * EVENT_QUEUE);
+            while !done() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{reason}: not every Event created within 60 s: {}",
+                    metrics.encode()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assert!(
+            !metrics.encode().contains("result=\"failed\""),
+            "events dropped: {}",
+            metrics.encode()
+        );
+        assert!(shared.lock().entries.len() <= EVENT_QUEUE);
+        assert_eq!(api.created.lock().unwrap().len(), 2 * EVENT_QUEUE);
+        stop.send_replace(true);
+        task.await.unwrap();
     }
 
     #[tokio::test]

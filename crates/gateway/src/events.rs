@@ -917,11 +917,15 @@ mod tests {
     }
 
     async fn wait_for(what: &str, f: impl Fn() -> bool) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        wait_within(what, Duration::from_secs(10), f).await;
+    }
+
+    async fn wait_within(what: &str, limit: Duration, f: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + limit;
         while !f() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{what}: not within 10 s"
+                "{what}: not within {limit:?}"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -992,16 +996,13 @@ mod tests {
                 let device = format!("dev-{i}");
                 rec.emit(regarding(&format!("dp-{i}")), &device, spec(reason, "n"));
             }
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            let done = created((round + 1) * EVENT_QUEUE);
-            while !done() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{reason}: not every Event created within 60 s: {}",
-                    metrics.encode()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            let what = format!("every {reason} Event created");
+            wait_within(
+                &what,
+                Duration::from_secs(60),
+                created((round + 1) * EVENT_QUEUE),
+            )
+            .await;
         }
         assert!(
             !metrics.encode().contains("result=\"failed\""),

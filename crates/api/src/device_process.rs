@@ -81,6 +81,18 @@ impl ProcessTemplateSpec {
             execution: self.execution.clone(),
         }
     }
+
+    /// Whether `spec` is what this template yields for `device` (`self.for_device(device) ==
+    /// *spec`, without building it).
+    pub fn yields(&self, spec: &DeviceProcessSpec, device: &str) -> bool {
+        // Destructured so that a new spec field cannot be left out of the comparison.
+        let DeviceProcessSpec {
+            device_ref,
+            artifact,
+            execution,
+        } = spec;
+        device_ref.name == device && *artifact == self.artifact && *execution == self.execution
+    }
 }
 
 impl DeviceProcessSpec {
@@ -214,4 +226,24 @@ pub struct AgentInfo {
     pub version: String,
     /// Random id, new at every agent start.
     pub instance_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::samples::{demo_logger_template, shell_process};
+
+    #[test]
+    fn a_template_yields_exactly_its_spec_for_the_device() {
+        let template = demo_logger_template();
+        let spec = template.for_device("tor1-01");
+        assert!(template.yields(&spec, "tor1-01"));
+        assert!(!template.yields(&spec, "tor1-02"), "another device");
+        let mut changed = spec.clone();
+        changed.execution.args.push("--verbose".into());
+        assert!(!template.yields(&changed, "tor1-01"), "another execution");
+        let mut moved = spec;
+        moved.artifact.url.push_str("-2");
+        assert!(!template.yields(&moved, "tor1-01"), "another artifact");
+        assert!(!template.yields(&shell_process("tor1-01", "true"), "tor1-01"));
+    }
 }

@@ -2,7 +2,7 @@
 //! matching device, deciding what to create, update and delete, and computing the
 //! deployment's status. No I/O here, so every rule is unit-tested.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use apollo_api::conditions::{self, reasons, status as cstatus};
@@ -169,53 +169,133 @@ pub fn owner_reference(dpd: &DeviceProcessDeployment) -> Option<OwnerReference> 
     Some(owner)
 }
 
-/// Labels of the DeviceProcess of `device`: the template's, then the controller's own (which
-/// win).
-pub fn desired_labels(dpd: &DeviceProcessDeployment, device: &str) -> BTreeMap<String, String> {
-    let mut out = dpd.spec.template.metadata.labels.clone();
-    out.insert(labels::DEPLOYMENT.into(), label_value(&dpd.name_any()));
-    out.insert(labels::DEVICE.into(), label_value(device));
-    out.insert(
-        labels::MANAGED_BY.into(),
-        labels::MANAGED_BY_CONTROLLER.into(),
-    );
-    out.insert(
-        labels::TEMPLATE_HASH.into(),
-        template_hash(&dpd.spec.template),
-    );
-    out
+/// What the controller applies for each matching device of one deployment, worked out once
+/// per reconcile: the template revision (a hash of the whole template) and the labels every
+/// DeviceProcess carries are the same for all devices, so a device that needs nothing costs
+/// comparisons, not a hash or a copy of the template.
+#[derive(Debug)]
+pub struct Desired<'a> {
+    dpd: &'a DeviceProcessDeployment,
+    owner: &'a OwnerReference,
+    /// The template revision ([`template_hash`]).
+    revision: String,
+    /// The labels of every DeviceProcess but the device label: the template's, then the
+    /// controller's own (which win).
+    labels: BTreeMap<String, String>,
 }
 
-/// The DeviceProcess the controller applies for `device` under `name`: identity, labels,
-/// owner and spec; never status.
+impl<'a> Desired<'a> {
+    /// What `dpd` wants, owned through `owner`.
+    pub fn new(dpd: &'a DeviceProcessDeployment, owner: &'a OwnerReference) -> Self {
+        let revision = template_hash(&dpd.spec.template);
+        let mut labels = dpd.spec.template.metadata.labels.clone();
+        labels.remove(labels::DEVICE);
+        labels.insert(labels::DEPLOYMENT.into(), label_value(&dpd.name_any()));
+        labels.insert(
+            labels::MANAGED_BY.into(),
+            labels::MANAGED_BY_CONTROLLER.into(),
+        );
+        labels.insert(labels::TEMPLATE_HASH.into(), revision.clone());
+        Self {
+            dpd,
+            owner,
+            revision,
+            labels,
+        }
+    }
+
+    /// The template revision.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// The DeviceProcess the controller applies for `device` under `name`: identity, labels,
+    /// owner and spec; never status.
+    pub fn object(&self, name: &str, device: &str) -> DeviceProcess {
+        let mut labels = self.labels.clone();
+        labels.insert(labels::DEVICE.into(), label_value(device));
+        let mut dp = DeviceProcess::new(name, self.dpd.spec.template.spec.for_device(device));
+        dp.metadata = ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: self.dpd.namespace(),
+            labels: Some(labels),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        };
+        dp
+    }
+
+    /// Whether the live DeviceProcess of `device` differs from what the controller applies:
+    /// spec, any of its labels, a label it applied earlier and no longer wants, or the owner
+    /// reference.
+    pub fn needs_update(&self, live: &DeviceProcess, device: &str) -> bool {
+        if !self.dpd.spec.template.spec.yields(&live.spec, device) {
+            return true;
+        }
+        let live_labels = live.labels();
+        if live_labels.get(labels::DEVICE).map(String::as_str) != Some(&*label_value(device))
+            || self
+                .labels
+                .iter()
+                .any(|(k, v)| live_labels.get(k) != Some(v))
+        {
+            return true;
+        }
+        let wanted = |key: &str| key == labels::DEVICE || self.labels.contains_key(key);
+        if own_applied_label_keys(live).any(|k| !wanted(k) && live_labels.contains_key(k)) {
+            return true;
+        }
+        let owner = self.owner;
+        !live.owner_references().iter().any(|r| {
+            r.uid == owner.uid
+                && r.controller == Some(true)
+                && r.block_owner_deletion == Some(true)
+                && r.kind == owner.kind
+                && r.name == owner.name
+                && r.api_version == owner.api_version
+        })
+    }
+}
+
+/// The DeviceProcess the controller applies for `device` under `name` ([`Desired::object`],
+/// for one device).
 pub fn desired_object(
     dpd: &DeviceProcessDeployment,
     owner: &OwnerReference,
     name: &str,
     device: &str,
 ) -> DeviceProcess {
-    let mut dp = DeviceProcess::new(name, dpd.spec.template.spec.for_device(device));
-    dp.metadata = ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: dpd.namespace(),
-        labels: Some(desired_labels(dpd, device)),
-        owner_references: Some(vec![owner.clone()]),
-        ..ObjectMeta::default()
-    };
-    dp
+    Desired::new(dpd, owner).object(name, device)
 }
 
 /// What a reconcile writes.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// DeviceProcesses to server-side apply.
-    pub apply: Vec<ApplyItem>,
+    /// DeviceProcesses that differ from what the deployment wants: to apply, as far as the
+    /// rollout lets ([`crate::rollout::gate`]).
+    pub apply: Vec<Candidate>,
     /// Owned DeviceProcesses already as desired, by device.
     pub unchanged: Vec<(String, Arc<DeviceProcess>)>,
     /// Owned DeviceProcesses to delete.
     pub delete: Vec<Arc<DeviceProcess>>,
     /// Devices whose DeviceProcess cannot be named (both names taken by other objects).
     pub conflicts: Vec<(String, String)>,
+}
+
+/// A DeviceProcess that differs from what the deployment wants. The object to apply is only
+/// built once the rollout lets it go ahead: during a rollout most are held back, at every
+/// reconcile.
+#[derive(Debug)]
+pub struct Candidate {
+    /// The device.
+    pub device: String,
+    /// The DeviceProcess's name.
+    pub name: String,
+    /// The live object when it exists (update), `None` when it is created.
+    pub live: Option<Arc<DeviceProcess>>,
+    /// Whether the write changes the spec (what the agent must observe), as opposed to
+    /// labels or the owner reference only.
+    pub changes_spec: bool,
 }
 
 /// One DeviceProcess to apply.
@@ -234,14 +314,6 @@ impl ApplyItem {
     pub fn exists(&self) -> bool {
         self.live.is_some()
     }
-
-    /// Whether the write changes the spec (what the agent must observe), as opposed to
-    /// labels or the owner reference only.
-    pub fn changes_spec(&self) -> bool {
-        self.live
-            .as_ref()
-            .is_none_or(|live| live.spec != self.object.spec)
-    }
 }
 
 /// Decides the writes for `dpd` given the matching `devices` and every DeviceProcess in the
@@ -255,8 +327,10 @@ pub fn plan(
     in_namespace: &[Arc<DeviceProcess>],
     claimed: &BTreeSet<String>,
 ) -> Plan {
-    let by_name: BTreeMap<String, &Arc<DeviceProcess>> =
-        in_namespace.iter().map(|dp| (dp.name_any(), dp)).collect();
+    let by_name: HashMap<&str, &Arc<DeviceProcess>> = in_namespace
+        .iter()
+        .filter_map(|dp| Some((dp.metadata.name.as_deref()?, dp)))
+        .collect();
     let deployment = dpd.name_any();
     let ours = |name: &str| {
         by_name
@@ -264,88 +338,63 @@ pub fn plan(
             .filter(|dp| is_controlled_by(dp, &owner.uid))
             .copied()
     };
+    let free = |name: &str| !by_name.contains_key(name) && !claimed.contains(name);
+    let want = Desired::new(dpd, owner);
     let mut plan = Plan::default();
-    let mut chosen = BTreeSet::new();
+    let mut chosen = HashSet::with_capacity(devices.len());
     for device in devices {
         let plain = device_process_name(&deployment, device);
-        let hashed = hashed_device_process_name(&deployment, device);
         let (name, live) = if let Some(dp) = ours(&plain) {
             (plain, Some(dp))
-        } else if let Some(dp) = ours(&hashed) {
-            (hashed, Some(dp))
-        } else if !by_name.contains_key(&plain) && !claimed.contains(&plain) {
-            (plain, None)
-        } else if !by_name.contains_key(&hashed) && !claimed.contains(&hashed) {
-            (hashed, None)
         } else {
-            plan.conflicts.push((
-                device.clone(),
-                format!(
-                    "cannot create a DeviceProcess for device {device}: {plain} and {hashed} exist and are not controlled by this deployment"
-                ),
-            ));
-            continue;
+            // The hashed name is only worked out when the plain one is not ours.
+            let hashed = hashed_device_process_name(&deployment, device);
+            if let Some(dp) = ours(&hashed) {
+                (hashed, Some(dp))
+            } else if free(&plain) {
+                (plain, None)
+            } else if free(&hashed) {
+                (hashed, None)
+            } else {
+                plan.conflicts.push((
+                    device.clone(),
+                    format!(
+                        "cannot create a DeviceProcess for device {device}: {plain} and {hashed} exist and are not controlled by this deployment"
+                    ),
+                ));
+                continue;
+            }
         };
-        chosen.insert(name.clone());
-        let desired = desired_object(dpd, owner, &name, device);
         match live {
             Some(live) if live.metadata.deletion_timestamp.is_some() => {
                 // Being deleted (finalizers): it comes back once it is gone.
             }
-            Some(live) if !needs_update(live, &desired) => {
+            Some(live) if !want.needs_update(live, device) => {
                 plan.unchanged.push((device.clone(), live.clone()));
             }
-            Some(live) => plan.apply.push(ApplyItem {
+            live => plan.apply.push(Candidate {
                 device: device.clone(),
-                object: desired,
-                live: Some(live.clone()),
-            }),
-            None => plan.apply.push(ApplyItem {
-                device: device.clone(),
-                object: desired,
-                live: None,
+                name: name.clone(),
+                live: live.cloned(),
+                changes_spec: live
+                    .is_none_or(|live| !dpd.spec.template.spec.yields(&live.spec, device)),
             }),
         }
+        chosen.insert(name);
     }
     for dp in in_namespace {
         if is_controlled_by(dp, &owner.uid)
-            && !chosen.contains(&dp.name_any())
+            && !dp
+                .metadata
+                .name
+                .as_deref()
+                .is_some_and(|name| chosen.contains(name))
             && dp.metadata.deletion_timestamp.is_none()
         {
             plan.delete.push(dp.clone());
         }
     }
     plan
-}
-
-/// Whether the live object differs from what the controller applies: spec, any of its labels,
-/// a label it applied earlier and no longer wants, or the owner reference.
-pub fn needs_update(live: &DeviceProcess, desired: &DeviceProcess) -> bool {
-    if live.spec != desired.spec {
-        return true;
-    }
-    let live_labels = live.labels();
-    let want = desired.labels();
-    if want.iter().any(|(k, v)| live_labels.get(k) != Some(v)) {
-        return true;
-    }
-    if managed_label_keys(live)
-        .iter()
-        .any(|k| !want.contains_key(k) && live_labels.contains_key(k))
-    {
-        return true;
-    }
-    let Some(owner) = desired.owner_references().first() else {
-        return false;
-    };
-    !live.owner_references().iter().any(|r| {
-        r.uid == owner.uid
-            && r.controller == Some(true)
-            && r.block_owner_deletion == Some(true)
-            && r.kind == owner.kind
-            && r.name == owner.name
-            && r.api_version == owner.api_version
-    })
 }
 
 /// Whether a managedFields entry is the controller's own server-side apply of the object
@@ -359,29 +408,26 @@ pub fn is_own_apply(entry: &ManagedFieldsEntry) -> bool {
 /// Label keys the controller owns according to the object's managedFields (server-side
 /// apply bookkeeping).
 pub fn managed_label_keys(dp: &DeviceProcess) -> BTreeSet<String> {
-    let mut keys = BTreeSet::new();
-    for entry in dp.metadata.managed_fields.iter().flatten() {
-        if !is_own_apply(entry) {
-            continue;
-        }
-        let Some(fields) = &entry.fields_v1 else {
-            continue;
-        };
-        if let Some(labels) = fields
-            .0
-            .get("f:metadata")
-            .and_then(|m| m.get("f:labels"))
-            .and_then(|l| l.as_object())
-        {
-            keys.extend(
-                labels
-                    .keys()
-                    .filter_map(|k| k.strip_prefix("f:"))
-                    .map(str::to_owned),
-            );
-        }
-    }
-    keys
+    own_applied_label_keys(dp).map(str::to_owned).collect()
+}
+
+/// The label keys of the controller's own apply entries, as they are found (a key may repeat
+/// when several entries name it).
+fn own_applied_label_keys(dp: &DeviceProcess) -> impl Iterator<Item = &str> {
+    dp.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| is_own_apply(entry))
+        .filter_map(|entry| entry.fields_v1.as_ref())
+        .filter_map(|fields| {
+            fields
+                .0
+                .get("f:metadata")
+                .and_then(|m| m.get("f:labels"))
+                .and_then(|l| l.as_object())
+        })
+        .flat_map(|labels| labels.keys().filter_map(|k| k.strip_prefix("f:")))
 }
 
 /// Counts behind a deployment's status.
@@ -424,7 +470,7 @@ pub fn is_updated(
     dp: &DeviceProcess,
 ) -> bool {
     dp.labels().get(labels::TEMPLATE_HASH).map(String::as_str) == Some(revision)
-        && dp.spec == dpd.spec.template.spec.for_device(device)
+        && dpd.spec.template.spec.yields(&dp.spec, device)
 }
 
 /// Whether the agent observed the DeviceProcess's current spec.
@@ -681,10 +727,10 @@ mod tests {
             &[],
             &none(),
         );
-        let names: Vec<_> = p.apply.iter().map(|a| a.object.name_any()).collect();
+        let names: Vec<_> = p.apply.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["demo-logger-tor1-01", "demo-logger-tor1-02"]);
-        assert!(p.apply.iter().all(|a| !a.exists()));
-        let dp = &p.apply[0].object;
+        assert!(p.apply.iter().all(|a| a.live.is_none() && a.changes_spec));
+        let dp = &Desired::new(&dpd, &owner).object(&p.apply[0].name, &p.apply[0].device);
         assert_eq!(dp.spec.device_ref.name, "tor1-01");
         assert_eq!(dp.spec.template(), template());
         assert_eq!(
@@ -742,10 +788,10 @@ mod tests {
             &none(),
         );
         assert_eq!(p.apply.len(), 1);
-        assert!(p.apply[0].exists());
-        assert_eq!(
-            p.apply[0].object.spec.execution.args,
-            template().execution.args
+        assert!(p.apply[0].live.is_some());
+        assert!(
+            p.apply[0].changes_spec,
+            "the edited spec is put back to the template's"
         );
         assert_eq!(p.delete.len(), 1);
         assert_eq!(p.delete[0].name_any(), "demo-logger-tor1-03");
@@ -766,16 +812,41 @@ mod tests {
     }
 
     #[test]
+    fn what_the_controller_applies_needs_no_further_update() {
+        // An object built from the deployment must compare equal to it, or every reconcile
+        // would apply it again. A device name that is no valid label value gets a hashed
+        // label; a template that sets the controller's own labels is overridden.
+        let mut dpd = demo_logger();
+        dpd.spec
+            .template
+            .metadata
+            .labels
+            .insert(labels::DEVICE.into(), "spoofed".into());
+        let owner = owner_reference(&dpd).unwrap();
+        let want = Desired::new(&dpd, &owner);
+        let long = format!("{}.example.net", "rack-a".repeat(12));
+        for device in ["tor1-01", long.as_str()] {
+            let name = device_process_name("demo-logger", device);
+            let mut applied = want.object(&name, device);
+            assert_eq!(
+                applied.labels().get(labels::DEVICE),
+                Some(&label_value(device))
+            );
+            assert!(!want.needs_update(&applied, device), "{device}");
+            assert!(want.needs_update(&applied, "tor1-02"), "another device");
+            applied.owner_references_mut()[0].block_owner_deletion = None;
+            assert!(want.needs_update(&applied, device), "owner reference");
+        }
+    }
+
+    #[test]
     fn label_changes_and_stale_managed_labels() {
         let mut dpd = demo_logger();
         let owner = owner_reference(&dpd).unwrap();
         let mut dp = (*live(&dpd, "demo-logger-tor1-01", "tor1-01")).clone();
         // Someone else's label is fine.
         dp.labels_mut().insert("team".into(), "net".into());
-        assert!(!needs_update(
-            &dp,
-            &desired_object(&dpd, &owner, "demo-logger-tor1-01", "tor1-01")
-        ));
+        assert!(!Desired::new(&dpd, &owner).needs_update(&dp, "tor1-01"));
         // A template label the controller applied and the template dropped must go.
         dp.labels_mut().insert("tier".into(), "edge".into());
         dp.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
@@ -790,10 +861,7 @@ mod tests {
             managed_label_keys(&dp),
             BTreeSet::from(["app".to_owned(), "tier".to_owned()])
         );
-        assert!(needs_update(
-            &dp,
-            &desired_object(&dpd, &owner, "demo-logger-tor1-01", "tor1-01")
-        ));
+        assert!(Desired::new(&dpd, &owner).needs_update(&dp, "tor1-01"));
         // A changed template label value is drift too.
         dpd.spec
             .template
@@ -801,10 +869,7 @@ mod tests {
             .labels
             .insert("app".into(), "logger2".into());
         dp.labels_mut().remove("tier");
-        assert!(needs_update(
-            &dp,
-            &desired_object(&dpd, &owner, "demo-logger-tor1-01", "tor1-01")
-        ));
+        assert!(Desired::new(&dpd, &owner).needs_update(&dp, "tor1-01"));
     }
 
     #[test]
@@ -822,7 +887,7 @@ mod tests {
         assert!(p.delete.is_empty());
         assert_eq!(p.apply.len(), 1);
         let hashed = hashed_device_process_name("demo-logger", "tor1-01");
-        assert_eq!(p.apply[0].object.name_any(), hashed);
+        assert_eq!(p.apply[0].name, hashed);
 
         // Once created under the hashed name, it stays there.
         let ours = live(&dpd, &hashed, "tor1-01");
@@ -868,7 +933,7 @@ mod tests {
         let claimed = BTreeSet::from(["demo-logger-tor1-01".to_owned()]);
         let p = plan(&dpd, &owner, &devices(&["tor1-01"]), &[], &claimed);
         assert_eq!(
-            p.apply[0].object.name_any(),
+            p.apply[0].name,
             hashed_device_process_name("demo-logger", "tor1-01")
         );
     }
@@ -890,10 +955,7 @@ mod tests {
             &[taken],
             &none(),
         );
-        assert_eq!(
-            p.apply[0].object.name_any(),
-            hashed_device_process_name("a-b", "c")
-        );
+        assert_eq!(p.apply[0].name, hashed_device_process_name("a-b", "c"));
     }
 
     #[test]

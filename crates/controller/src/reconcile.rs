@@ -672,6 +672,7 @@ async fn fan_out(
     };
     let gated = rollout::gate(
         &settings,
+        &plan::Desired::new(dpd, owner),
         devices.len(),
         p.apply,
         &p.unchanged,

@@ -13,7 +13,7 @@
 //! - [`progress`] computes the revisions, the progress time and the `RolledOut` condition;
 //!   [`transitions`] the Events due when the status moves from one state to the next.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use apollo_api::conditions::{self, reasons, status as cstatus};
@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use crate::events::EventType;
-use crate::plan::{self, ApplyItem, Counts, SpecError, WantedCondition};
+use crate::plan::{self, ApplyItem, Candidate, Counts, SpecError, WantedCondition};
 
 /// Devices named at most in a condition message or Event.
 const MAX_NAMED: usize = 10;
@@ -112,51 +112,71 @@ pub struct Gated {
     pub held: Vec<(String, Arc<DeviceProcess>)>,
 }
 
-/// Chooses which of `apply` (the plan's writes, in device-name order) go ahead, given the
-/// DeviceProcesses that need nothing (`unchanged`), `desired` matching devices and, while
-/// paused mid-rollout, the `current` revision that new devices get instead of the update.
+/// Chooses which of `candidates` (the plan's writes, in device-name order) go ahead, given
+/// the DeviceProcesses that need nothing (`unchanged`), `desired` matching devices and, while
+/// paused mid-rollout, the `current` revision that new devices get instead of the update; and
+/// builds the objects of those that go ahead from `want`.
 pub fn gate(
     settings: &Settings,
+    want: &plan::Desired<'_>,
     desired: usize,
-    apply: Vec<ApplyItem>,
+    candidates: Vec<Candidate>,
     unchanged: &[(String, Arc<DeviceProcess>)],
     current: Option<&Revision>,
 ) -> Gated {
+    // Each DeviceProcess's availability is worked out once: at fleet size the spec-hash
+    // lookups behind it are a large share of the gate's cost.
+    let candidates: Vec<(Candidate, bool)> = candidates
+        .into_iter()
+        .map(|c| {
+            let available = c.live.as_deref().is_some_and(plan::is_available);
+            (c, available)
+        })
+        .collect();
     let available_now = unchanged
         .iter()
-        .map(|(_, dp)| dp)
-        .chain(apply.iter().filter_map(|item| item.live.as_ref()))
-        .filter(|dp| plan::is_available(dp))
-        .count();
+        .filter(|(_, dp)| plan::is_available(dp))
+        .count()
+        + candidates
+            .iter()
+            .filter(|(_, available)| *available)
+            .count();
     let mut unavailable = desired.saturating_sub(available_now);
     let mut out = Gated::default();
+    // The object is built only for a write that goes ahead, at `rev` when one is given.
+    let mut go = |c: Candidate, rev: Option<&Revision>| {
+        let mut object = want.object(&c.name, &c.device);
+        if let Some(rev) = rev {
+            object = at_revision(object, &c.device, rev);
+        }
+        out.apply.push(ApplyItem {
+            device: c.device,
+            object,
+            live: c.live,
+        });
+    };
+    let mut held = Vec::new();
     // Already-unavailable DeviceProcesses first: updating them costs no availability.
-    let (first, rest): (Vec<ApplyItem>, Vec<ApplyItem>) = apply
+    let (first, rest): (Vec<_>, Vec<_>) = candidates
         .into_iter()
-        .partition(|item| item.live.as_ref().is_none_or(|dp| !plan::is_available(dp)));
-    for mut item in first.into_iter().chain(rest) {
-        let Some(live) = item.live.clone() else {
-            if settings.paused
-                && let Some(rev) = current
-            {
-                item.object = at_revision(item.object, &item.device, rev);
-            }
-            out.apply.push(item);
+        .partition(|(_, available)| !available);
+    for (c, available) in first.into_iter().chain(rest) {
+        let Some(live) = c.live.clone() else {
+            go(c, current.filter(|_| settings.paused));
             continue;
         };
         if settings.paused || settings.on_delete {
-            out.held.push((item.device, live));
-            continue;
-        }
-        if !item.changes_spec() || !plan::is_available(&live) {
-            out.apply.push(item);
+            held.push((c.device, live));
+        } else if !c.changes_spec || !available {
+            go(c, None);
         } else if unavailable < settings.max_unavailable {
             unavailable += 1;
-            out.apply.push(item);
+            go(c, None);
         } else {
-            out.held.push((item.device, live));
+            held.push((c.device, live));
         }
     }
+    out.held = held;
     out
 }
 
@@ -181,7 +201,7 @@ pub fn unavailable_devices(
     devices: &[String],
     current: &[(String, &DeviceProcess)],
 ) -> Vec<(String, &'static str)> {
-    let by_device: BTreeMap<&str, &DeviceProcess> =
+    let by_device: HashMap<&str, &DeviceProcess> =
         current.iter().map(|(d, dp)| (d.as_str(), *dp)).collect();
     devices
         .iter()

@@ -46,13 +46,18 @@ pub const REPORTING_CONTROLLER: &str = "azure.com/apollo-gateway";
 pub const EVENT_RETRY_FOR: Duration = Duration::from_secs(120);
 /// How long queued events are still posted at shutdown.
 pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(3);
-/// Event keys (object and reason) known at once. A key stays known after its post (for its
-/// series and rate limit) until [`SERIES_WINDOW`] passed or room is needed: a new key then
-/// makes the least recently posted keys be forgotten (their next Event starts a new one).
-/// Only when every known key still waits to be posted is a new key dropped (and counted).
-/// A fleet's first connection queues two keys per device (`AgentConnected`, `SpecObserved`);
-/// about 450 bytes each, 22 MiB when full.
+/// Event keys (object and reason) known at once, at least: the table grows to
+/// [`KEYS_PER_OBJECT`] per indexed DeviceProcess for larger fleets ([`Recorder::fit_fleet`]).
+/// A key stays known after its post (for its series and rate limit) until
+/// [`SERIES_WINDOW`] passed or room is needed: a new key then makes the least recently
+/// posted keys be forgotten (their next Event starts a new one). Only when every known key
+/// still waits to be posted is a new key dropped (and counted). About 450 bytes per key:
+/// 22 MiB when this many are known.
 pub const EVENT_QUEUE: usize = 50_000;
+/// Keys the table has room for per indexed DeviceProcess: a fleet's first connection queues
+/// two per device (`AgentConnected`, `SpecObserved`), all at once, faster than the API
+/// server takes their posts.
+pub const KEYS_PER_OBJECT: usize = 2;
 /// Events posted at once: a fleet's first connection emits an Event per device, which must
 /// stream at the API server's speed rather than one round trip at a time.
 pub const POSTS_IN_FLIGHT: usize = 8;
@@ -118,8 +123,10 @@ struct Entry {
     series: Option<(String, Instant, u32)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Queues {
+    /// Keys known at most ([`EVENT_QUEUE`], or more for a large fleet).
+    capacity: usize,
     entries: HashMap<Key, Entry>,
     /// Per device, keys ready to post.
     devices: HashMap<String, VecDeque<Key>>,
@@ -129,6 +136,19 @@ struct Queues {
     delayed: BinaryHeap<Reverse<(Instant, String, &'static str)>>,
     /// When keys past their series window were last forgotten.
     pruned: Option<Instant>,
+}
+
+impl Default for Queues {
+    fn default() -> Self {
+        Self {
+            capacity: EVENT_QUEUE,
+            entries: HashMap::new(),
+            devices: HashMap::new(),
+            ring: VecDeque::new(),
+            delayed: BinaryHeap::new(),
+            pruned: None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -225,19 +245,26 @@ pub enum Post {
 }
 
 impl Recorder {
+    /// Sizes the table for a fleet of `objects` indexed DeviceProcesses: room for
+    /// [`KEYS_PER_OBJECT`] keys each, never less than [`EVENT_QUEUE`]. A smaller fleet's
+    /// surplus keys go at the next new key, least recently posted first.
+    pub fn fit_fleet(&self, objects: usize) {
+        self.shared.lock().capacity = objects.saturating_mul(KEYS_PER_OBJECT).max(EVENT_QUEUE);
+    }
+
     /// Records an event of `device`'s object (never blocks; posted by the worker).
     pub fn emit(&self, regarding: Regarding, device: &str, spec: EventSpec) {
         let shared = &self.shared;
         let mut q = shared.lock();
         let key: Key = (regarding.name.clone(), spec.reason);
-        if q.entries.len() >= EVENT_QUEUE && !q.entries.contains_key(&key) {
+        if q.entries.len() >= q.capacity && !q.entries.contains_key(&key) {
             q.make_room(Instant::now());
         }
         let known = q.entries.len();
         let entry = match q.entries.get_mut(&key) {
             Some(e) => e,
             None => {
-                if known >= EVENT_QUEUE {
+                if known >= q.capacity {
                     drop(q);
                     shared.metrics.event(spec.type_, "failed");
                     tracing::warn!(object = %regarding.name, reason = spec.reason, "event queue full; event dropped");
@@ -367,7 +394,7 @@ impl Queues {
             };
             return Ok(post);
         }
-        if self.entries.len() > EVENT_QUEUE / 2
+        if self.entries.len() > self.capacity / 2
             && self
                 .pruned
                 .is_none_or(|t| now.saturating_duration_since(t) >= PRUNE_EVERY)
@@ -388,15 +415,15 @@ impl Queues {
         });
     }
 
-    /// Room for a new key when [`EVENT_QUEUE`] keys are known: forgets the keys past their
-    /// series window, then, if that is not enough, the least recently posted keys that are
-    /// not queued, down to three quarters of the capacity. One such pass costs a scan of the
-    /// keys and frees at least a quarter of them, so it runs at most once per
-    /// `EVENT_QUEUE / 4` new keys (a fleet of more devices than `EVENT_QUEUE` keeps posting
-    /// its first Events instead of dropping them while the first ones are remembered).
+    /// Room for a new key when the capacity is reached: forgets the keys past their series
+    /// window, then, if that is not enough, the least recently posted keys that are not
+    /// queued, down to three quarters of the capacity. One such pass costs a scan of the keys
+    /// and frees at least a quarter of them, so it runs at most once per `capacity / 4` new
+    /// keys (more keys than the capacity keep being posted instead of dropped while the first
+    /// ones are remembered).
     fn make_room(&mut self, now: Instant) {
         self.prune(now);
-        let keep = EVENT_QUEUE * 3 / 4;
+        let keep = self.capacity * 3 / 4;
         let excess = self.entries.len().saturating_sub(keep);
         if excess == 0 {
             return;
@@ -968,6 +995,49 @@ mod tests {
         stop.send_replace(true);
         task.await.unwrap();
         assert_eq!(api.requests().len(), 1, "nothing more at shutdown");
+    }
+
+    #[tokio::test]
+    async fn a_large_fleet_connecting_at_once_loses_no_event() {
+        // 30,000 devices connect before a single Event could be posted: 60,000 keys queued
+        // at once, more than the table's minimum. Sized for the fleet, nothing is dropped.
+        const DEVICES: usize = 30_000;
+        let failed = "apollo_gateway_events_total{type=\"Normal\",result=\"failed\"}";
+        let emit_all = |rec: &Recorder| {
+            for reason in [reasons::AGENT_CONNECTED, reasons::SPEC_OBSERVED] {
+                for i in 0..DEVICES {
+                    let device = format!("dev-{i}");
+                    rec.emit(regarding(&format!("dp-{i}")), &device, spec(reason, "n"));
+                }
+            }
+        };
+        // Not sized: what does not fit is dropped and counted.
+        let metrics = Metrics::new();
+        let (rec, worker) = recorder(metrics.clone(), "gw".into(), Duration::from_secs(60));
+        emit_all(&rec);
+        assert_eq!(worker.shared.lock().entries.len(), EVENT_QUEUE);
+        let dropped = 2 * DEVICES - EVENT_QUEUE;
+        assert!(metrics.encode().contains(&format!("{failed} {dropped}")));
+
+        let metrics = Metrics::new();
+        let (rec, worker) = recorder(metrics.clone(), "gw".into(), Duration::from_secs(60));
+        rec.fit_fleet(DEVICES);
+        emit_all(&rec);
+        assert_eq!(worker.shared.lock().entries.len(), 2 * DEVICES);
+        assert!(!metrics.encode().contains(failed), "nothing dropped");
+        let api = FakeApi::default();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(worker.run(api.client(), shutdown));
+        let line = format!(
+            "apollo_gateway_events_total{{type=\"Normal\",result=\"created\"}} {}",
+            2 * DEVICES
+        );
+        wait_within("every Event created", Duration::from_secs(60), || {
+            metrics.encode().lines().any(|l| l == line)
+        })
+        .await;
+        stop.send_replace(true);
+        task.await.unwrap();
     }
 
     #[tokio::test]

@@ -50,6 +50,8 @@ pub async fn run_watch(
     let mut listing: Option<HashSet<String>> = None;
     let mut synced = false;
     let mut failing = false;
+    // The fleet size the Event table was last sized for.
+    let mut fitted = 0;
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
@@ -103,6 +105,11 @@ pub async fn run_watch(
             Event::Delete(dp) => {
                 index.remove(&dp.name_any());
             }
+        }
+        let objects = index.object_count();
+        if objects != fitted {
+            status.fleet_resized(objects);
+            fitted = objects;
         }
     }
 }

@@ -132,6 +132,12 @@ impl StatusController {
         self
     }
 
+    /// The index now holds `objects` DeviceProcesses: the Event table is sized for them
+    /// ([`Recorder::fit_fleet`]).
+    pub fn fleet_resized(&self, objects: usize) {
+        self.recorder.fit_fleet(objects);
+    }
+
     fn synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst)
     }

@@ -23,7 +23,8 @@
 //!   `/healthz`, `/readyz`, `/metrics` (metrics listener) and of forwarded reports (peer
 //!   listener, `--peer-addr`); [`limits`]: what unauthenticated
 //!   clients can make it hold; [`metrics`]: the Prometheus families.
-//! - [`sync`]: the DeviceProcess watch and the sweeper; [`kubeapi`]: API request counting.
+//! - [`sync`]: the DeviceProcess watch and the sweeper; [`kubeapi`]: API request counting;
+//!   [`lean`]: DeviceProcesses decoded without their `managedFields` (watch and status writes).
 //! - [`config`] and [`keys`]: the command line (argh + `APOLLO_*` env twins) and the `keys`
 //!   subcommands.
 //! - [`tls`]: optional TLS on the listener; [`revocation`]: per-device key-epoch floors and
@@ -40,6 +41,7 @@ pub mod http;
 pub mod index;
 pub mod keys;
 pub mod kubeapi;
+pub mod lean;
 pub mod limits;
 pub mod liveness;
 pub mod membership;
@@ -57,7 +59,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apollo_api::DeviceProcess;
 use apollo_process::duration::format_duration;
 use apollo_process::http::Readiness;
 use apollo_protocol::auth::{AuthVersion, ReplayCache};
@@ -417,7 +418,7 @@ impl Gateway {
         ));
         let forwarder = forward::Forwarder::new(&id, settings.keys.clone(), metrics.clone());
         tasks.spawn(forwarder.clone().run(shutdown.clone()));
-        let api: Api<DeviceProcess> = Api::namespaced(client.clone(), &namespace);
+        let api: Api<lean::LeanProcess> = Api::namespaced(client.clone(), &namespace);
         tasks.spawn(sync::run_watch(
             api,
             index.clone(),

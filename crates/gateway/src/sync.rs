@@ -19,6 +19,7 @@ use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
 use crate::index::{ObjectIndex, ProcessInput};
+use crate::lean::LeanProcess;
 use crate::liveness::Liveness;
 use crate::membership::{Ownership, ReadyParts};
 use crate::status::StatusController;
@@ -39,7 +40,7 @@ pub fn process_input(dp: &DeviceProcess) -> Option<ProcessInput> {
 
 /// Runs the watch until shutdown.
 pub async fn run_watch(
-    api: Api<DeviceProcess>,
+    api: Api<LeanProcess>,
     index: Arc<ObjectIndex>,
     status: Arc<StatusController>,
     readiness: Arc<ReadyParts>,
@@ -77,6 +78,7 @@ pub async fn run_watch(
         match event {
             Event::Init => listing = Some(HashSet::new()),
             Event::InitApply(dp) => {
+                let dp = DeviceProcess::from(dp);
                 if let Some(seen) = listing.as_mut() {
                     seen.insert(dp.name_any());
                 }
@@ -100,7 +102,7 @@ pub async fn run_watch(
                 }
             }
             Event::Apply(dp) => {
-                apply(&index, &status, &dp);
+                apply(&index, &status, &DeviceProcess::from(dp));
             }
             Event::Delete(dp) => {
                 index.remove(&dp.name_any());

@@ -18,6 +18,7 @@ use super::StatusController;
 use super::compute::View;
 use super::table::{Tracked, older};
 use crate::index::Object;
+use crate::lean::LeanProcess;
 
 /// What a writer does with a queued object.
 enum Begin {
@@ -140,7 +141,8 @@ impl StatusController {
                 .map(|f| f.saturating_duration_since(tokio::time::Instant::now()))
                 .unwrap_or(WRITE_TIMEOUT)
                 .min(WRITE_TIMEOUT);
-            let api: Api<DeviceProcess> = Api::namespaced(client.clone(), &namespace);
+            // The answer is read for its resourceVersion and status only.
+            let api: Api<LeanProcess> = Api::namespaced(client.clone(), &namespace);
             let result = tokio::time::timeout(
                 limit,
                 api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)),
@@ -159,7 +161,7 @@ impl StatusController {
                     }
                     failures = 0;
                     tracing::debug!(object = %name, "status written");
-                    self.finish_write(&name, Some(&dp));
+                    self.finish_write(&name, Some(&DeviceProcess::from(dp)));
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
                     self.metrics.status_write("gone");

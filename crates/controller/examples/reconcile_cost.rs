@@ -26,6 +26,7 @@ use apollo_api::{
     DeviceProcess, DeviceProcessDeployment, DeviceProcessDeploymentSpec, DeviceProcessStatus,
     DeviceProcessTemplate, TemplateMetadata, spec_hash,
 };
+use apollo_controller::spec_hashes::SpecHashes;
 use apollo_controller::{plan, rollout};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, FieldsV1, LabelSelector, ManagedFieldsEntry, Time,
@@ -118,20 +119,29 @@ fn reconcile(
     dpd: &DeviceProcessDeployment,
     devices: &[String],
     cache: &[Arc<DeviceProcess>],
+    hashes: &SpecHashes,
 ) -> usize {
     let owner = plan::owner_reference(dpd).expect("the deployment has a uid");
     let p = plan::plan(dpd, &owner, devices, cache, &BTreeSet::new());
     let settings = rollout::Settings::of(dpd, devices.len()).expect("a valid strategy");
     let want = plan::Desired::new(dpd, &owner);
-    let gated = rollout::gate(&settings, &want, devices.len(), p.apply, &p.unchanged, None);
+    let gated = rollout::gate(
+        &settings,
+        &want,
+        devices.len(),
+        p.apply,
+        &p.unchanged,
+        None,
+        hashes,
+    );
     let current: Vec<(String, &DeviceProcess)> = p
         .unchanged
         .iter()
         .chain(gated.held.iter())
         .map(|(d, dp)| (d.clone(), &**dp))
         .collect();
-    let counts = plan::count(dpd, devices.len(), &current);
-    let unavailable = rollout::unavailable_devices(devices, &current);
+    let counts = plan::count(dpd, devices.len(), &current, hashes);
+    let unavailable = rollout::unavailable_devices(devices, &current, hashes);
     gated.apply.len() + usize::try_from(counts.available).unwrap_or(0) + unavailable.len()
 }
 
@@ -163,8 +173,13 @@ fn main() {
         let copy: Vec<Arc<DeviceProcess>> = cache.to_vec();
         copy.len()
     });
-    let steady = per_device_ns(rounds, n, &mut || reconcile(&dpd, &devices, &cache));
-    let rollout = per_device_ns(rounds, n, &mut || reconcile(&next, &devices, &cache));
+    let hashes = SpecHashes::default();
+    let steady = per_device_ns(rounds, n, &mut || {
+        reconcile(&dpd, &devices, &cache, &hashes)
+    });
+    let rollout = per_device_ns(rounds, n, &mut || {
+        reconcile(&next, &devices, &cache, &hashes)
+    });
     println!("devices {n}, rounds {rounds}");
     println!("baseline (clone the cache's Arcs)   {baseline:>9.0} ns/device");
     println!(

@@ -18,6 +18,8 @@ use kube::api::ObjectMeta;
 use kube::core::Selector;
 use kube::{Resource, ResourceExt};
 
+use crate::spec_hashes::SpecHashes;
+
 /// Field manager of every write the controller makes.
 pub const FIELD_MANAGER: &str = "apollo-controller";
 
@@ -473,12 +475,12 @@ pub fn is_updated(
         && dpd.spec.template.spec.yields(&dp.spec, device)
 }
 
-/// Whether the agent observed the DeviceProcess's current spec.
-pub fn observed_current_spec(dp: &DeviceProcess) -> bool {
+/// Whether the agent observed the DeviceProcess's current spec (its hash from `hashes`).
+pub fn observed_current_spec(dp: &DeviceProcess, hashes: &SpecHashes) -> bool {
     dp.status
         .as_ref()
         .and_then(|s| s.observed_spec_hash.as_deref())
-        .is_some_and(|observed| observed == &*crate::spec_hashes::of(dp))
+        .is_some_and(|observed| observed == &*hashes.of(dp))
 }
 
 /// Whether the DeviceProcess's agent is connected.
@@ -489,8 +491,8 @@ pub fn agent_connected(dp: &DeviceProcess) -> bool {
 }
 
 /// Available, as for a DaemonSet's pods: the agent is connected and observed the current spec.
-pub fn is_available(dp: &DeviceProcess) -> bool {
-    agent_connected(dp) && observed_current_spec(dp)
+pub fn is_available(dp: &DeviceProcess, hashes: &SpecHashes) -> bool {
+    agent_connected(dp) && observed_current_spec(dp, hashes)
 }
 
 /// Counts over the DeviceProcesses (one per matching device) after the reconcile's writes.
@@ -498,6 +500,7 @@ pub fn count(
     dpd: &DeviceProcessDeployment,
     desired: usize,
     current: &[(String, &DeviceProcess)],
+    hashes: &SpecHashes,
 ) -> Counts {
     let revision = template_hash(&dpd.spec.template);
     let mut counts = Counts {
@@ -506,7 +509,7 @@ pub fn count(
         ..Counts::default()
     };
     for (device, dp) in current {
-        let observed = observed_current_spec(dp);
+        let observed = observed_current_spec(dp, hashes);
         if is_updated(dpd, &revision, device, dp) {
             counts.updated += 1;
             if observed {
@@ -1069,7 +1072,7 @@ mod tests {
             ..DeviceProcessStatus::default()
         });
         let current = vec![("tor1-01".to_owned(), &a), ("tor1-02".to_owned(), &b)];
-        let counts = count(&dpd, 3, &current);
+        let counts = count(&dpd, 3, &current, &SpecHashes::default());
         assert_eq!(
             counts,
             Counts {

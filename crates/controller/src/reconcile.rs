@@ -24,6 +24,7 @@ use crate::events::{EventType, Recorder};
 use crate::metrics::Metrics;
 use crate::plan::{self, FIELD_MANAGER, SpecError};
 use crate::rollout;
+use crate::spec_hashes::SpecHashes;
 
 /// How long a reconcile waits for the DeviceProcess and inventory caches to fill.
 const CACHE_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -149,6 +150,8 @@ pub struct Context {
     /// deployments reconciled at the same time never pick the same name before the cache
     /// shows either object.
     claims: Mutex<HashMap<(String, String), String>>,
+    /// The spec hash of each cached DeviceProcess, once per spec generation.
+    pub(crate) spec_hashes: SpecHashes,
 }
 
 impl std::fmt::Debug for Context {
@@ -219,6 +222,7 @@ impl Context {
             retry_max,
             memory: Mutex::default(),
             claims: Mutex::default(),
+            spec_hashes: SpecHashes::default(),
         }
     }
 
@@ -492,7 +496,7 @@ async fn reconcile_deployment(
     };
     let mut writes = Writes::default();
     let (fanned, invalid) = match plan::validate(dpd) {
-        Err(err) => (FannedOut::invalid(dpd, &obs), Some(err)),
+        Err(err) => (FannedOut::invalid(dpd, &obs, &ctx.spec_hashes), Some(err)),
         Ok(selector) => (fan_out(dpd, ctx, &obs, &selector, &mut writes).await?, None),
     };
     let now = plan::now();
@@ -606,7 +610,7 @@ struct FannedOut {
 
 impl FannedOut {
     /// An invalid spec writes nothing: count what the deployment owns.
-    fn invalid(dpd: &DeviceProcessDeployment, obs: &Observed) -> Self {
+    fn invalid(dpd: &DeviceProcessDeployment, obs: &Observed, hashes: &SpecHashes) -> Self {
         let owned: Vec<(String, &DeviceProcess)> = obs
             .in_namespace
             .iter()
@@ -614,7 +618,7 @@ impl FannedOut {
             .map(|dp| (dp.spec.device_ref.name.clone(), dp.as_ref()))
             .collect();
         Self {
-            counts: plan::count(dpd, 0, &owned),
+            counts: plan::count(dpd, 0, &owned, hashes),
             settings: None,
             unavailable: Vec::new(),
         }
@@ -677,6 +681,7 @@ async fn fan_out(
         p.apply,
         &p.unchanged,
         current_rev.as_ref(),
+        &ctx.spec_hashes,
     );
     // Shared with the cache, not copied: a reconcile during a rollout sees every
     // DeviceProcess of the deployment, and it runs again at each batch of status changes.
@@ -752,8 +757,8 @@ async fn fan_out(
     let current: Vec<(String, &DeviceProcess)> =
         current.iter().map(|(d, dp)| (d.clone(), &**dp)).collect();
     Ok(FannedOut {
-        counts: plan::count(dpd, devices.len(), &current),
-        unavailable: rollout::unavailable_devices(&devices, &current),
+        counts: plan::count(dpd, devices.len(), &current, &ctx.spec_hashes),
+        unavailable: rollout::unavailable_devices(&devices, &current, &ctx.spec_hashes),
         settings: Some(settings),
     })
 }

@@ -27,6 +27,7 @@ use kube::ResourceExt;
 
 use crate::events::EventType;
 use crate::plan::{self, ApplyItem, Candidate, Counts, SpecError, WantedCondition};
+use crate::spec_hashes::SpecHashes;
 
 /// Devices named at most in a condition message or Event.
 const MAX_NAMED: usize = 10;
@@ -123,19 +124,23 @@ pub fn gate(
     candidates: Vec<Candidate>,
     unchanged: &[(String, Arc<DeviceProcess>)],
     current: Option<&Revision>,
+    hashes: &SpecHashes,
 ) -> Gated {
     // Each DeviceProcess's availability is worked out once: at fleet size the spec-hash
     // lookups behind it are a large share of the gate's cost.
     let candidates: Vec<(Candidate, bool)> = candidates
         .into_iter()
         .map(|c| {
-            let available = c.live.as_deref().is_some_and(plan::is_available);
+            let available = c
+                .live
+                .as_deref()
+                .is_some_and(|dp| plan::is_available(dp, hashes));
             (c, available)
         })
         .collect();
     let available_now = unchanged
         .iter()
-        .filter(|(_, dp)| plan::is_available(dp))
+        .filter(|(_, dp)| plan::is_available(dp, hashes))
         .count()
         + candidates
             .iter()
@@ -200,6 +205,7 @@ fn at_revision(mut object: DeviceProcess, device: &str, rev: &Revision) -> Devic
 pub fn unavailable_devices(
     devices: &[String],
     current: &[(String, &DeviceProcess)],
+    hashes: &SpecHashes,
 ) -> Vec<(String, &'static str)> {
     let by_device: HashMap<&str, &DeviceProcess> =
         current.iter().map(|(d, dp)| (d.as_str(), *dp)).collect();
@@ -209,7 +215,7 @@ pub fn unavailable_devices(
             let why = match by_device.get(device.as_str()) {
                 None => "no DeviceProcess",
                 Some(dp) if !plan::agent_connected(dp) => "agent not connected",
-                Some(dp) if !plan::observed_current_spec(dp) => "spec not observed",
+                Some(dp) if !plan::observed_current_spec(dp, hashes) => "spec not observed",
                 Some(_) => return None,
             };
             Some((device.clone(), why))

@@ -71,7 +71,16 @@ fn gated(new: &DeviceProcessDeployment, live: &[DeviceProcess], s: &Settings) ->
     let live: Vec<Arc<DeviceProcess>> = live.iter().cloned().map(Arc::new).collect();
     let p = plan::plan(new, &owner, &devices, &live, &Default::default());
     let want = plan::Desired::new(new, &owner);
-    let g = gate(s, &want, devices.len(), p.apply, &p.unchanged, None);
+    let hashes = SpecHashes::default();
+    let g = gate(
+        s,
+        &want,
+        devices.len(),
+        p.apply,
+        &p.unchanged,
+        None,
+        &hashes,
+    );
     g.apply.into_iter().map(|i| i.device).collect()
 }
 
@@ -162,7 +171,8 @@ fn paused_and_on_delete_write_nothing_existing_and_new_devices_get_the_current_r
     let refs: Vec<&DeviceProcess> = live.iter().collect();
     let rev = revision_template(&refs, &old_rev).unwrap();
     let want = plan::Desired::new(&new, &owner);
-    let g = gate(&s, &want, 3, p.apply, &p.unchanged, Some(&rev));
+    let hashes = SpecHashes::default();
+    let g = gate(&s, &want, 3, p.apply, &p.unchanged, Some(&rev), &hashes);
     assert_eq!(g.apply.len(), 1);
     assert_eq!(g.held.len(), 2);
     let created = &g.apply[0].object;
@@ -174,7 +184,7 @@ fn paused_and_on_delete_write_nothing_existing_and_new_devices_get_the_current_r
     assert_eq!(labels.get("app").map(String::as_str), Some("logger"));
     // With OnDelete (not paused) the new device gets the update revision.
     let p = plan::plan(&new, &owner, &devices, &arcs, &Default::default());
-    let g = gate(&s2, &want, 3, p.apply, &p.unchanged, Some(&rev));
+    let g = gate(&s2, &want, 3, p.apply, &p.unchanged, Some(&rev), &hashes);
     assert_eq!(g.apply[0].object.spec.execution.args, ["v2"]);
 }
 

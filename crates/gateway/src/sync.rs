@@ -27,13 +27,14 @@ use crate::status::StatusController;
 /// The index entry of a DeviceProcess.
 pub fn process_input(dp: &DeviceProcess) -> Option<ProcessInput> {
     let name = dp.metadata.name.clone()?;
+    // Encoded once: the hash is `apollo_api::spec_hash` of the same value.
     let spec = serde_json::to_value(&dp.spec).ok()?;
     Some(ProcessInput {
         namespace: dp.namespace().unwrap_or_default(),
         name,
         device: dp.spec.device_ref.name.clone(),
         generation: dp.metadata.generation.unwrap_or(0),
-        spec_hash: apollo_api::spec_hash(&dp.spec),
+        spec_hash: apollo_api::spec_hash::hash_value(&spec),
         spec,
     })
 }
@@ -153,5 +154,23 @@ pub async fn run_sweeper(
         for (device, _) in liveness.sweep_owned(now, |d| ownership.is_mine(&members, d)) {
             status.device_changed(&device);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_indexed_hash_is_the_spec_hash_of_the_indexed_spec() {
+        let mut dp = DeviceProcess::new(
+            "demo-logger-tor1-01",
+            apollo_api::samples::shell_process("tor1-01", "echo hi"),
+        );
+        dp.metadata.generation = Some(4);
+        let input = process_input(&dp).unwrap();
+        assert_eq!(input.spec_hash, apollo_api::spec_hash(&dp.spec));
+        assert_eq!(input.spec, serde_json::to_value(&dp.spec).unwrap());
+        assert_eq!((input.device.as_str(), input.generation), ("tor1-01", 4));
     }
 }

@@ -392,9 +392,12 @@ async fn plain_polling_without_wait() {
             }
         }
     }
+    // Arrival times at the gateway: each poll leaves one interval after the last, and its
+    // transit time varies by a few milliseconds on a loaded machine (seen: 99.6 ms). A
+    // missing spacing shows as gaps near zero.
     for w in arrivals.windows(2) {
         assert!(
-            w[1] - w[0] >= Duration::from_millis(100),
+            w[1] - w[0] >= Duration::from_millis(90),
             "{:?}",
             w[1] - w[0]
         );

@@ -125,15 +125,12 @@ fn reconcile(
     let p = plan::plan(dpd, &owner, devices, cache, &BTreeSet::new());
     let settings = rollout::Settings::of(dpd, devices.len()).expect("a valid strategy");
     let want = plan::Desired::new(dpd, &owner);
-    let gated = rollout::gate(
-        &settings,
-        &want,
-        devices.len(),
-        p.apply,
-        &p.unchanged,
-        None,
+    let fleet = rollout::Fleet {
+        matching: devices.len(),
+        unchanged: &p.unchanged,
         hashes,
-    );
+    };
+    let gated = rollout::gate(&settings, &want, None, fleet, p.apply);
     let current: Vec<(String, &DeviceProcess)> = p
         .unchanged
         .iter()

@@ -227,12 +227,12 @@ impl<'a> Desired<'a> {
         dp
     }
 
-    /// Whether the live DeviceProcess of `device` differs from what the controller applies:
-    /// spec, any of its labels, a label it applied earlier and no longer wants, or the owner
-    /// reference.
-    pub fn needs_update(&self, live: &DeviceProcess, device: &str) -> bool {
+    /// How the live DeviceProcess of `device` differs from what the controller applies, if
+    /// it does: its spec, or else any of its labels, a label it applied earlier and no
+    /// longer wants, or the owner reference.
+    pub fn drift(&self, live: &DeviceProcess, device: &str) -> Option<Drift> {
         if !self.dpd.spec.template.spec.yields(&live.spec, device) {
-            return true;
+            return Some(Drift::Spec);
         }
         let live_labels = live.labels();
         if live_labels.get(labels::DEVICE).map(String::as_str) != Some(&*label_value(device))
@@ -241,22 +241,38 @@ impl<'a> Desired<'a> {
                 .iter()
                 .any(|(k, v)| live_labels.get(k) != Some(v))
         {
-            return true;
+            return Some(Drift::Metadata);
         }
         let wanted = |key: &str| key == labels::DEVICE || self.labels.contains_key(key);
         if own_applied_label_keys(live).any(|k| !wanted(k) && live_labels.contains_key(k)) {
-            return true;
+            return Some(Drift::Metadata);
         }
         let owner = self.owner;
-        !live.owner_references().iter().any(|r| {
+        let owned = live.owner_references().iter().any(|r| {
             r.uid == owner.uid
                 && r.controller == Some(true)
                 && r.block_owner_deletion == Some(true)
                 && r.kind == owner.kind
                 && r.name == owner.name
                 && r.api_version == owner.api_version
-        })
+        });
+        (!owned).then_some(Drift::Metadata)
     }
+
+    /// Whether the live DeviceProcess of `device` differs from what the controller applies
+    /// ([`Desired::drift`]).
+    pub fn needs_update(&self, live: &DeviceProcess, device: &str) -> bool {
+        self.drift(live, device).is_some()
+    }
+}
+
+/// How a live DeviceProcess differs from what the controller applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// The spec (what the agent must observe; labels and owner may differ too).
+    Spec,
+    /// Labels or the owner reference only.
+    Metadata,
 }
 
 /// The DeviceProcess the controller applies for `device` under `name` ([`Desired::object`],
@@ -371,15 +387,20 @@ pub fn plan(
             Some(live) if live.metadata.deletion_timestamp.is_some() => {
                 // Being deleted (finalizers): it comes back once it is gone.
             }
-            Some(live) if !want.needs_update(live, device) => {
-                plan.unchanged.push((device.clone(), live.clone()));
-            }
-            live => plan.apply.push(Candidate {
+            Some(live) => match want.drift(live, device) {
+                None => plan.unchanged.push((device.clone(), live.clone())),
+                Some(drift) => plan.apply.push(Candidate {
+                    device: device.clone(),
+                    name: name.clone(),
+                    live: Some(live.clone()),
+                    changes_spec: drift == Drift::Spec,
+                }),
+            },
+            None => plan.apply.push(Candidate {
                 device: device.clone(),
                 name: name.clone(),
-                live: live.cloned(),
-                changes_spec: live
-                    .is_none_or(|live| !dpd.spec.template.spec.yields(&live.spec, device)),
+                live: None,
+                changes_spec: true,
             }),
         }
         chosen.insert(name);
@@ -837,8 +858,14 @@ mod tests {
             );
             assert!(!want.needs_update(&applied, device), "{device}");
             assert!(want.needs_update(&applied, "tor1-02"), "another device");
+            assert_eq!(
+                want.drift(&applied, "tor1-02"),
+                Some(Drift::Spec),
+                "another device's spec"
+            );
             applied.owner_references_mut()[0].block_owner_deletion = None;
             assert!(want.needs_update(&applied, device), "owner reference");
+            assert_eq!(want.drift(&applied, device), Some(Drift::Metadata));
         }
     }
 

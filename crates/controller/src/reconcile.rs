@@ -674,14 +674,17 @@ async fn fan_out(
     } else {
         None
     };
+    let fleet = rollout::Fleet {
+        matching: devices.len(),
+        unchanged: &p.unchanged,
+        hashes: &ctx.spec_hashes,
+    };
     let gated = rollout::gate(
         &settings,
         &plan::Desired::new(dpd, owner),
-        devices.len(),
-        p.apply,
-        &p.unchanged,
         current_rev.as_ref(),
-        &ctx.spec_hashes,
+        fleet,
+        p.apply,
     );
     // Shared with the cache, not copied: a reconcile during a rollout sees every
     // DeviceProcess of the deployment, and it runs again at each batch of status changes.

@@ -113,19 +113,32 @@ pub struct Gated {
     pub held: Vec<(String, Arc<DeviceProcess>)>,
 }
 
-/// Chooses which of `candidates` (the plan's writes, in device-name order) go ahead, given
-/// the DeviceProcesses that need nothing (`unchanged`), `desired` matching devices and, while
-/// paused mid-rollout, the `current` revision that new devices get instead of the update; and
-/// builds the objects of those that go ahead from `want`.
+/// A deployment's fleet as its plan found it: what the gate counts availability over.
+#[derive(Debug, Clone, Copy)]
+pub struct Fleet<'a> {
+    /// Matching devices (each should have a DeviceProcess).
+    pub matching: usize,
+    /// DeviceProcesses that need no write, by device.
+    pub unchanged: &'a [(String, Arc<DeviceProcess>)],
+    /// The spec hashes of cached DeviceProcesses (availability compares them).
+    pub hashes: &'a SpecHashes,
+}
+
+/// Chooses which of `candidates` (the plan's writes, in device-name order) go ahead in
+/// `fleet`, and builds the objects of those that go ahead from `want` — or, for new devices
+/// while paused mid-rollout, from the `current` revision instead of the update.
 pub fn gate(
     settings: &Settings,
     want: &plan::Desired<'_>,
-    desired: usize,
-    candidates: Vec<Candidate>,
-    unchanged: &[(String, Arc<DeviceProcess>)],
     current: Option<&Revision>,
-    hashes: &SpecHashes,
+    fleet: Fleet<'_>,
+    candidates: Vec<Candidate>,
 ) -> Gated {
+    let Fleet {
+        matching,
+        unchanged,
+        hashes,
+    } = fleet;
     // Each DeviceProcess's availability is worked out once: at fleet size the spec-hash
     // lookups behind it are a large share of the gate's cost.
     let candidates: Vec<(Candidate, bool)> = candidates
@@ -146,7 +159,7 @@ pub fn gate(
             .iter()
             .filter(|(_, available)| *available)
             .count();
-    let mut unavailable = desired.saturating_sub(available_now);
+    let mut unavailable = matching.saturating_sub(available_now);
     let mut out = Gated::default();
     // The object is built only for a write that goes ahead, at `rev` when one is given.
     let mut go = |c: Candidate, rev: Option<&Revision>| {

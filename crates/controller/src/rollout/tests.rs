@@ -72,15 +72,12 @@ fn gated(new: &DeviceProcessDeployment, live: &[DeviceProcess], s: &Settings) ->
     let p = plan::plan(new, &owner, &devices, &live, &Default::default());
     let want = plan::Desired::new(new, &owner);
     let hashes = SpecHashes::default();
-    let g = gate(
-        s,
-        &want,
-        devices.len(),
-        p.apply,
-        &p.unchanged,
-        None,
-        &hashes,
-    );
+    let fleet = Fleet {
+        matching: devices.len(),
+        unchanged: &p.unchanged,
+        hashes: &hashes,
+    };
+    let g = gate(s, &want, None, fleet, p.apply);
     g.apply.into_iter().map(|i| i.device).collect()
 }
 
@@ -172,7 +169,12 @@ fn paused_and_on_delete_write_nothing_existing_and_new_devices_get_the_current_r
     let rev = revision_template(&refs, &old_rev).unwrap();
     let want = plan::Desired::new(&new, &owner);
     let hashes = SpecHashes::default();
-    let g = gate(&s, &want, 3, p.apply, &p.unchanged, Some(&rev), &hashes);
+    let fleet = Fleet {
+        matching: 3,
+        unchanged: &p.unchanged,
+        hashes: &hashes,
+    };
+    let g = gate(&s, &want, Some(&rev), fleet, p.apply);
     assert_eq!(g.apply.len(), 1);
     assert_eq!(g.held.len(), 2);
     let created = &g.apply[0].object;
@@ -184,7 +186,12 @@ fn paused_and_on_delete_write_nothing_existing_and_new_devices_get_the_current_r
     assert_eq!(labels.get("app").map(String::as_str), Some("logger"));
     // With OnDelete (not paused) the new device gets the update revision.
     let p = plan::plan(&new, &owner, &devices, &arcs, &Default::default());
-    let g = gate(&s2, &want, 3, p.apply, &p.unchanged, Some(&rev), &hashes);
+    let fleet = Fleet {
+        matching: 3,
+        unchanged: &p.unchanged,
+        hashes: &hashes,
+    };
+    let g = gate(&s2, &want, Some(&rev), fleet, p.apply);
     assert_eq!(g.apply[0].object.spec.execution.args, ["v2"]);
 }
 

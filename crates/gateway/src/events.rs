@@ -252,6 +252,11 @@ impl Recorder {
         self.shared.lock().capacity = objects.saturating_mul(KEYS_PER_OBJECT).max(EVENT_QUEUE);
     }
 
+    /// The Event keys the table has room for ([`Recorder::fit_fleet`]).
+    pub fn capacity(&self) -> usize {
+        self.shared.lock().capacity
+    }
+
     /// Records an event of `device`'s object (never blocks; posted by the worker).
     pub fn emit(&self, regarding: Regarding, device: &str, spec: EventSpec) {
         let shared = &self.shared;

@@ -52,8 +52,6 @@ pub async fn run_watch(
     let mut listing: Option<HashSet<String>> = None;
     let mut synced = false;
     let mut failing = false;
-    // The fleet size the Event table was last sized for.
-    let mut fitted = 0;
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
@@ -88,7 +86,7 @@ pub async fn run_watch(
             Event::InitDone => {
                 if let Some(seen) = listing.take() {
                     for name in index.names_not_in(&seen) {
-                        index.remove(&name);
+                        remove(&index, &status, &name);
                     }
                 }
                 if !synced {
@@ -106,26 +104,38 @@ pub async fn run_watch(
                 apply(&index, &status, &DeviceProcess::from(dp));
             }
             Event::Delete(dp) => {
-                index.remove(&dp.name_any());
+                remove(&index, &status, &dp.name_any());
             }
-        }
-        let objects = index.object_count();
-        if objects != fitted {
-            status.fleet_resized(objects);
-            fitted = objects;
         }
     }
 }
 
 /// A DeviceProcess from the watch (added, modified or listed) into the index, once: its
-/// device's document and its status views. Returns whether a document changed.
+/// device's document and its status views; a new one resizes the Event table for the
+/// fleet. Returns whether a document changed.
 pub fn apply(index: &ObjectIndex, status: &StatusController, dp: &DeviceProcess) -> bool {
-    match process_input(dp) {
-        Some(input) => index.upsert(input, |device, obj, change| {
-            status.observe(device, obj, change, dp)
-        }),
-        None => false,
+    let Some(input) = process_input(dp) else {
+        return false;
+    };
+    let mut new = false;
+    let changed = index.upsert(input, |device, obj, change| {
+        new = change.new;
+        status.observe(device, obj, change, dp)
+    });
+    if new {
+        status.fleet_resized(index.object_count());
     }
+    changed
+}
+
+/// A DeviceProcess gone from the watch (deleted, or missing from a re-list) out of the
+/// index; the Event table follows the fleet's size. Returns whether it was indexed.
+pub fn remove(index: &ObjectIndex, status: &StatusController, name: &str) -> bool {
+    let known = index.remove(name);
+    if known {
+        status.fleet_resized(index.object_count());
+    }
+    known
 }
 
 /// The sweep period for a stale window: a tenth of it, between 20 ms and 1 s.

@@ -63,7 +63,7 @@ async fn hundred_thousand_devices() {
     let status = StatusController::new(
         desired.clone(),
         liveness.clone(),
-        recorder,
+        recorder.clone(),
         metrics.clone(),
         Duration::from_secs(1),
     );
@@ -77,6 +77,11 @@ async fn hundred_thousand_devices() {
     status.initial_sync(tokio::time::Instant::now());
     let load = started.elapsed();
     assert_eq!(desired.device_count(), DEVICES);
+    assert_eq!(
+        recorder.capacity(),
+        events::KEYS_PER_OBJECT * DEVICES,
+        "the Event table is sized for the fleet as the watch feeds it"
+    );
     assert_eq!(
         status.pending(),
         DEVICES,

@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apollo_api::DeviceProcess;
 use apollo_backoff::Exponential;
 use apollo_process::duration::format_duration;
 use kube::api::{Patch, PatchParams};
@@ -74,13 +73,13 @@ impl StatusController {
         )
     }
 
-    fn finish_write(&self, name: &Arc<str>, answer: Option<&DeviceProcess>) {
+    fn finish_write(&self, name: &Arc<str>, answer: Option<&LeanProcess>) {
         self.index.with_object(name, |_, obj| {
             self.finish_object(&mut obj.status, name, answer)
         });
     }
 
-    fn finish_object(&self, obj: &mut Tracked, name: &Arc<str>, answer: Option<&DeviceProcess>) {
+    fn finish_object(&self, obj: &mut Tracked, name: &Arc<str>, answer: Option<&LeanProcess>) {
         obj.inflight = false;
         if let Some(dp) = answer {
             obj.last_write = Some(tokio::time::Instant::now());
@@ -161,7 +160,7 @@ impl StatusController {
                     }
                     failures = 0;
                     tracing::debug!(object = %name, "status written");
-                    self.finish_write(&name, Some(&DeviceProcess::from(dp)));
+                    self.finish_write(&name, Some(&dp));
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => {
                     self.metrics.status_write("gone");

@@ -116,8 +116,13 @@ struct Entry {
     spec: EventSpec,
     /// Occurrences not posted yet.
     unposted: u32,
-    /// In a device queue or the delay heap.
+    /// In a device queue or the delay heap, or parked behind a post in flight.
     queued: bool,
+    /// A post of this key is in flight: the next one waits for its outcome (the created
+    /// Event's name, so that a repeat counts into its series rather than creating another).
+    posting: bool,
+    /// Came up while a post was in flight: queued again when that post ends.
+    parked: bool,
     last_posted: Option<Instant>,
     /// The Event posted for this key, its creation time and how many occurrences it counts.
     series: Option<(String, Instant, u32)>,
@@ -244,6 +249,19 @@ pub enum Post {
     },
 }
 
+impl Post {
+    /// The object and reason posted for.
+    fn key(&self) -> Key {
+        let (Post::Create {
+            regarding, spec, ..
+        }
+        | Post::Series {
+            regarding, spec, ..
+        }) = self;
+        (regarding.name.clone(), spec.reason)
+    }
+}
+
 impl Recorder {
     /// Sizes the table for a fleet of `objects` indexed DeviceProcesses: room for
     /// [`KEYS_PER_OBJECT`] keys each, never less than [`EVENT_QUEUE`]. A smaller fleet's
@@ -281,6 +299,8 @@ impl Recorder {
                     spec: spec.clone(),
                     unposted: 0,
                     queued: false,
+                    posting: false,
+                    parked: false,
                     last_posted: None,
                     series: None,
                 })
@@ -373,7 +393,12 @@ impl Queues {
             let Some(e) = self.entries.get_mut(&key) else {
                 continue;
             };
+            if e.posting {
+                e.parked = true;
+                continue;
+            }
             e.queued = false;
+            e.posting = true;
             let count = std::mem::take(&mut e.unposted);
             e.last_posted = Some(now);
             let post = match &mut e.series {
@@ -409,12 +434,30 @@ impl Queues {
         Err(self.delayed.peek().map(|Reverse((at, _, _))| *at))
     }
 
+    /// The post of `key` ended (created, updated, dropped or fenced): an occurrence that
+    /// came up meanwhile is queued again, after the interval since that post.
+    fn posted(&mut self, key: &Key, now: Instant, interval: Duration) {
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        e.posting = false;
+        if !std::mem::take(&mut e.parked) {
+            return;
+        }
+        let device = e.device.clone();
+        match e.last_posted.map(|t| t + interval) {
+            Some(at) if at > now => self.delayed.push(Reverse((at, key.0.clone(), key.1))),
+            _ => push_ready(self, &device, key.clone()),
+        }
+    }
+
     /// Forgets keys that are not queued and were not posted within a series window (bounded
     /// memory; such a key starts over with a new Event).
     fn prune(&mut self, now: Instant) {
         self.pruned = Some(now);
         self.entries.retain(|_, e| {
             e.queued
+                || e.posting
                 || e.last_posted
                     .is_some_and(|t| now.saturating_duration_since(t) < SERIES_WINDOW)
         });
@@ -436,7 +479,7 @@ impl Queues {
         let mut idle: Vec<(Option<Instant>, Key)> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.queued)
+            .filter(|(_, e)| !e.queued && !e.posting)
             .map(|(k, e)| (e.last_posted, k.clone()))
             .collect();
         let excess = excess.min(idle.len());
@@ -517,7 +560,9 @@ impl EventWorker {
                         let mut stop = shutdown.clone();
                         let (worker, poster) = (&self, &poster);
                         in_flight.push(async move {
+                            let key = post.key();
                             worker.post(poster, post, Some(&mut stop)).await;
+                            worker.posted(&key);
                         });
                         continue;
                     }
@@ -548,12 +593,22 @@ impl EventWorker {
                     q.next(Instant::now())
                 };
                 let Ok(post) = next else { break };
+                let key = post.key();
                 self.post(&poster, post, None).await;
+                self.posted(&key);
             }
         };
         if tokio::time::timeout(SHUTDOWN_DRAIN, drain).await.is_err() {
             tracing::warn!("events still queued at shutdown were dropped");
         }
+    }
+
+    /// Ends the post of `key` ([`Queues::posted`]) and wakes the loop for what it queued.
+    fn posted(&self, key: &Key) {
+        self.shared
+            .lock()
+            .posted(key, Instant::now(), self.shared.interval);
+        self.shared.notify.notify_one();
     }
 
     /// Until when an Event about `device` may be posted: while the device is this replica's
@@ -798,14 +853,13 @@ mod tests {
             panic!("a create")
         };
         assert_eq!((count, first.note.as_str()), (100, "restart 0"));
-        // Remember the created Event as the worker does.
-        worker
-            .shared
-            .lock()
-            .entries
-            .get_mut(&("dp-a".to_string(), reasons::AGENT_RESTARTED))
-            .unwrap()
-            .series = Some(("dp-a.1".into(), t0, 100));
+        // Remember the created Event and end the post, as the worker does.
+        {
+            let key = ("dp-a".to_string(), reasons::AGENT_RESTARTED);
+            let mut q = worker.shared.lock();
+            q.entries.get_mut(&key).unwrap().series = Some(("dp-a.1".into(), t0, 100));
+            q.posted(&key, t0, Duration::from_secs(60));
+        }
         // More repeats: nothing until the interval has passed, then one series update.
         for _ in 0..50 {
             rec.emit(
@@ -832,6 +886,46 @@ mod tests {
             next(t0 + Duration::from_secs(61)),
             Ok(Post::Create { count: 1, .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_repeat_while_its_create_is_in_flight_counts_into_that_event() {
+        let interval = Duration::from_secs(1);
+        let (rec, worker) = recorder(Metrics::new(), "gw".into(), interval);
+        let next = |at: Instant| worker.shared.lock().next(at);
+        let key = ("dp-a".to_string(), reasons::AGENT_RESTARTED);
+        rec.emit(
+            regarding("dp-a"),
+            "dev-a",
+            spec(reasons::AGENT_RESTARTED, "first"),
+        );
+        let t0 = Instant::now();
+        assert!(matches!(next(t0), Ok(Post::Create { count: 1, .. })));
+        // The create is slow to answer; a repeat comes up and its interval passes.
+        rec.emit(
+            regarding("dp-a"),
+            "dev-a",
+            spec(reasons::AGENT_RESTARTED, "again"),
+        );
+        let later = t0 + 5 * interval;
+        assert_eq!(
+            next(later),
+            Err(None),
+            "no second post while one is in flight"
+        );
+        // The create lands: the repeat goes out as that Event's series, not a new Event.
+        {
+            let mut q = worker.shared.lock();
+            q.entries.get_mut(&key).unwrap().series = Some(("dp-a.1".into(), t0, 1));
+            q.posted(&key, later, interval);
+        }
+        let Ok(Post::Series { name, count, .. }) = next(later) else {
+            panic!("a series update")
+        };
+        assert_eq!((name.as_str(), count), ("dp-a.1", 2));
+        // A post that ends with nothing parked queues nothing.
+        worker.shared.lock().posted(&key, later, interval);
+        assert_eq!(next(later + interval), Err(None));
     }
 
     /// A stand-in API server for the worker: answers every request 201 with the body it got

@@ -2,7 +2,9 @@
 //! matching device, deciding what to create, update and delete, and computing the
 //! deployment's status. No I/O here, so every rule is unit-tested.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use apollo_api::conditions::{self, reasons, status as cstatus};

@@ -1,7 +1,9 @@
 //! Reconciling one DeviceProcessDeployment against the caches: the writes of [`crate::plan`],
 //! the deployment's status, events, error classification and retry backoff.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -189,6 +191,43 @@ enum Expect {
     Gone(u64),
 }
 
+impl Expectations {
+    /// Whether `in_namespace` (the cache) shows every expected write: each written
+    /// DeviceProcess at its resourceVersion or later, each deleted one gone (or recreated).
+    /// Only the expected names are looked up.
+    fn shown_by(&self, in_namespace: &[Arc<DeviceProcess>]) -> bool {
+        let mut present = 0;
+        for dp in in_namespace {
+            let Some(expect) = dp
+                .metadata
+                .name
+                .as_deref()
+                .and_then(|name| self.processes.get(name))
+            else {
+                continue;
+            };
+            let have = rv_of(&dp.metadata);
+            let shown = match expect {
+                Expect::AtLeast(want) => have.is_none_or(|have| have >= *want),
+                Expect::Gone(old) => have.is_none_or(|have| have > *old),
+            };
+            if !shown {
+                return false;
+            }
+            if matches!(expect, Expect::AtLeast(_)) {
+                present += 1;
+            }
+        }
+        // A written DeviceProcess the cache does not hold yet is not shown.
+        present
+            == self
+                .processes
+                .values()
+                .filter(|e| matches!(e, Expect::AtLeast(_)))
+                .count()
+    }
+}
+
 fn rv_of(meta: &kube::api::ObjectMeta) -> Option<u64> {
     meta.resource_version.as_deref()?.parse().ok()
 }
@@ -249,51 +288,45 @@ impl Context {
     }
 
     /// Whether the caches show the writes of this deployment's previous reconcile (so it does
-    /// not act twice on a stale view). Unknown or expired expectations count as met.
+    /// not act twice on a stale view). Unknown or expired expectations count as met. Once the
+    /// cache shows the DeviceProcesses it created, their names need no claim any more.
     fn expectations_met(
         &self,
         uid: &str,
         dpd: &DeviceProcessDeployment,
         in_namespace: &[Arc<DeviceProcess>],
     ) -> bool {
-        let Ok(mut all) = self.memory.lock() else {
-            return true;
-        };
-        let Some(memory) = all.get_mut(uid) else {
-            return true;
-        };
-        let Some(exp) = &memory.expectations else {
-            return true;
-        };
-        if exp.since.elapsed() > EXPECTATION_TIMEOUT {
-            memory.expectations = None;
-            return true;
-        }
-        let deployment_seen = match (exp.deployment, rv_of(&dpd.metadata)) {
-            (Some(want), Some(have)) => have >= want,
-            _ => true,
-        };
-        let by_name: HashMap<&str, &Arc<DeviceProcess>> = in_namespace
-            .iter()
-            .filter_map(|dp| dp.metadata.name.as_deref().map(|n| (n, dp)))
-            .collect();
-        let processes_seen = exp.processes.iter().all(|(name, expect)| {
-            let live = by_name.get(name.as_str());
-            match (expect, live) {
-                (Expect::AtLeast(want), Some(dp)) => {
-                    rv_of(&dp.metadata).is_none_or(|have| have >= *want)
-                }
-                (Expect::AtLeast(_), None) => false,
-                (Expect::Gone(_), None) => true,
-                (Expect::Gone(old), Some(dp)) => rv_of(&dp.metadata).is_none_or(|have| have > *old),
+        let created = {
+            let Ok(mut all) = self.memory.lock() else {
+                return true;
+            };
+            let Some(memory) = all.get_mut(uid) else {
+                return true;
+            };
+            let Some(exp) = &memory.expectations else {
+                return true;
+            };
+            if exp.since.elapsed() > EXPECTATION_TIMEOUT {
+                memory.expectations = None;
+                return true;
             }
-        });
-        if deployment_seen && processes_seen {
-            memory.expectations = None;
-            true
-        } else {
-            false
+            let deployment_seen = match (exp.deployment, rv_of(&dpd.metadata)) {
+                (Some(want), Some(have)) => have >= want,
+                _ => true,
+            };
+            if !deployment_seen || !exp.shown_by(in_namespace) {
+                return false;
+            }
+            memory.expectations.take().map(|e| e.processes)
+        };
+        if let Some(namespace) = dpd.namespace() {
+            for (name, expect) in created.iter().flatten() {
+                if matches!(expect, Expect::AtLeast(_)) {
+                    self.unclaim(&namespace, name, uid);
+                }
+            }
         }
+        true
     }
 
     fn expect(&self, uid: &str, processes: HashMap<String, Expect>, deployment: Option<u64>) {
@@ -1118,6 +1151,43 @@ async fn publish_invalid(ctx: &Context, regarding: &ObjectReference, err: &SpecE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expectations_are_shown_when_the_cache_holds_every_write() {
+        let cached = |name: &str, rv: u64| {
+            let mut dp = DeviceProcess::new(name, apollo_api::samples::shell_process("d", "x"));
+            dp.metadata.resource_version = Some(rv.to_string());
+            Arc::new(dp)
+        };
+        let exp = |processes: &[(&str, Expect)]| Expectations {
+            since: Instant::now(),
+            processes: processes
+                .iter()
+                .map(|(n, e)| ((*n).to_owned(), *e))
+                .collect(),
+            deployment: None,
+        };
+        let cache = vec![cached("a", 10), cached("b", 20), cached("other", 5)];
+        let written = exp(&[("a", Expect::AtLeast(10)), ("b", Expect::AtLeast(15))]);
+        assert!(written.shown_by(&cache));
+        assert!(
+            !exp(&[("a", Expect::AtLeast(11))]).shown_by(&cache),
+            "an older resourceVersion"
+        );
+        assert!(
+            !exp(&[("new", Expect::AtLeast(1))]).shown_by(&cache),
+            "a created object not cached yet"
+        );
+        assert!(exp(&[("gone", Expect::Gone(3))]).shown_by(&cache));
+        assert!(
+            !exp(&[("a", Expect::Gone(10))]).shown_by(&cache),
+            "a deleted object still cached"
+        );
+        assert!(
+            exp(&[("a", Expect::Gone(9))]).shown_by(&cache),
+            "deleted and created again"
+        );
+    }
 
     #[test]
     fn a_summed_up_update_event_counts_every_device_and_fits_the_note() {

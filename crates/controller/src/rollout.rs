@@ -13,7 +13,9 @@
 //! - [`progress`] computes the revisions, the progress time and the `RolledOut` condition;
 //!   [`transitions`] the Events due when the status moves from one state to the next.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use apollo_api::conditions::{self, reasons, status as cstatus};

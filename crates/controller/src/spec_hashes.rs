@@ -15,8 +15,9 @@
 //! [`SpecHashes`] in its reconcile context and hands it to the pure functions of
 //! [`crate::plan`] and [`crate::rollout`] that need a hash.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use foldhash::HashMap;
 
 use apollo_api::{DeviceProcess, spec_hash};
 

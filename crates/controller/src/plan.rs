@@ -3,8 +3,6 @@
 //! deployment's status. No I/O here, so every rule is unit-tested.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use apollo_api::conditions::{self, reasons, status as cstatus};
@@ -13,6 +11,7 @@ use apollo_api::{
     DeviceProcess, DeviceProcessDeployment, DeviceProcessDeploymentStatus, labels, template_hash,
 };
 use apollo_names::{is_dns1123_subdomain, is_label_value, is_qualified_name_part};
+use foldhash::{HashMap, HashSet, HashSetExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, LabelSelector, ManagedFieldsEntry, OwnerReference, Time,
 };

@@ -2,14 +2,13 @@
 //! the deployment's status, events, error classification and retry backoff.
 
 use std::collections::{BTreeSet, HashSet};
-
-use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apollo_api::conditions;
 use apollo_api::{DeviceProcess, DeviceProcessDeployment};
 use apollo_backoff::Exponential;
+use foldhash::HashMap;
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::ObjectReference;

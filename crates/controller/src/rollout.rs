@@ -14,8 +14,6 @@
 //!   [`transitions`] the Events due when the status moves from one state to the next.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::sync::Arc;
 
 use apollo_api::conditions::{self, reasons, status as cstatus};
@@ -24,6 +22,7 @@ use apollo_api::{
     DeviceProcess, DeviceProcessDeployment, DeviceProcessDeploymentStatus, ProcessTemplateSpec,
     UpdateStrategyType, labels, template_hash,
 };
+use foldhash::HashMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 

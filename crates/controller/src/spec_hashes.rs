@@ -17,9 +17,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use foldhash::HashMap;
-
 use apollo_api::{DeviceProcess, spec_hash};
+use foldhash::HashMap;
 
 /// Entries kept before the memo starts over (about 150 bytes each: 20 MiB at most).
 pub const MAX_ENTRIES: usize = 131_072;

@@ -13,6 +13,7 @@
 //!   of a deployment's template, is its rollout revision.
 //! - [`naming`]: stable DeviceProcess names and valid label values for long device names.
 //! - [`labels`] and [`conditions`]: label keys, condition types and reasons.
+//! - [`lean`]: a DeviceProcess decoded without `managedFields`, for answers that do not need them.
 //! - [`samples`]: the runbook's demo template as a value, for tests and examples.
 //!
 //! The CRD YAML under `k8s/crds/` is generated from these types by `apollo-crdgen`.
@@ -24,6 +25,7 @@ pub mod conditions;
 pub mod deployment;
 pub mod device_process;
 pub mod labels;
+pub mod lean;
 pub mod naming;
 pub mod network_switch;
 pub mod samples;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apollo_api::conditions;
+use apollo_api::lean::LeanProcess;
 use apollo_api::{DeviceProcess, DeviceProcessDeployment};
 use apollo_backoff::Exponential;
 use foldhash::HashMap;
@@ -727,6 +728,7 @@ async fn fan_out(
         .map(|(device, dp)| (device.clone(), Arc::clone(dp)))
         .collect();
     let processes: Api<DeviceProcess> = Api::namespaced(ctx.client.clone(), namespace);
+    let applies: Api<LeanProcess> = Api::namespaced(ctx.client.clone(), namespace);
     let mut pending: Vec<BoxFuture<'_, Outcome>> = Vec::new();
     for item in gated.apply {
         let dp_name = item.object.name_any();
@@ -741,7 +743,7 @@ async fn fan_out(
             });
             continue;
         }
-        pending.push(Box::pin(apply_one(&processes, key, item)));
+        pending.push(Box::pin(apply_one(&applies, key, item)));
     }
     for dp in p.delete {
         pending.push(Box::pin(delete_one(
@@ -939,14 +941,17 @@ enum Outcome {
 }
 
 /// Server-side applies one DeviceProcess and logs it (its Event is summed up per reconcile).
-async fn apply_one(processes: &Api<DeviceProcess>, key: &str, item: plan::ApplyItem) -> Outcome {
+async fn apply_one(processes: &Api<LeanProcess>, key: &str, item: plan::ApplyItem) -> Outcome {
     let dp_name = item.object.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    // The answer is read for its resourceVersion, labels, spec and status (the counts), never
+    // its managedFields: decoded without them.
     match processes
         .patch(&dp_name, &params, &Patch::Apply(&item.object))
         .await
     {
         Ok(applied) => {
+            let applied = DeviceProcess::from(applied);
             let updated = item.exists();
             tracing::info!(
                 deployment = %key,

@@ -24,7 +24,8 @@
 //!   listener, `--peer-addr`); [`limits`]: what unauthenticated
 //!   clients can make it hold; [`metrics`]: the Prometheus families.
 //! - [`sync`]: the DeviceProcess watch and the sweeper; [`kubeapi`]: API request counting;
-//!   [`lean`]: DeviceProcesses decoded without their `managedFields` (watch and status writes).
+//!   the watch and the status writes decode DeviceProcesses without their `managedFields`
+//!   ([`apollo_api::lean`]).
 //! - [`config`] and [`keys`]: the command line (argh + `APOLLO_*` env twins) and the `keys`
 //!   subcommands.
 //! - [`tls`]: optional TLS on the listener; [`revocation`]: per-device key-epoch floors and
@@ -41,7 +42,6 @@ pub mod http;
 pub mod index;
 pub mod keys;
 pub mod kubeapi;
-pub mod lean;
 pub mod limits;
 pub mod liveness;
 pub mod membership;
@@ -418,7 +418,7 @@ impl Gateway {
         ));
         let forwarder = forward::Forwarder::new(&id, settings.keys.clone(), metrics.clone());
         tasks.spawn(forwarder.clone().run(shutdown.clone()));
-        let api: Api<lean::LeanProcess> = Api::namespaced(client.clone(), &namespace);
+        let api: Api<apollo_api::lean::LeanProcess> = Api::namespaced(client.clone(), &namespace);
         tasks.spawn(sync::run_watch(
             api,
             index.clone(),

@@ -19,10 +19,10 @@ use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
 use crate::index::{ObjectIndex, ProcessInput};
-use crate::lean::LeanProcess;
 use crate::liveness::Liveness;
 use crate::membership::{Ownership, ReadyParts};
 use crate::status::StatusController;
+use apollo_api::lean::LeanProcess;
 
 /// The index entry of a DeviceProcess.
 pub fn process_input(dp: &DeviceProcess) -> Option<ProcessInput> {

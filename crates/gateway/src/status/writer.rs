@@ -17,7 +17,7 @@ use super::StatusController;
 use super::compute::View;
 use super::table::{Tracked, older};
 use crate::index::Object;
-use crate::lean::LeanProcess;
+use apollo_api::lean::LeanProcess;
 
 /// What a writer does with a queued object.
 enum Begin {

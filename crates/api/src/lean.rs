@@ -1,22 +1,25 @@
-//! DeviceProcesses as the gateway reads them from the API server: every field but
+//! DeviceProcesses as the components read them back from the API server: every field but
 //! `metadata.managedFields`.
 //!
 //! The gateway decodes a DeviceProcess at every watch event and at every answer to its own
-//! status patches; during a rollout that is two or three times per device. The server-side
-//! apply bookkeeping in `managedFields` (one entry per field manager, each a tree of the
-//! fields it owns) is most of such an object's JSON, and decoding it into
+//! status patches, the controller at every answer to its applies; during a rollout that is
+//! several times per device. The server-side apply bookkeeping in `managedFields` (one entry
+//! per field manager, each a tree of the fields it owns) is most of such an object's JSON, and
+//! decoding it into
 //! [`ManagedFieldsEntry`](k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry)
 //! values — maps of maps of strings — was an eighth of the gateway's CPU in a 10,000-device
-//! rollout. The gateway never reads it (the controller does, for its own labels), so
-//! [`LeanProcess`] skips it while parsing: the bytes are still checked as JSON, nothing is
-//! allocated for them.
+//! rollout. Neither reads it there (the controller reads its own entry from its watch cache,
+//! not from these answers), so [`LeanProcess`] skips it while parsing: the bytes are still
+//! checked as JSON, nothing is allocated for them. Use it as the type of an `Api` whose
+//! answers need no managedFields.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use apollo_api::{DeviceProcess, DeviceProcessSpec, DeviceProcessStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde::{Deserialize, Deserializer};
+
+use crate::{DeviceProcess, DeviceProcessSpec, DeviceProcessStatus};
 
 /// A DeviceProcess without `metadata.managedFields` (always `None` here).
 #[derive(Clone, Debug, Deserialize)]

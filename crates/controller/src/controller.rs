@@ -111,7 +111,7 @@ fn deployments_for_device(
 pub struct Synced(watch::Receiver<bool>);
 
 impl Synced {
-    fn new() -> (watch::Sender<bool>, Self) {
+    pub(crate) fn new() -> (watch::Sender<bool>, Self) {
         let (tx, rx) = watch::channel(false);
         (tx, Self(rx))
     }

@@ -1156,6 +1156,75 @@ async fn publish_invalid(ctx: &Context, regarding: &ObjectReference, err: &SpecE
 mod tests {
     use super::*;
 
+    /// A context over empty caches, with a client that is never called.
+    fn context() -> Context {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let inventory =
+            kube::runtime::reflector::store::Writer::<PartialObjectMeta<DynamicObject>>::new(
+                kube::api::ApiResource::erase::<apollo_api::NetworkSwitch>(&()),
+            );
+        Context::new(
+            client.clone(),
+            kube::runtime::reflector::store().0,
+            kube::runtime::reflector::store().0,
+            inventory.as_reader(),
+            crate::controller::Synced::new().1,
+            crate::controller::Synced::new().1,
+            Arc::new(Metrics::register(
+                &mut prometheus_client::registry::Registry::default(),
+            )),
+            Recorder::new(client, "test"),
+            None,
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_created_name_is_claimed_until_the_cache_shows_it() {
+        let ctx = context();
+        let mut dpd = DeviceProcessDeployment::new(
+            "fleet",
+            serde_json::from_value(serde_json::json!({
+                "selector": {},
+                "template": {"spec": apollo_api::samples::demo_logger_template()},
+            }))
+            .unwrap(),
+        );
+        dpd.metadata.namespace = Some("default".into());
+        let cached = |rv: u64| {
+            let mut dp = DeviceProcess::new(
+                "fleet-tor1",
+                apollo_api::samples::shell_process("tor1", "x"),
+            );
+            dp.metadata.resource_version = Some(rv.to_string());
+            vec![Arc::new(dp)]
+        };
+        assert!(ctx.claim("default", "fleet-tor1", "uid-a"));
+        assert!(
+            !ctx.claim("default", "fleet-tor1", "uid-b"),
+            "held for uid-a"
+        );
+        ctx.expect(
+            "uid-a",
+            [("fleet-tor1".to_owned(), Expect::AtLeast(7))]
+                .into_iter()
+                .collect(),
+            None,
+        );
+        // The cache does not show the create yet: the claim stays.
+        assert!(!ctx.expectations_met("uid-a", &dpd, &[]));
+        assert!(!ctx.expectations_met("uid-a", &dpd, &cached(6)));
+        assert_eq!(
+            ctx.claimed_by_others("default", "uid-b"),
+            BTreeSet::from(["fleet-tor1".to_owned()])
+        );
+        // Shown: released (the cache now tells other deployments the name is taken).
+        assert!(ctx.expectations_met("uid-a", &dpd, &cached(7)));
+        assert!(ctx.claimed_by_others("default", "uid-b").is_empty());
+    }
+
     #[test]
     fn expectations_are_shown_when_the_cache_holds_every_write() {
         let cached = |name: &str, rv: u64| {

@@ -259,12 +259,6 @@ impl<'a> Desired<'a> {
         });
         (!owned).then_some(Drift::Metadata)
     }
-
-    /// Whether the live DeviceProcess of `device` differs from what the controller applies
-    /// ([`Desired::drift`]).
-    pub fn needs_update(&self, live: &DeviceProcess, device: &str) -> bool {
-        self.drift(live, device).is_some()
-    }
 }
 
 /// How a live DeviceProcess differs from what the controller applies.
@@ -857,15 +851,15 @@ mod tests {
                 applied.labels().get(labels::DEVICE),
                 Some(&label_value(device))
             );
-            assert!(!want.needs_update(&applied, device), "{device}");
-            assert!(want.needs_update(&applied, "tor1-02"), "another device");
+            assert_eq!(want.drift(&applied, device), None, "{device}");
+            assert!(want.drift(&applied, "tor1-02").is_some(), "another device");
             assert_eq!(
                 want.drift(&applied, "tor1-02"),
                 Some(Drift::Spec),
                 "another device's spec"
             );
             applied.owner_references_mut()[0].block_owner_deletion = None;
-            assert!(want.needs_update(&applied, device), "owner reference");
+            assert!(want.drift(&applied, device).is_some(), "owner reference");
             assert_eq!(want.drift(&applied, device), Some(Drift::Metadata));
         }
     }
@@ -877,7 +871,7 @@ mod tests {
         let mut dp = (*live(&dpd, "demo-logger-tor1-01", "tor1-01")).clone();
         // Someone else's label is fine.
         dp.labels_mut().insert("team".into(), "net".into());
-        assert!(!Desired::new(&dpd, &owner).needs_update(&dp, "tor1-01"));
+        assert_eq!(Desired::new(&dpd, &owner).drift(&dp, "tor1-01"), None);
         // A template label the controller applied and the template dropped must go.
         dp.labels_mut().insert("tier".into(), "edge".into());
         dp.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
@@ -892,7 +886,7 @@ mod tests {
             managed_label_keys(&dp),
             BTreeSet::from(["app".to_owned(), "tier".to_owned()])
         );
-        assert!(Desired::new(&dpd, &owner).needs_update(&dp, "tor1-01"));
+        assert!(Desired::new(&dpd, &owner).drift(&dp, "tor1-01").is_some());
         // A changed template label value is drift too.
         dpd.spec
             .template
@@ -900,7 +894,7 @@ mod tests {
             .labels
             .insert("app".into(), "logger2".into());
         dp.labels_mut().remove("tier");
-        assert!(Desired::new(&dpd, &owner).needs_update(&dp, "tor1-01"));
+        assert!(Desired::new(&dpd, &owner).drift(&dp, "tor1-01").is_some());
     }
 
     #[test]

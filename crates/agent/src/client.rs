@@ -140,38 +140,49 @@ pub type HttpClient = Client<crate::tls::GatewayConnector, Full<Bytes>>;
 
 /// A pooled plain-HTTP client with the agent's connection settings.
 pub fn http_client(connect_timeout: Duration) -> HttpClient {
-    http_client_from(connect_timeout, None)
+    http_client_from(connect_timeout, &SharedPool::default())
 }
 
-/// [`http_client`] whose connections leave from `local_address` (bound before connecting):
-/// a fleet simulator spreads its agents over loopback addresses (127.0.0.0/8) so that the
-/// ephemeral port range of one source address does not limit the connections it opens.
+/// How a connection pool shared by many simulated agents behaves; an agent of its own uses
+/// the default (every connection it opened may stay idle for reuse).
+#[derive(Debug, Clone, Default)]
+pub struct SharedPool {
+    /// Source address of every connection (bound before connecting): a fleet simulator
+    /// spreads its agents over loopback addresses (127.0.0.0/8) so that the ephemeral port
+    /// range of one source address does not limit the connections it opens.
+    pub local_address: Option<std::net::IpAddr>,
+    /// Idle connections kept for reuse; `None`: unbounded. A simulator that cannot hold a
+    /// connection per agent (open-file limit) bounds it, so that a burst of requests does not
+    /// leave a descriptor behind per request in flight.
+    pub max_idle: Option<usize>,
+}
+
+fn pool_builder(pool: &SharedPool) -> hyper_util::client::legacy::Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder.pool_idle_timeout(Duration::from_secs(90));
+    if let Some(max) = pool.max_idle {
+        builder.pool_max_idle_per_host(max);
+    }
+    builder
+}
+
+/// [`http_client`] with the settings of a pool shared by many agents.
 #[cfg(not(feature = "tls"))]
-pub fn http_client_from(
-    connect_timeout: Duration,
-    local_address: Option<std::net::IpAddr>,
-) -> HttpClient {
+pub fn http_client_from(connect_timeout: Duration, pool: &SharedPool) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_local_address(local_address);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+    connector.set_local_address(pool.local_address);
+    pool_builder(pool).build(connector)
 }
 
-/// [`http_client`] whose connections leave from `local_address` (no TLS configured).
+/// [`http_client`] with the settings of a pool shared by many agents (no TLS configured).
 #[cfg(feature = "tls")]
-pub fn http_client_from(
-    connect_timeout: Duration,
-    local_address: Option<std::net::IpAddr>,
-) -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(
-            crate::tls::GatewayConnector::new(connect_timeout, None)
-                .with_local_address(local_address),
-        )
+pub fn http_client_from(connect_timeout: Duration, pool: &SharedPool) -> HttpClient {
+    pool_builder(pool).build(
+        crate::tls::GatewayConnector::new(connect_timeout, None)
+            .with_local_address(pool.local_address),
+    )
 }
 
 /// Signs, sends, verifies.

@@ -21,7 +21,7 @@ use crate::cluster::{
     Cluster, Component, PhaseTimeout, Summary, Tracker, free_port, http_get_text, metric_sum,
     wait_http_ok, wait_listening,
 };
-use crate::fleet::{Fleet, FleetOptions};
+use crate::fleet::{Fleet, FleetOptions, POLLING_IDLE_PER_ADDRESS};
 use crate::floor::{self, FloorWrite, WriteFloor};
 use crate::limits::OpenFiles;
 use crate::load::{self, LoadResult};
@@ -600,6 +600,7 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
         },
         initial_heartbeat: config.heartbeat,
         agents_per_address: config.agents_per_address,
+        max_idle_per_address: (!long_polls_fit).then_some(POLLING_IDLE_PER_ADDRESS),
     };
     let mut fleet = Fleet::new(long_poll.clone());
     let start = Instant::now();
@@ -785,7 +786,9 @@ pub async fn run_size(config: &BenchConfig, devices: usize) -> anyhow::Result<Si
             "stale",
             silent.len(),
             Duration::from_secs(30) + config.heartbeat * 6,
-            |s| silent_set.contains(s.device.as_str()) && !s.connected,
+            // Connected objects (most of them) are ruled out before any hashing: the tracker
+            // counts under its lock, which its watch task waits on.
+            |s| !s.connected && silent_set.contains(s.device.as_str()),
         )
         .await
     {
@@ -940,6 +943,7 @@ pub async fn run_replicas(
         long_poll: Duration::from_secs(30),
         initial_heartbeat: config.heartbeat,
         agents_per_address: config.agents_per_address,
+        max_idle_per_address: None,
     };
     // One fleet per first replica (the gateway URL list is a fleet option).
     let mut fleets: Vec<Fleet> = (0..replicas).map(|k| Fleet::new(options(k))).collect();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use apollo_agent::agent::{Agent, AgentState};
-use apollo_agent::client::{GatewayClient, HttpClient, http_client_from};
+use apollo_agent::client::{GatewayClient, HttpClient, SharedPool, http_client_from};
 use apollo_agent::config::Config;
 use apollo_protocol::keys::MasterKey;
 use tokio::sync::{oneshot, watch};
@@ -34,7 +34,17 @@ pub struct FleetOptions {
     /// Agents per loopback source address; 0 = connect from whatever address the kernel
     /// picks (127.0.0.1 for a loopback gateway).
     pub agents_per_address: usize,
+    /// Idle connections each source address's pool keeps; `None`: as many as were opened
+    /// (every agent keeps its report connection alive, as a real agent does). A fleet larger
+    /// than the open-file limit bounds it ([`POLLING_IDLE_PER_ADDRESS`]).
+    pub max_idle_per_address: Option<usize>,
 }
+
+/// Idle connections per source address for a polling fleet that cannot hold a connection per
+/// agent: 400 agents polling and reporting every 10 s send about 80 requests/s, a handful in
+/// flight at a time, so 16 keep-alive connections carry them; 250 addresses (100,000 agents)
+/// then hold about 4,000 descriptors here and in the gateway instead of one or two per agent.
+pub const POLLING_IDLE_PER_ADDRESS: usize = 16;
 
 /// Agents per source address that keep every address under the gateway's default per-address
 /// cap of 1,024 connections (two connections per agent at most, plus slack).
@@ -95,9 +105,12 @@ impl Fleet {
         let per = self.options.agents_per_address;
         let index = slot.checked_div(per).unwrap_or(0);
         while self.pools.len() <= index {
-            let local = (per > 0).then(next_loopback);
-            self.pools
-                .push((local, http_client_from(Duration::from_secs(10), local)));
+            let pool = SharedPool {
+                local_address: (per > 0).then(next_loopback),
+                max_idle: self.options.max_idle_per_address,
+            };
+            let http = http_client_from(Duration::from_secs(10), &pool);
+            self.pools.push((pool.local_address, http));
         }
         self.pools[index].1.clone()
     }

@@ -280,6 +280,7 @@ async fn main() -> anyhow::Result<()> {
                 long_poll: r.long_poll.0,
                 initial_heartbeat: Duration::from_secs(10),
                 agents_per_address: r.agents_per_address,
+                max_idle_per_address: None,
             });
             for i in 0..r.devices {
                 fleet.start(&format!("{}{i:06}", r.prefix));

@@ -7,4 +7,5 @@ mod common;
 mod agent_loop;
 mod binary;
 mod no_kubernetes;
+mod shared_pool;
 mod tls;

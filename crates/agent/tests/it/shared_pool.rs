@@ -3,7 +3,6 @@
 //! fleet simulator relies on it when its fleet does not fit the open-file limit).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use apollo_agent::client::{SharedPool, http_client_from};
@@ -17,11 +16,11 @@ const BURST: usize = 48;
 const MAX_IDLE: usize = 4;
 
 /// An HTTP/1.1 server that holds every answer until `BURST` connections are open (so the
-/// client must open that many) and publishes how many connections are open.
+/// client must open that many) and publishes how many connections are open (counted in the
+/// watch itself, so no update can overtake another).
 async fn counting_server() -> (std::net::SocketAddr, watch::Receiver<usize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let open = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = watch::channel(0usize);
     let tx = Arc::new(tx);
     tokio::spawn(async move {
@@ -29,8 +28,8 @@ async fn counting_server() -> (std::net::SocketAddr, watch::Receiver<usize>) {
             let Ok((mut stream, _)) = listener.accept().await else {
                 return;
             };
-            let (open, tx) = (open.clone(), tx.clone());
-            tx.send_replace(open.fetch_add(1, Ordering::SeqCst) + 1);
+            let tx = tx.clone();
+            tx.send_modify(|open| *open += 1);
             tokio::spawn(async move {
                 let mut burst = tx.subscribe();
                 let mut buf = Vec::new();
@@ -52,7 +51,7 @@ async fn counting_server() -> (std::net::SocketAddr, watch::Receiver<usize>) {
                         }
                     }
                 }
-                tx.send_replace(open.fetch_sub(1, Ordering::SeqCst) - 1);
+                tx.send_modify(|open| *open -= 1);
             });
         }
     });
